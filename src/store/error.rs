@@ -1,0 +1,44 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the database at {path} has schema version {found}, but this erlmcp knows only up to {known}; \
+         it was written by a newer erlmcp. Run that version, or restore a backup made by this one. \
+         The database was not modified."
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating the database schema failed: {0}")]
+    Migration(String),
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the commit failed, nothing in this batch was stored: {0}")]
+    CommitFailed(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// True when the disk is full; callers report it distinctly so an
+    /// operator knows what to fix.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::CommitFailed(msg) => msg.contains("full"),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Durable state in one SQLite file: WAL, `synchronous=FULL` by default, one
+//! writer thread committing in groups, a few reader threads.
+//!
+//! Domain code never holds a connection. It hands the store a closure:
+//! [`Store::write`] runs it on the writer inside a transaction and answers
+//! after the commit is durable; [`Store::read`] runs it on a reader.
+
+mod error;
+pub mod migrations;
+mod readers;
+mod writer;
+
+pub mod audit;
+pub mod events;
+pub mod kv;
+pub mod sessions;
+
+pub use error::StoreError;
+pub use writer::WriterStats;
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How hard a commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a crash of erlmcp, not of the OS.
+    Normal,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    pub readers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            synchronous: Synchronous::Full,
+            readers: 2,
+        }
+    }
+}
+
+/// A handle to the open database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: flume::Sender<writer::Command>,
+    readers: flume::Sender<readers::ReadJob>,
+    stats: Arc<WriterStats>,
+}
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "erlmcp.db";
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, refuses one
+    /// newer than this binary, migrates, and starts the writer and readers.
+    pub fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        check_schema_not_newer(&conn, &path)?;
+        configure_writer(&conn, opts.synchronous)?;
+        migrations::migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+
+        let stats = Arc::new(WriterStats::default());
+        let (wtx, wrx) = flume::bounded(4096);
+        writer::spawn(conn, wrx, stats.clone())
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        let (rtx, rrx) = flume::bounded(4096);
+        readers::spawn(&path, opts.readers.max(1), rrx)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                writer: wtx,
+                readers: rtx,
+                stats,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
+    /// Runs `f` in a write transaction; resolves once the commit is durable.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (job, rx) = writer::job(f);
+        self.inner
+            .writer
+            .send_async(writer::Command::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a write nobody waits for (event log, audit). It is committed
+    /// with the next group; a failure is logged.
+    pub async fn write_detached<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let job = writer::detached(what, f);
+        if self
+            .inner
+            .writer
+            .send_async(writer::Command::Job(job))
+            .await
+            .is_err()
+        {
+            tracing::warn!(what, "store closed; background write dropped");
+        }
+    }
+
+    /// Like [`Store::write_detached`], from synchronous code: queues at once,
+    /// or hands the job to a task when the queue is full.
+    pub fn write_detached_now<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let cmd = writer::Command::Job(writer::detached(what, f));
+        match self.inner.writer.try_send(cmd) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(cmd)) => {
+                let tx = self.inner.writer.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send_async(cmd).await;
+                });
+            }
+            Err(flume::TrySendError::Disconnected(_)) => {
+                tracing::warn!(what, "store closed; background write dropped");
+            }
+        }
+    }
+
+    /// Runs `f` on the writer's connection outside any transaction, between
+    /// groups: checkpoints, online backups.
+    pub async fn exclusive<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let cmd = writer::Command::Exclusive(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }));
+        self.inner
+            .writer
+            .send_async(cmd)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a reader connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: readers::ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner
+            .readers
+            .send_async(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Proves the writer is alive: a no-op job must commit within `timeout`.
+    pub async fn ping_writer(&self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.write(|_| Ok(()))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Moves the WAL into the main file and truncates it.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.exclusive(|conn| {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Reads `user_version` before anything else touches the file.
+fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = migrations::latest_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
+fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;"
+    ))?;
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+    Ok(conn)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
