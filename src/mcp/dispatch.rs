@@ -1,0 +1,281 @@
+//! Routing one request to its method handler, in either era, with the
+//! bookkeeping every request shares: context, cancellation, metrics, and
+//! the modern result fields (`resultType`, `serverInfo`).
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::context::RequestContext;
+use super::error::McpError;
+use super::jsonrpc::RequestId;
+use super::meta::{ModernMeta, RequestMeta, SERVER_INFO};
+use super::methods;
+use super::outbound::{Peer, SharedSink};
+use super::server::Server;
+use super::session::Session;
+
+/// Who sent a request, which fixes its protocol version and capabilities.
+pub enum Caller {
+    /// A legacy session (HTTP with `Mcp-Session-Id`, or stdio after `initialize`).
+    Session(Arc<Session>),
+    /// A modern request; `peer` lets stdio cancel it by id.
+    Modern {
+        meta: ModernMeta,
+        peer: Option<Arc<Peer>>,
+    },
+}
+
+/// One request to serve.
+pub struct Call {
+    pub id: RequestId,
+    pub method: String,
+    pub params: Option<Box<RawValue>>,
+}
+
+/// Methods only the legacy (session) era has.
+const LEGACY_ONLY: &[&str] = &[
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Methods whose modern results carry caching hints.
+const CACHEABLE: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+impl Server {
+    /// Serves one request. The caller must not send a response if `cancel`
+    /// fired (the client asked us to stop).
+    pub async fn handle(
+        &self,
+        call: &Call,
+        caller: &Caller,
+        sink: Option<SharedSink>,
+        cancel: CancellationToken,
+    ) -> Result<Value, McpError> {
+        let started = Instant::now();
+        let ctx = match self.context(call, caller, sink, cancel.clone()) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                let outcome = Err(e);
+                record_metrics(&call.method, &outcome, started);
+                return outcome;
+            }
+        };
+        if let Some(p) = &ctx.peer {
+            p.track(&call.id, cancel.clone());
+        }
+        let outcome = tokio::select! {
+            r = self.route(&call.method, &ctx, call.params.as_deref()) => r,
+            _ = cancel.cancelled() => Err(McpError::new(-32800, "Request cancelled")),
+        };
+        if let Some(p) = &ctx.peer {
+            p.untrack(&call.id);
+        }
+        record_metrics(&call.method, &outcome, started);
+        match caller {
+            Caller::Modern { .. } => outcome.map(|r| self.decorate_modern(&call.method, r)),
+            Caller::Session(_) => outcome,
+        }
+    }
+
+    fn context(
+        &self,
+        call: &Call,
+        caller: &Caller,
+        sink: Option<SharedSink>,
+        cancel: CancellationToken,
+    ) -> Result<RequestContext, McpError> {
+        let meta = RequestMeta::read(call.params.as_deref());
+        let settings = self.settings();
+        let (version, session, peer, client, log_level) = match caller {
+            Caller::Session(s) => (
+                s.version,
+                Some(s.clone()),
+                Some(s.peer.clone()),
+                s.client.clone(),
+                s.log_level(),
+            ),
+            Caller::Modern { meta, peer } => (
+                meta.version,
+                None,
+                peer.clone(),
+                meta.client.clone(),
+                meta.log_level,
+            ),
+        };
+        let (input_responses, request_state) = if version.is_stateless() {
+            retry_fields(call.params.as_deref())?
+        } else {
+            (None, None)
+        };
+        Ok(RequestContext {
+            version,
+            id: call.id.clone(),
+            session,
+            peer,
+            client,
+            log_level,
+            progress_token: meta.progress_token,
+            cancel,
+            sink,
+            input_responses,
+            request_state,
+            signer: self.signer.clone(),
+            client_request_timeout: settings.client_request_timeout,
+        })
+    }
+
+    async fn route(
+        &self,
+        method: &str,
+        ctx: &RequestContext,
+        params: Option<&RawValue>,
+    ) -> Result<Value, McpError> {
+        let modern = ctx.version.is_stateless();
+        if modern && LEGACY_ONLY.contains(&method) {
+            return Err(McpError::method_not_found(method).with_status(404));
+        }
+        match method {
+            "ping" => Ok(json!({})),
+            "server/discover" => Ok(methods::lifecycle::discover(self)),
+            "tools/list" => methods::tools::list(self, ctx, params),
+            "tools/call" => methods::tools::call(self, ctx, params).await,
+            "resources/list" => methods::resources::list(self, ctx, params).await,
+            "resources/templates/list" => methods::resources::templates(self, ctx, params),
+            "resources/read" => methods::resources::read(self, ctx, params).await,
+            "resources/subscribe" => methods::resources::subscribe(self, ctx, params).await,
+            "resources/unsubscribe" => methods::resources::unsubscribe(self, ctx, params).await,
+            "prompts/list" => methods::prompts::list(self, ctx, params),
+            "prompts/get" => methods::prompts::get(self, ctx, params).await,
+            "completion/complete" => methods::completion::complete(self, ctx, params).await,
+            "logging/setLevel" => methods::logging::set_level(self, ctx, params).await,
+            "initialize" if !modern => Err(McpError::invalid_request(
+                "this session is already initialized",
+            )),
+            _ => Err(McpError::method_not_found(method).with_status(404)),
+        }
+    }
+
+    /// Adds what every modern result carries: `resultType`, the server's
+    /// identity, and caching hints where the method is cacheable.
+    fn decorate_modern(&self, method: &str, mut result: Value) -> Value {
+        let Some(obj) = result.as_object_mut() else {
+            return result;
+        };
+        obj.entry("resultType").or_insert(json!("complete"));
+        let meta = obj
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert(
+                SERVER_INFO.into(),
+                self.server_info(super::version::ProtocolVersion::NEWEST_MODERN),
+            );
+        }
+        let complete = obj.get("resultType") == Some(&json!("complete"));
+        if complete && CACHEABLE.contains(&method) {
+            let ttl = match method {
+                "resources/list" | "resources/read" => 0,
+                _ => self.settings().list_ttl_ms,
+            };
+            obj.entry("ttlMs").or_insert(json!(ttl));
+            obj.entry("cacheScope")
+                .or_insert(json!(if ttl == 0 { "private" } else { "public" }));
+        }
+        result
+    }
+}
+
+type RetryFields = (Option<Map<String, Value>>, Option<String>);
+
+/// The MRTR fields of a modern retry: `inputResponses` must map keys to
+/// result objects, `requestState` must be a string.
+fn retry_fields(params: Option<&RawValue>) -> Result<RetryFields, McpError> {
+    #[derive(serde::Deserialize)]
+    struct Retry {
+        #[serde(rename = "inputResponses", default, deserialize_with = "present")]
+        input_responses: Option<Value>,
+        #[serde(rename = "requestState", default, deserialize_with = "present")]
+        request_state: Option<Value>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        <Value as serde::Deserialize>::deserialize(d).map(Some)
+    }
+    let Some(p) = params else {
+        return Ok((None, None));
+    };
+    let r: Retry = serde_json::from_str(p.get())
+        .map_err(|e| McpError::invalid_params(format!("malformed params: {e}")))?;
+    let inputs = match r.input_responses {
+        None => None,
+        Some(Value::Object(m)) => {
+            if let Some((k, _)) = m.iter().find(|(_, v)| !v.is_object()) {
+                return Err(McpError::invalid_params(format!(
+                    "inputResponses[{k:?}] must be a result object"
+                )));
+            }
+            Some(m)
+        }
+        Some(_) => {
+            return Err(McpError::invalid_params(
+                "inputResponses must be an object mapping keys to results",
+            ));
+        }
+    };
+    let state = match r.request_state {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(McpError::invalid_params("requestState must be a string")),
+    };
+    Ok((inputs, state))
+}
+
+/// Known method names, so metrics labels stay bounded whatever clients send.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub fn record_metrics(method: &str, outcome: &Result<Value, McpError>, started: Instant) {
+    let method = method_label(method);
+    let outcome = match outcome {
+        Ok(v) if v.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    metrics::counter!("erlmcp_requests_total", "method" => method, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("erlmcp_request_duration_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}

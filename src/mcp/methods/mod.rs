@@ -1,0 +1,41 @@
+//! One module per MCP method group. Each handler deserializes exactly the
+//! params it needs from the raw JSON and returns the result object.
+
+pub mod completion;
+pub mod lifecycle;
+pub mod logging;
+pub mod prompts;
+pub mod resources;
+pub mod subscriptions;
+pub mod tools;
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use serde_json::Value;
+
+use super::context::RequestContext;
+use super::error::McpError;
+use crate::toolsets::ToolError;
+
+/// Deserializes params (absent params read as `{}`); a mismatch is -32602.
+pub fn params<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, McpError> {
+    let text = raw.map(RawValue::get).unwrap_or("{}");
+    serde_json::from_str(text).map_err(|e| McpError::invalid_params(e))
+}
+
+/// The optional `cursor` of list requests.
+#[derive(serde::Deserialize, Default)]
+pub struct ListParams {
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// Turns a prompt or resource handler's failure into the response: a failed
+/// handler is an internal error here (only tools report `isError` results).
+pub fn handler_error(ctx: &RequestContext, e: ToolError) -> Result<Value, McpError> {
+    match e {
+        ToolError::Failed(msg) => Err(McpError::internal(msg)),
+        other => tools::tool_error_to_result(ctx, other),
+    }
+}

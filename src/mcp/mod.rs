@@ -1,0 +1,19 @@
+//! The Model Context Protocol, server side: the JSON-RPC envelope, protocol
+//! versions, sessions, the dispatcher and one module per method group.
+//! Transport-agnostic: stdio and HTTP both call [`server::Server::handle`].
+
+pub mod client;
+pub mod context;
+pub mod dispatch;
+pub mod error;
+pub mod jsonrpc;
+pub mod meta;
+pub mod methods;
+pub mod notify;
+pub mod outbound;
+pub mod server;
+pub mod session;
+pub mod version;
+
+pub use error::McpError;
+pub use version::ProtocolVersion;
