@@ -1,3 +1,3 @@
-fn main() {
-    println!("erlmcp: under construction");
+fn main() -> std::process::ExitCode {
+    erlmcp::cli::main()
 }

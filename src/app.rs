@@ -1,0 +1,148 @@
+//! Wiring: configuration in, running server out. Shared by `serve` and
+//! `stdio`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::exit;
+use crate::mcp::notify::Hub;
+use crate::mcp::server::{Server, Settings};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::toolsets::registry;
+use crate::transport::http::{self, HttpSettings, HttpState};
+use crate::transport::stdio;
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Toolsets(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AppError {
+    /// The exit code an operator (and systemd) sees.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::Toolsets(_) => exit::CONFIG,
+            AppError::Store(StoreError::SchemaTooNew { .. }) => exit::DATA_TOO_NEW,
+            AppError::Store(StoreError::DataDir { .. }) => exit::CANT_CREATE,
+            AppError::Store(StoreError::Sqlite(_)) => exit::CANT_CREATE,
+            AppError::Store(_) => exit::FAILURE,
+            AppError::Bind { .. } => exit::UNAVAILABLE,
+            AppError::Io(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// The MCP settings the dispatcher reads, from configuration.
+pub fn mcp_settings(c: &Config) -> Settings {
+    Settings {
+        page_size: c.mcp.page_size,
+        client_request_timeout: Duration::from_secs(c.mcp.client_request_timeout_secs),
+        instructions: c.mcp.instructions.clone(),
+        audit_tool_calls: c.mcp.audit_tool_calls,
+        list_ttl_ms: c.mcp.list_ttl_ms,
+    }
+}
+
+/// Opens the store and builds the server core.
+pub async fn build(config: &Config) -> Result<(Store, Arc<Server>), AppError> {
+    let store = Store::open(
+        &config.data_dir,
+        &StoreOptions {
+            synchronous: config.store.synchronous,
+            readers: config.store.readers,
+        },
+    )?;
+    let hub = Hub::new();
+    let catalog = registry::build(config, &store, &hub).map_err(AppError::Toolsets)?;
+    let server = Server::new(store.clone(), catalog, mcp_settings(config), hub).await?;
+    Ok((store, server))
+}
+
+/// Serves MCP over HTTP until `stop` fires.
+pub async fn serve_http(
+    config: &Config,
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) -> Result<Arc<HttpState>, AppError> {
+    let state = HttpState::new(
+        server,
+        HttpSettings::from_config(&config.http),
+        stop.clone(),
+    );
+    let router = http::router(state.clone());
+    http::serve(listener, router, stop).await?;
+    Ok(state)
+}
+
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Periodic housekeeping: expire idle sessions, prune old SSE events.
+pub async fn maintain(server: Arc<Server>, config: Config, stop: CancellationToken) {
+    let idle = config.http.session_idle_timeout_secs as i64;
+    let retention = config.http.event_retention_secs as i64;
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match server.sessions.maintain(idle).await {
+            Ok(n) if n > 0 => tracing::info!(expired = n, "idle sessions ended"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "session maintenance failed"),
+        }
+        let cutoff = crate::store::now_secs() - retention;
+        if let Err(e) = server
+            .store
+            .write(move |tx| crate::store::events::prune(tx, cutoff).map(|_| ()))
+            .await
+        {
+            tracing::warn!(error = %e, "pruning the SSE event log failed");
+        }
+    }
+}
+
+/// Serves one client on stdin/stdout until stdin closes.
+pub async fn run_stdio(config: &Config) -> Result<(), AppError> {
+    let (store, server) = build(config).await?;
+    stdio::serve(
+        server,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        config.http.max_body_bytes,
+        Duration::from_secs(5),
+    )
+    .await?;
+    store.checkpoint().await?;
+    Ok(())
+}
+
+/// Loads and validates a config file, as `check-config` does.
+pub fn check_config(path: &Path) -> Result<Config, AppError> {
+    let config = Config::load(Some(path))?;
+    Ok(config)
+}

@@ -1,0 +1,410 @@
+//! The configuration file (TOML), its defaults, and `ERLMCP_*` environment
+//! overrides. Precedence: command-line flags > environment > file > defaults.
+//! Unknown keys are rejected by name. Every key is documented in
+//! `docs/configuration.md`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+use crate::store::Synchronous;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's name in logs, backups and replication.
+    pub node_name: String,
+    /// Where the database (and later backups) live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub mcp: McpConfig,
+    pub toolsets: ToolsetsConfig,
+    pub prompts: Vec<PromptConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Answer requests with one JSON body instead of an SSE stream.
+    pub json_response: bool,
+    /// Host header values accepted (host part, any port). Empty: loopback
+    /// names plus the listen address. `"*"` accepts any host.
+    pub allowed_hosts: Vec<String>,
+    /// Origin header values accepted in addition to http(s) origins on an
+    /// allowed host. `"*"` accepts any origin.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Sessions idle this long are ended.
+    pub session_idle_timeout_secs: u64,
+    /// The SSE `retry` hint sent to clients, in milliseconds.
+    pub sse_retry_ms: u64,
+    /// How long SSE events are kept for Last-Event-ID replay.
+    pub event_retention_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub synchronous: Synchronous,
+    pub readers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a full tracing filter.
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    pub page_size: usize,
+    pub client_request_timeout_secs: u64,
+    pub instructions: Option<String>,
+    pub audit_tool_calls: bool,
+    pub list_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsetsConfig {
+    pub memory: MemoryConfig,
+    pub files: FilesConfig,
+    pub conformance: ConformanceConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    pub enabled: bool,
+    pub roots: Vec<FileRoot>,
+    /// Files larger than this are listed but not read.
+    pub max_file_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoot {
+    /// Appears in resource names.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConformanceConfig {
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub arguments: Vec<PromptArgumentConfig>,
+    /// Text with `{{argument}}` placeholders.
+    pub template: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PromptArgumentConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    /// Offered by `completion/complete`.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_name: default_node_name(),
+            data_dir: default_data_dir(),
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+            mcp: McpConfig::default(),
+            toolsets: ToolsetsConfig::default(),
+            prompts: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            json_response: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            session_idle_timeout_secs: 24 * 3600,
+            sse_retry_ms: 3000,
+            event_retention_secs: 3600,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            synchronous: Synchronous::Full,
+            readers: 2,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            page_size: 100,
+            client_request_timeout_secs: 60,
+            instructions: None,
+            audit_tool_calls: true,
+            list_ttl_ms: 60_000,
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { enabled: true }
+    }
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            enabled: false,
+            roots: Vec::new(),
+            max_file_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `$STATE_DIRECTORY` when systemd sets it (first entry), else `./erlmcp-data`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var("STATE_DIRECTORY") {
+        Ok(dirs) if !dirs.is_empty() => PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)),
+        _ => PathBuf::from("erlmcp-data"),
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "erlmcp".into())
+}
+
+/// The prefix of environment overrides; `__` separates nesting levels:
+/// `ERLMCP_HTTP__LISTEN=0.0.0.0:8080` sets `http.listen`.
+pub const ENV_PREFIX: &str = "ERLMCP_";
+
+impl Config {
+    /// Loads `path` (or defaults when `None`) and applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                        origin: p.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_owned()),
+        };
+        Self::from_table(table, std::env::vars(), &origin)
+    }
+
+    /// Builds a config from a parsed file plus environment variables.
+    pub fn from_table(
+        mut table: toml::Table,
+        env: impl Iterator<Item = (String, String)>,
+        origin: &str,
+    ) -> Result<Config, ConfigError> {
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            apply_env(&mut table, rest, &value);
+        }
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.http.max_body_bytes < 1024 {
+            return Err("http.max_body_bytes must be at least 1024".into());
+        }
+        if self.mcp.page_size == 0 {
+            return Err("mcp.page_size must be at least 1".into());
+        }
+        if self.store.readers == 0 || self.store.readers > 64 {
+            return Err("store.readers must be between 1 and 64".into());
+        }
+        if self.toolsets.files.enabled && self.toolsets.files.roots.is_empty() {
+            return Err("toolsets.files is enabled but lists no roots".into());
+        }
+        for (i, p) in self.prompts.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                return Err(format!("prompts[{i}].name is empty"));
+            }
+            if self.prompts[..i].iter().any(|q| q.name == p.name) {
+                return Err(format!("prompt {:?} is declared twice", p.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a.b.c` from `A__B__C=value`; the value is read as TOML when it
+/// parses (numbers, booleans, arrays), as a plain string otherwise.
+fn apply_env(table: &mut toml::Table, path: &str, raw: &str) {
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut cur = table;
+    for k in &keys[..keys.len() - 1] {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let Some(t) = entry.as_table_mut() else {
+            return;
+        };
+        cur = t;
+    }
+    if let Some(last) = keys.last() {
+        cur.insert(last.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_table(table, env, "test")
+    }
+
+    #[test]
+    fn empty_config_has_safe_defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.toolsets.memory.enabled);
+        assert!(!c.toolsets.conformance.enabled);
+        assert_eq!(c.store.synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = parse("[http]\nlisten_port = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = parse("colour = 'red'\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = parse("", &[("ERLMCP_HTTP__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = parse(
+            "[http]\nlisten = '127.0.0.1:1'\n",
+            &[
+                ("ERLMCP_HTTP__LISTEN", "0.0.0.0:9"),
+                ("ERLMCP_HTTP__JSON_RESPONSE", "true"),
+                ("ERLMCP_NODE_NAME", "alpha"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:9");
+        assert!(c.http.json_response);
+        assert_eq!(c.node_name, "alpha");
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_explained() {
+        let e = parse("[http]\nlisten = 'nowhere'\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+        let e = parse("[toolsets.files]\nenabled = true\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no roots"), "{e}");
+        let e = parse(
+            "[[prompts]]\nname='a'\ntemplate='x'\n[[prompts]]\nname='a'\ntemplate='y'\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+}

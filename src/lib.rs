@@ -1,0 +1,37 @@
+//! # erlmcp
+//!
+//! An MCP (Model Context Protocol) server that is built to be operated: one
+//! binary with durable state in SQLite, run under systemd.
+//!
+//! # Layout
+//!
+//! - [`mcp`]: the protocol. The JSON-RPC envelope ([`mcp::jsonrpc`]),
+//!   versions and their negotiation ([`mcp::version`]), sessions
+//!   ([`mcp::session`]), the per-request context handlers use
+//!   ([`mcp::context`]), the dispatcher ([`mcp::dispatch`]) and one module per
+//!   method group ([`mcp::methods`]). Knows nothing of sockets.
+//! - [`transport`]: how messages arrive — [`transport::stdio`] (newline
+//!   delimited) and [`transport::http`] (Streamable HTTP on `/mcp`).
+//! - [`store`]: SQLite. One writer thread commits in groups, a few readers,
+//!   migrations, and one module per table family (sessions, SSE events,
+//!   audit log, key-value).
+//! - [`toolsets`]: what is served. One module per toolset (`memory`,
+//!   `files`, `prompts`, `conformance`), registered in
+//!   [`toolsets::registry`], merged by [`toolsets::Catalog`].
+//! - [`config`]: the TOML file, defaults and `ERLMCP_*` overrides.
+//! - [`cli`]: the command line; [`app`] wires the pieces into a running server.
+//!
+//! A request's path: a transport parses the envelope
+//! ([`mcp::jsonrpc::parse`]), decides its era (legacy session or modern
+//! per-request `_meta`) and calls [`mcp::server::Server::handle`], which
+//! builds a [`mcp::context::RequestContext`] and routes to the method's
+//! handler; the transport writes the result as JSON or SSE.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod mcp;
+pub mod store;
+pub mod toolsets;
+pub mod transport;

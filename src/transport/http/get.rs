@@ -1,0 +1,193 @@
+//! GET /mcp (legacy sessions): opens the session's standalone stream for
+//! server messages unrelated to a request, or resumes any of its streams
+//! from `Last-Event-ID`, replaying what the client missed.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use super::post::{WithOpen, sse};
+use super::stream::{self, EventId, Frame, Kind, SseBody, SseStream};
+use super::{HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_error};
+use crate::mcp::error::McpError;
+use crate::mcp::outbound::SharedSink;
+use crate::mcp::session::Session;
+use crate::mcp::version::ProtocolVersion;
+use crate::store;
+
+pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+    let h = req.headers();
+    let modern = headers::get(h, VERSION_HEADER)
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(|v| v.is_stateless());
+    if modern {
+        return method_not_allowed();
+    }
+    if !headers::accepts(h).1 {
+        return json_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            &McpError::invalid_request("GET needs Accept: text/event-stream"),
+        );
+    }
+    let Some(sid) = headers::get(h, SESSION_HEADER) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &McpError::invalid_request("missing Mcp-Session-Id"),
+        );
+    };
+    let session = match state.server.sessions.get(sid).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                None,
+                &McpError::invalid_request("unknown session"),
+            );
+        }
+        Err(e) => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &McpError::internal(e),
+            );
+        }
+    };
+    match headers::get(h, "last-event-id") {
+        Some(last) => match EventId::parse(last.trim()) {
+            Some(id) => resume(&state, &session, id).await,
+            None => json_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &McpError::invalid_request(format!("unknown Last-Event-ID {last:?}")),
+            ),
+        },
+        None => standalone(&state, &session),
+    }
+}
+
+fn method_not_allowed() -> Response {
+    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+/// The session's stream for unrelated server messages; one at a time.
+fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
+    let existing = state
+        .streams
+        .iter()
+        .find(|e| e.key().0 == session.id && e.value().kind == Kind::Standalone)
+        .map(|e| e.value().clone());
+    let sse = match existing {
+        Some(s) if s.is_attached() => {
+            return json_error(
+                StatusCode::CONFLICT,
+                None,
+                &McpError::invalid_request("this session already has an open GET stream"),
+            );
+        }
+        Some(s) => s,
+        None => {
+            let s = Arc::new(SseStream::new(
+                session.id.clone(),
+                state.new_stream_id(),
+                Kind::Standalone,
+                1,
+                state.store(),
+            ));
+            state.streams.insert((session.id.clone(), s.id), s.clone());
+            let sink: SharedSink = s.clone();
+            session.peer.set_server_stream(Some(sink));
+            s
+        }
+    };
+    let rx = sse.attach_fresh();
+    let prelude = if session.version.primes_sse_streams() {
+        let mut b = BytesMut::new();
+        stream::encode(&sse.priming(), &mut b);
+        b.freeze()
+    } else {
+        Bytes::new()
+    };
+    body(state, prelude, rx)
+}
+
+/// Replays a stream after `from` and, if it is still live, follows it.
+async fn resume(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -> Response {
+    let live = state
+        .streams
+        .get(&(session.id.clone(), from.stream))
+        .map(|e| e.value().clone());
+    let sse = match live {
+        Some(s) => s,
+        None => revive(state, session, from).await,
+    };
+    let (rx, from_memory) = sse.attach(from.seq);
+    let mut prelude = BytesMut::new();
+    if from_memory > from.seq + 1 {
+        // Older events are only in the database.
+        let (sid, stream_id, after) = (session.id.to_string(), from.stream, from.seq);
+        let logged = state
+            .server
+            .store
+            .read(move |c| store::events::after(c, &sid, stream_id, after))
+            .await
+            .unwrap_or_default();
+        for (seq, data) in logged.into_iter().filter(|(s, _)| *s < from_memory) {
+            stream::encode(
+                &Frame::Event {
+                    id: Some(EventId::format(from.kind, from.stream, seq)),
+                    data: Bytes::from(data),
+                },
+                &mut prelude,
+            );
+        }
+    }
+    body(state, prelude.freeze(), rx)
+}
+
+/// A stream not in memory (the server restarted, or the request finished
+/// long ago): rebuilt from the event log. A standalone stream becomes the
+/// session's server stream again; a request's stream only replays.
+async fn revive(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -> Arc<SseStream> {
+    let sse = Arc::new(SseStream::new(
+        session.id.clone(),
+        from.stream,
+        from.kind,
+        from.seq + 1,
+        state.store(),
+    ));
+    if from.kind == Kind::Standalone {
+        state
+            .streams
+            .insert((session.id.clone(), from.stream), sse.clone());
+        let sink: SharedSink = sse.clone();
+        session.peer.set_server_stream(Some(sink));
+    } else {
+        sse.finish();
+    }
+    sse
+}
+
+fn body(
+    state: &Arc<HttpState>,
+    prelude: Bytes,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
+) -> Response {
+    let settings = state.settings();
+    let body = SseBody::new(
+        prelude,
+        rx,
+        Some(settings.keepalive),
+        state.shutdown.clone(),
+        settings.sse_retry_ms,
+        None,
+    );
+    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+}

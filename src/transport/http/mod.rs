@@ -1,0 +1,199 @@
+//! Streamable HTTP on one endpoint, `/mcp`: POST carries one message, GET
+//! opens (or resumes) a session's server stream, DELETE ends a session.
+//! Both protocol eras are served side by side: a request with modern
+//! (2026-07-28) metadata is handled statelessly, anything else goes through
+//! a legacy session named by `Mcp-Session-Id`.
+
+mod delete;
+mod get;
+pub mod guard;
+mod headers;
+mod post;
+pub mod stream;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpConfig;
+use crate::mcp::error::McpError;
+use crate::mcp::jsonrpc;
+use crate::mcp::server::Server;
+use crate::store::Store;
+use stream::SseStream;
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// HTTP settings a reload may change.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub json_response: bool,
+    pub guard: guard::Guard,
+    pub max_body_bytes: usize,
+    pub sse_retry_ms: u64,
+    pub keepalive: Duration,
+}
+
+impl HttpSettings {
+    pub fn from_config(c: &HttpConfig) -> Self {
+        HttpSettings {
+            json_response: c.json_response,
+            guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
+            max_body_bytes: c.max_body_bytes,
+            sse_retry_ms: c.sse_retry_ms,
+            keepalive: Duration::from_secs(25),
+        }
+    }
+}
+
+pub struct HttpState {
+    pub server: Arc<Server>,
+    settings: ArcSwap<HttpSettings>,
+    /// Streams of legacy sessions that may still be resumed, by (session, stream).
+    streams: DashMap<(Arc<str>, u64), Arc<SseStream>>,
+    next_stream: AtomicU64,
+    /// Fires on graceful shutdown: open SSE bodies end with a `retry` hint.
+    pub shutdown: CancellationToken,
+    open_streams: AtomicUsize,
+}
+
+impl HttpState {
+    pub fn new(
+        server: Arc<Server>,
+        settings: HttpSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        // Stream ids start at a random base so ids from before a restart are
+        // never reused for different events.
+        let base = (rand::random::<u32>() as u64) << 24;
+        Arc::new(HttpState {
+            server,
+            settings: ArcSwap::from_pointee(settings),
+            streams: DashMap::new(),
+            next_stream: AtomicU64::new(base),
+            shutdown,
+            open_streams: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn settings(&self) -> Arc<HttpSettings> {
+        self.settings.load_full()
+    }
+
+    pub fn reload(&self, settings: HttpSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    fn store(&self) -> Option<Store> {
+        Some(self.server.store.clone())
+    }
+
+    fn new_stream_id(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// SSE bodies currently open.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
+    }
+
+    /// Forgets streams of sessions that no longer exist.
+    pub fn forget_session(&self, session_id: &str) {
+        self.streams.retain(|(s, _), _| &**s != session_id);
+    }
+}
+
+/// Counts an open SSE body for as long as it lives.
+pub(crate) struct OpenStream(Arc<HttpState>);
+
+impl OpenStream {
+    fn new(state: &Arc<HttpState>) -> Self {
+        state.open_streams.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("erlmcp_sse_streams_open").increment(1.0);
+        OpenStream(state.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("erlmcp_sse_streams_open").decrement(1.0);
+    }
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/mcp", any(endpoint))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_origin,
+        ))
+        .with_state(state)
+}
+
+async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    match *req.method() {
+        axum::http::Method::POST => post::handle(state, req).await,
+        axum::http::Method::GET => get::handle(state, req).await,
+        axum::http::Method::DELETE => delete::handle(state, req).await,
+        _ => {
+            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            r
+        }
+    }
+}
+
+async fn check_origin(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    if let Err(why) = state.settings().guard.check(req.headers()) {
+        tracing::warn!(reason = %why, "request refused (DNS rebinding protection)");
+        return json_error(StatusCode::FORBIDDEN, None, &McpError::invalid_request(why));
+    }
+    next.run(req).await
+}
+
+/// A JSON-RPC error as an HTTP response with `status`.
+pub fn json_error(status: StatusCode, id: Option<&jsonrpc::RequestId>, e: &McpError) -> Response {
+    json_body(status, jsonrpc::error_response(id, e))
+}
+
+pub fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Serves `router` on `listener` until `stop` fires, with TCP_NODELAY on
+/// every accepted socket and HTTP/1.1 keep-alive.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}

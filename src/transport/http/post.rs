@@ -1,0 +1,579 @@
+//! POST /mcp: one JSON-RPC message in; 202 for notifications and responses,
+//! JSON or an SSE stream for requests.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::stream::{self, Frame, Kind, PlainSse, SseBody, SseStream};
+use super::{
+    HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_body, json_error,
+};
+use crate::mcp::dispatch::{Call, Caller};
+use crate::mcp::error::McpError;
+use crate::mcp::jsonrpc::{self, Incoming, RequestId};
+use crate::mcp::meta::RequestMeta;
+use crate::mcp::methods;
+use crate::mcp::outbound::{SharedSink, Sink};
+use crate::mcp::session::Session;
+use crate::mcp::version::ProtocolVersion;
+
+pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+    let settings = state.settings();
+    let (parts, body) = req.into_parts();
+    if !is_json(&parts.headers) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            &McpError::invalid_request("Content-Type must be application/json"),
+        );
+    }
+    let bytes = match read_body(body, settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let msg = match jsonrpc::parse(&bytes) {
+        Ok(m) => m,
+        Err(r) => return json_error(StatusCode::BAD_REQUEST, r.id.as_ref(), &r.error),
+    };
+    match msg {
+        Incoming::Request { id, method, params } => {
+            request(&state, &parts.headers, id, method, params).await
+        }
+        Incoming::Notification { method, params } => {
+            notification(&state, &parts.headers, &method, params.as_deref()).await
+        }
+        Incoming::Response { id, outcome } => response(&state, &parts.headers, id, outcome).await,
+    }
+}
+
+fn is_json(h: &HeaderMap) -> bool {
+    headers::get(h, header::CONTENT_TYPE.as_str())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false)
+}
+
+/// Reads at most `limit` bytes; more is 413, a broken body 400.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            &McpError::invalid_request(format!("request body larger than {limit} bytes")),
+        )
+    };
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &McpError::invalid_request(format!("cannot read the request body: {e}")),
+        )),
+    }
+}
+
+/// How the request is to be served.
+enum Era {
+    Modern(RequestMeta),
+    Session(Arc<Session>),
+    Initialize,
+}
+
+/// Decides the era from headers and `_meta`; `Err` is the HTTP answer.
+async fn era(
+    state: &HttpState,
+    h: &HeaderMap,
+    method: Option<&str>,
+    meta: RequestMeta,
+) -> Result<Era, Response> {
+    let header_version = headers::get(h, VERSION_HEADER);
+    let session_id = headers::get(h, SESSION_HEADER);
+    let header_is_modern = header_version
+        .and_then(ProtocolVersion::parse)
+        .is_some_and(|v| v.is_stateless());
+    if meta.is_modern() || (session_id.is_none() && header_is_modern) {
+        return Ok(Era::Modern(meta));
+    }
+    if let Some(v) = header_version
+        && ProtocolVersion::parse(v).is_none()
+    {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &McpError::invalid_request(format!("unsupported MCP-Protocol-Version {v:?}")),
+        ));
+    }
+    if session_id.is_none() && method == Some("initialize") {
+        return Ok(Era::Initialize);
+    }
+    let Some(sid) = session_id else {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &McpError::invalid_request(
+                "missing Mcp-Session-Id: send initialize first, or use protocol 2026-07-28 with _meta",
+            ),
+        ));
+    };
+    match state.server.sessions.get(sid).await {
+        Ok(Some(s)) => {
+            s.touch(crate::store::now_secs());
+            Ok(Era::Session(s))
+        }
+        Ok(None) => Err(json_error(
+            StatusCode::NOT_FOUND,
+            None,
+            &McpError::invalid_request("unknown or expired session: initialize a new one"),
+        )),
+        Err(e) => Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &McpError::internal(format!("session lookup failed: {e}")),
+        )),
+    }
+}
+
+async fn request(
+    state: &Arc<HttpState>,
+    h: &HeaderMap,
+    id: RequestId,
+    method: String,
+    params: Option<Box<RawValue>>,
+) -> Response {
+    let (accept_json, accept_sse) = headers::accepts(h);
+    if !accept_json && !accept_sse {
+        return json_error(
+            StatusCode::NOT_ACCEPTABLE,
+            Some(&id),
+            &McpError::invalid_request("Accept must include application/json or text/event-stream"),
+        );
+    }
+    let meta = RequestMeta::read(params.as_deref());
+    let era = match era(state, h, Some(&method), meta).await {
+        Ok(e) => e,
+        Err(resp) => return resp,
+    };
+    let settings = state.settings();
+    let use_sse = accept_sse && (!settings.json_response || !accept_json);
+    match era {
+        Era::Initialize => initialize(state, id, params.as_deref()).await,
+        Era::Modern(meta) => modern(state, h, id, method, params, meta, use_sse).await,
+        Era::Session(s) => legacy(state, s, id, method, params, use_sse).await,
+    }
+}
+
+async fn initialize(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> Response {
+    match methods::lifecycle::initialize(&state.server, &state.server.sessions, params).await {
+        Ok((session, result)) => {
+            let mut r = json_body(StatusCode::OK, jsonrpc::response(&id, &result));
+            if let Ok(v) = HeaderValue::from_str(&session.id) {
+                r.headers_mut().insert(SESSION_HEADER, v);
+            }
+            r
+        }
+        Err(e) => json_error(StatusCode::OK, Some(&id), &e),
+    }
+}
+
+/// The HTTP status for a modern error: the spec fixes some, others are 200.
+fn modern_status(e: &McpError) -> StatusCode {
+    e.http_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK)
+}
+
+async fn modern(
+    state: &Arc<HttpState>,
+    h: &HeaderMap,
+    id: RequestId,
+    method: String,
+    params: Option<Box<RawValue>>,
+    meta: RequestMeta,
+    use_sse: bool,
+) -> Response {
+    let meta = match check_modern_request(h, &method, params.as_deref(), &meta) {
+        Ok(m) => m,
+        Err(e) => return json_error(modern_status(&e), Some(&id), &e),
+    };
+    if method == "tools/call"
+        && let Err(e) = check_param_headers(state, h, params.as_deref())
+    {
+        return json_error(modern_status(&e), Some(&id), &e);
+    }
+    if method == "subscriptions/listen" {
+        return listen(state, id, params.as_deref());
+    }
+    let caller = Caller::Modern { meta, peer: None };
+    let call = Call { id, method, params };
+    if !use_sse {
+        let cancel = CancellationToken::new();
+        let _stop_on_disconnect = cancel.clone().drop_guard();
+        return finish_json(
+            &call.id,
+            state.server.handle(&call, &caller, None, cancel).await,
+        );
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
+    let cancel = CancellationToken::new();
+    let server = state.server.clone();
+    let c = cancel.clone();
+    let work = async move {
+        let outcome = server.handle(&call, &caller, Some(sink), c).await;
+        let status = outcome.as_ref().err().and_then(|e| e.http_status);
+        (answer(&call.id, outcome), status)
+    };
+    // Closing the response stream cancels the request (2026-07-28).
+    sse_response(state, work, tx, rx, Bytes::new(), Some(cancel), None).await
+}
+
+/// The checks of a modern POST, in the order the spec's errors rank: the
+/// version header must exist (-32020), `_meta` must carry its required
+/// fields (-32602), header and `_meta` must agree (-32020), the version must
+/// be one we serve (-32022), and `Mcp-Method`/`Mcp-Name` must mirror the body.
+fn check_modern_request(
+    h: &HeaderMap,
+    method: &str,
+    params: Option<&RawValue>,
+    meta: &RequestMeta,
+) -> Result<crate::mcp::meta::ModernMeta, McpError> {
+    let header = headers::get(h, VERSION_HEADER)
+        .ok_or_else(|| McpError::header_mismatch("the MCP-Protocol-Version header is missing"))?;
+    let Some(body_version) = meta.protocol_version.as_deref() else {
+        return Err(meta
+            .modern()
+            .err()
+            .unwrap_or_else(|| McpError::invalid_params("_meta is missing")));
+    };
+    if meta.client_capabilities.is_none() {
+        return Err(meta
+            .modern()
+            .err()
+            .unwrap_or_else(|| McpError::invalid_params("_meta is missing")));
+    }
+    if header != body_version {
+        return Err(McpError::header_mismatch(format!(
+            "MCP-Protocol-Version header {header:?} does not match _meta protocolVersion {body_version:?}"
+        )));
+    }
+    let m = meta.modern()?;
+    headers::check_modern(h, method, params, m.version.as_str())?;
+    Ok(m)
+}
+
+/// For a modern tools/call: `Mcp-Param-*` headers must mirror the tool's
+/// `x-mcp-header` arguments.
+fn check_param_headers(
+    state: &HttpState,
+    h: &HeaderMap,
+    params: Option<&RawValue>,
+) -> Result<(), McpError> {
+    #[derive(serde::Deserialize)]
+    struct Call {
+        name: String,
+        #[serde(default)]
+        arguments: Value,
+    }
+    let Some(call) = params.and_then(|p| serde_json::from_str::<Call>(p.get()).ok()) else {
+        return Ok(());
+    };
+    let catalog = state.server.catalog();
+    match catalog.tool(&call.name) {
+        Some((entry, _)) if !entry.header_params.is_empty() => {
+            headers::check_params(h, &entry.header_params, &call.arguments)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A modern subscription: acknowledged at once, open until the client
+/// closes the stream or the server shuts down.
+fn listen(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
+    let listening = match methods::subscriptions::listen(&state.server, &id, params, sink) {
+        Ok(l) => l,
+        Err(e) => return json_error(modern_status(&e), Some(&id), &e),
+    };
+    let shutdown = state.shutdown.clone();
+    let closed = CancellationToken::new();
+    let on_close = closed.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Graceful closure: answer the listen request, then end.
+                let result = jsonrpc::response(&id, &listening.closing_result());
+                let _ = tx.send(Frame::Event { id: None, data: Bytes::from(result) });
+            }
+            _ = on_close.cancelled() => {}
+        }
+        drop(listening);
+    });
+    let settings = state.settings();
+    let body = SseBody::new(
+        Bytes::new(),
+        rx,
+        Some(settings.keepalive),
+        CancellationToken::new(),
+        settings.sse_retry_ms,
+        Some(closed),
+    );
+    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+}
+
+async fn legacy(
+    state: &Arc<HttpState>,
+    session: Arc<Session>,
+    id: RequestId,
+    method: String,
+    params: Option<Box<RawValue>>,
+    use_sse: bool,
+) -> Response {
+    let caller = Caller::Session(session.clone());
+    let call = Call { id, method, params };
+    if !use_sse {
+        // Related messages go to the session's GET stream, if it has one.
+        let sink = session.peer.server_stream();
+        let outcome = state
+            .server
+            .handle(&call, &caller, sink, CancellationToken::new())
+            .await;
+        return finish_json(&call.id, outcome);
+    }
+    let stream_id = state.new_stream_id();
+    let sse = Arc::new(SseStream::new(
+        session.id.clone(),
+        stream_id,
+        Kind::Request,
+        1,
+        state.store(),
+    ));
+    let (tx, rx) = {
+        let (rx, _) = sse.attach(0);
+        let (tx, _) = mpsc::unbounded_channel::<Frame>();
+        (tx, rx)
+    };
+    state
+        .streams
+        .insert((session.id.clone(), stream_id), sse.clone());
+    let prelude = if session.version.primes_sse_streams() {
+        prime(&sse, state.settings().sse_retry_ms)
+    } else {
+        Bytes::new()
+    };
+    let server = state.server.clone();
+    let st = state.clone();
+    let s = sse.clone();
+    let sink: SharedSink = sse.clone();
+    let work = async move {
+        // A disconnect does not cancel a legacy request: its events are
+        // logged for the client to resume.
+        let outcome = server
+            .handle(&call, &caller, Some(sink), CancellationToken::new())
+            .await;
+        s.send(answer(&call.id, outcome).to_vec());
+        if s.finish() {
+            st.streams.remove(&(s.session_id.clone(), s.id));
+        }
+        (Bytes::new(), None)
+    };
+    sse_response(state, work, tx, rx, prelude, None, Some(sse)).await
+}
+
+/// The priming event of a resumable stream, with the retry hint.
+fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
+    let mut b = BytesMut::new();
+    if let Frame::Event { id: Some(id), .. } = sse.priming() {
+        b.extend_from_slice(format!("id: {id}\nretry: {retry_ms}\ndata: \n\n").as_bytes());
+    }
+    b.freeze()
+}
+
+fn answer(id: &RequestId, outcome: Result<Value, McpError>) -> Bytes {
+    Bytes::from(match outcome {
+        Ok(r) => jsonrpc::response(id, &r),
+        Err(e) => jsonrpc::error_response(Some(id), &e),
+    })
+}
+
+fn finish_json(id: &RequestId, outcome: Result<Value, McpError>) -> Response {
+    match outcome {
+        Ok(r) => json_body(StatusCode::OK, jsonrpc::response(id, &r)),
+        Err(e) => json_error(modern_status(&e), Some(id), &e),
+    }
+}
+
+/// Runs `work` (in its own task, so a vanished client does not stop a
+/// legacy request) and answers with SSE. If it finishes before sending
+/// anything else, the whole body goes out at once; otherwise the stream is
+/// returned immediately and filled as `work` proceeds.
+///
+/// `work` returns the final frame's bytes for plain (modern) streams, or
+/// empty bytes when it delivered its answer through the stream itself, and
+/// the HTTP status the spec fixes for it, if any: an answer that has one and
+/// is the only message goes out as JSON with that status.
+/// `cancel_on_drop` is cancelled if the client goes away first.
+async fn sse_response<F>(
+    state: &Arc<HttpState>,
+    work: F,
+    tx: mpsc::UnboundedSender<Frame>,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+    prelude: Bytes,
+    cancel_on_drop: Option<CancellationToken>,
+    resumable: Option<Arc<SseStream>>,
+) -> Response
+where
+    F: Future<Output = (Bytes, Option<u16>)> + Send + 'static,
+{
+    let guard = cancel_on_drop.map(CancellationToken::drop_guard);
+    let mut task = tokio::spawn(work);
+    let first = tokio::select! {
+        biased;
+        done = &mut task => {
+            let (last, status) = done.unwrap_or_default();
+            if let Some(g) = guard {
+                g.disarm();
+            }
+            if let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok())
+                && rx.is_empty()
+            {
+                return json_body(status, last.to_vec());
+            }
+            let mut out = BytesMut::from(&prelude[..]);
+            while let Ok(f) = rx.try_recv() {
+                stream::encode(&f, &mut out);
+            }
+            if !last.is_empty() {
+                stream::encode(&Frame::Event { id: None, data: last }, &mut out);
+            }
+            return sse(Body::from(out.freeze()));
+        }
+        f = rx.recv() => f,
+    };
+    // Something arrived before the answer: stream from here on.
+    tokio::spawn(async move {
+        if let Ok((last, _)) = task.await
+            && !last.is_empty()
+        {
+            let _ = tx.send(Frame::Event {
+                id: None,
+                data: last,
+            });
+        }
+    });
+    let mut prelude = BytesMut::from(&prelude[..]);
+    if let Some(f) = first {
+        stream::encode(&f, &mut prelude);
+    }
+    let _keep = resumable;
+    let settings = state.settings();
+    let body = SseBody::new(
+        prelude.freeze(),
+        rx,
+        None,
+        state.shutdown.clone(),
+        settings.sse_retry_ms,
+        guard.map(|g| g.disarm()),
+    );
+    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+}
+
+pub(super) fn sse(body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// An SSE body that counts itself as open while alive.
+pub(super) struct WithOpen(pub SseBody, #[allow(dead_code)] pub OpenStream);
+
+impl futures::Stream for WithOpen {
+    type Item = Result<Bytes, std::convert::Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+async fn notification(
+    state: &Arc<HttpState>,
+    h: &HeaderMap,
+    method: &str,
+    params: Option<&RawValue>,
+) -> Response {
+    let meta = RequestMeta::read(params);
+    match era(state, h, None, meta).await {
+        Ok(Era::Session(s)) => {
+            match method {
+                "notifications/initialized" => {
+                    if s.mark_initialized() {
+                        state.server.sessions.save(&s).await;
+                    }
+                }
+                "notifications/cancelled" => {
+                    let id = params
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .and_then(|v| v.get("requestId").and_then(RequestId::from_value));
+                    if let Some(id) = id {
+                        s.peer.cancel(&id);
+                    }
+                }
+                _ => tracing::debug!(method, "notification ignored"),
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        // Modern notifications carry no state to act on over HTTP.
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn response(
+    state: &Arc<HttpState>,
+    h: &HeaderMap,
+    id: RequestId,
+    outcome: Result<Value, McpError>,
+) -> Response {
+    match era(state, h, None, RequestMeta::default()).await {
+        Ok(Era::Session(s)) => {
+            if !s.peer.resolve(&id, outcome) {
+                tracing::debug!(%id, "response to no pending request");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        Ok(_) => json_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &McpError::invalid_request("responses are accepted only within a session"),
+        ),
+        Err(resp) => resp,
+    }
+}
