@@ -156,6 +156,11 @@ impl Reply {
             .unwrap_or_else(|| panic!("error instead of result: {r}"))
     }
 
+    /// The body as JSON (ops endpoints).
+    pub fn result_json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
     pub fn error_code(&self) -> i64 {
         self.response()["error"]["code"]
             .as_i64()
@@ -431,4 +436,118 @@ impl Drop for StdioClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Plays systemd's part: a NOTIFY_SOCKET that records every datagram.
+pub struct Notify {
+    pub path: PathBuf,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Notify {
+    pub fn new() -> Notify {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                g.lock().unwrap().push((Instant::now(), msg));
+            }
+        });
+        Notify {
+            path,
+            got,
+            _dir: dir,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until a datagram contains `needle`; returns when it arrived.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((t, _)) = self
+                .messages()
+                .into_iter()
+                .find(|(_, m)| m.contains(needle))
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {timeout:?}; got {:?}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|(_, m)| m.contains(needle))
+            .count()
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+/// Waits for a child to exit and returns its code.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// `erlmcp serve` with an ops listener and extra environment; the caller
+/// owns the child.
+pub fn spawn_daemon(
+    data: &Path,
+    mcp: u16,
+    ops: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{mcp}"))
+        .arg("--ops-listen")
+        .arg(format!("127.0.0.1:{ops}"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn erlmcp serve")
+}
+
+pub fn ops_get(port: u16, path: &str) -> Reply {
+    get_raw(&format!("http://127.0.0.1:{port}{path}"), &[])
+}
+
+pub fn ops_post(port: u16, path: &str) -> Reply {
+    post_raw(&format!("http://127.0.0.1:{port}{path}"), &[], b"{}")
 }

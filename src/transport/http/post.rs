@@ -492,11 +492,13 @@ where
     }
     let _keep = resumable;
     let settings = state.settings();
+    // A request's stream is not cut on shutdown: the drain lets it finish
+    // (the listener's stop deadline bounds it).
     let body = SseBody::new(
         prelude.freeze(),
         rx,
         None,
-        state.shutdown.clone(),
+        CancellationToken::new(),
         settings.sse_retry_ms,
         guard.map(|g| g.disarm()),
     );
