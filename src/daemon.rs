@@ -107,6 +107,13 @@ pub async fn run(
         HttpSettings::from_config(&config.http),
         root_stop.clone(),
     );
+    let restored = http_state.restore_streams().await?;
+    if restored > 0 {
+        tracing::info!(
+            sessions = restored,
+            "server streams of earlier sessions restored"
+        );
+    }
     let tree = TreeStatus::default();
     let ops_state = Arc::new(OpsState {
         server: server.clone(),

@@ -57,9 +57,12 @@ pub fn init(level: &str) -> LogControl {
     } else {
         None
     };
-    let stderr = journald
-        .is_none()
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let stderr = journald.is_none().then(|| {
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(journald)

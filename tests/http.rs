@@ -444,3 +444,58 @@ fn modern_requests_are_validated_and_stateless() {
         "resource not found is invalid params since 2026-07-28"
     );
 }
+
+#[test]
+fn notifications_made_while_the_client_was_away_are_replayed_after_a_restart() {
+    let mut server = Server::start(&[]);
+    let (mut s, _) = Session::open(&server.url(), "2025-11-25");
+    let r = s.request(
+        "resources/subscribe",
+        json!({ "uri": "memory://knowledge-graph" }),
+    );
+    assert_eq!(r.status, 200);
+    // Open the GET stream and note its priming event id.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(raw, "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {}\r\n\r\n", s.id).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains("data:") {
+        let n = raw.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let last = got
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    drop(raw);
+    server.crash_and_restart();
+    // Another client writes while the subscriber's stream is gone.
+    let (mut other, _) = Session::open(&server.url(), "2025-11-25");
+    other.call(
+        "create_entities",
+        json!({ "entities": [{ "name": "x", "entityType": "t", "observations": [] }] }),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    other.call("create_entities", json!({ "entities": [] }));
+    // The stream is live again, so read it as it comes rather than to its end.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        raw,
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {}\r\nLast-Event-ID: {last}\r\n\r\n",
+        s.id
+    )
+    .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = String::new();
+    while !got.contains("notifications/resources/updated") {
+        let n = raw.read(&mut buf).unwrap_or(0);
+        assert!(
+            n > 0,
+            "the update made during the absence was not replayed: {got}"
+        );
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("memory://knowledge-graph"), "{got}");
+}

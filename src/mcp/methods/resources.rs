@@ -97,7 +97,11 @@ pub async fn subscribe(
         return Err(not_found(ctx, &p.uri));
     }
     session.subscribe(&p.uri);
-    server.sessions.save(session).await;
+    server
+        .sessions
+        .save(session)
+        .await
+        .map_err(|e| McpError::internal(format!("cannot store the subscription: {e}")))?;
     Ok(json!({}))
 }
 
@@ -113,6 +117,10 @@ pub async fn unsubscribe(
         ));
     };
     session.unsubscribe(&p.uri);
-    server.sessions.save(session).await;
+    server
+        .sessions
+        .save(session)
+        .await
+        .map_err(|e| McpError::internal(format!("cannot store the subscription: {e}")))?;
     Ok(json!({}))
 }

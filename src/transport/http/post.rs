@@ -540,8 +540,10 @@ async fn notification(
         Ok(Era::Session(s)) => {
             match method {
                 "notifications/initialized" => {
-                    if s.mark_initialized() {
-                        state.server.sessions.save(&s).await;
+                    if s.mark_initialized()
+                        && let Err(e) = state.server.sessions.save(&s).await
+                    {
+                        tracing::warn!(error = %e, "cannot record the initialized notification");
                     }
                 }
                 "notifications/cancelled" => {
