@@ -392,6 +392,7 @@ async function rawPost(url, headers, message) {
 // ---------------------------------------------------------------- scenarios
 
 async function overStdio() {
+  step = 'connect over stdio';
   const client = await connect(stdioTransport());
   step = 'initialize';
   eq(client.getServerVersion()?.name, 'erlmcp', 'serverInfo.name');
@@ -408,8 +409,10 @@ async function overStdio() {
 async function overHttp() {
   const port = Number(need('PEER_PORT'));
   const url = `http://127.0.0.1:${port}/mcp`;
+  step = 'start erlmcp serve';
   let server = await startServer(port);
 
+  step = 'connect over HTTP';
   const transport = new StreamableHTTPClientTransport(new URL(url));
   const client = await connect(transport);
   const sid = transport.sessionId;
