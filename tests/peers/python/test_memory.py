@@ -26,11 +26,15 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mcp import Client, MCPError, StdioServerParameters
+import anyio
+import mcp_types
+from mcp import Client, MCPDeprecationWarning, MCPError, StdioServerParameters
+from mcp.client.subscriptions import ResourcesListChanged, ResourceUpdated
 
 HERE = Path(__file__).resolve().parent
 EXPECTED_TOOLS: dict[str, Any] = json.loads((HERE.parent / "memory-tools.json").read_text())["tools"]
@@ -330,6 +334,72 @@ async def memory_flow(client: Client) -> None:
     eq(await call_ok(client, "read_graph", {}), FINAL, "the invalid calls changed nothing")
 
 
+class Notifications:
+    """What the server pushed to this client (legacy sessions: message_handler)."""
+
+    def __init__(self) -> None:
+        self.updated: list[str] = []
+        self.list_changed = 0
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, mcp_types.ResourceUpdatedNotification):
+            self.updated.append(str(message.params.uri))
+        elif isinstance(message, mcp_types.ResourceListChangedNotification):
+            self.list_changed += 1
+
+
+async def wait_for(cond: Any, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        check(time.monotonic() < deadline, f"{what}: nothing within {seconds} s")
+        await asyncio.sleep(0.02)
+
+
+PROBE = entity("Notify Probe", "probe")
+
+
+async def change_notifications(client: Client, mode: str, seen: Notifications) -> None:
+    """A write to the graph reaches a subscriber: resources/subscribe and
+    notifications on a 2025-11-25 session, subscriptions/listen at 2026-07-28.
+    Leaves the graph as it found it."""
+    global step
+    if mode == "legacy":
+        step = "resources/subscribe"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource(GRAPH_URI)
+        await call_ok(client, "create_entities", {"entities": [PROBE]})
+        step = "notifications after create_entities"
+        await wait_for(lambda: GRAPH_URI in seen.updated, "notifications/resources/updated for the subscribed graph")
+        await wait_for(lambda: seen.list_changed > 0, "notifications/resources/list_changed after a new entity")
+        step = "resources/unsubscribe"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.unsubscribe_resource(GRAPH_URI)
+        seen.updated.clear()
+        await call_ok(client, "add_observations", {"observations": [{"entityName": PROBE["name"], "contents": ["seen"]}]})
+        await asyncio.sleep(0.3)
+        check(GRAPH_URI not in seen.updated, "notifications/resources/updated for the graph after resources/unsubscribe")
+    else:
+        step = "subscriptions/listen"
+        async with client.listen(resources_list_changed=True, resource_subscriptions=[GRAPH_URI]) as sub:
+            eq(sub.honored.resource_subscriptions, [GRAPH_URI], "listen: honored resourceSubscriptions")
+            eq(sub.honored.resources_list_changed, True, "listen: honored resourcesListChanged")
+            await call_ok(client, "create_entities", {"entities": [PROBE]})
+            step = "subscriptions/listen events after create_entities"
+            events: set[Any] = set()
+            want = {ResourceUpdated(GRAPH_URI), ResourcesListChanged()}
+            try:
+                with anyio.fail_after(5):
+                    async for event in sub:
+                        events.add(event)
+                        if want <= events:
+                            break
+            except TimeoutError:
+                raise Mismatch(f"subscriptions/listen: want {want} within 5 s, got {events}") from None
+    await call_ok(client, "delete_entities", {"entityNames": [PROBE["name"]]})
+
+
 def check_negotiation(client: Client, mode: str) -> None:
     global step
     step = "connect"
@@ -400,9 +470,11 @@ class Server:
 async def over_stdio(mode: str, data_dir: str) -> None:
     global step
     step = f"connect over stdio (mode={mode})"
-    async with Client(stdio_params(data_dir), mode=mode) as client:
+    seen = Notifications()
+    async with Client(stdio_params(data_dir), mode=mode, message_handler=seen) as client:
         check_negotiation(client, mode)
         await memory_flow(client)
+        await change_notifications(client, mode, seen)
     step = "stdio: a second process on the same data dir"
     async with Client(stdio_params(data_dir), mode=mode) as client:
         eq(await call_ok(client, "read_graph", {}), FINAL, "read_graph from a new stdio process")
@@ -415,9 +487,11 @@ async def over_http(mode: str, data_dir: str) -> None:
     server.start()
     try:
         step = f"connect over HTTP (mode={mode})"
-        async with Client(f"http://127.0.0.1:{server.port}/mcp", mode=mode) as client:
+        seen = Notifications()
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", mode=mode, message_handler=seen) as client:
             check_negotiation(client, mode)
             await memory_flow(client)
+            await change_notifications(client, mode, seen)
             await call_ok(client, "create_entities", {"entities": [MARKER]})
 
             # SIGKILL, then a new process on the same port and data dir: the

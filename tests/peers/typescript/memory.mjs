@@ -27,7 +27,8 @@ const sdk = (p) =>
 const { Client } = await sdk('client/index.js');
 const { StdioClientTransport } = await sdk('client/stdio.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
-const { McpError } = await sdk('types.js');
+const { McpError, ResourceUpdatedNotificationSchema, ResourceListChangedNotificationSchema } =
+  await sdk('types.js');
 
 const here = dirname(fileURLToPath(import.meta.url));
 const EXPECTED_TOOLS = JSON.parse(readFileSync(join(here, '..', 'memory-tools.json'), 'utf8')).tools;
@@ -309,6 +310,59 @@ async function memoryFlow(client) {
   eq(await callOk(client, 'read_graph', {}), FINAL, 'the invalid calls changed nothing');
 }
 
+/** Waits until `cond()` holds, or fails with `what` after `ms`. */
+async function waitFor(cond, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    check(Date.now() < deadline, `${what}: nothing within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * resources/subscribe on the graph: a write brings notifications/resources/updated
+ * for it (and list_changed when entities appear); after resources/unsubscribe
+ * no more updates. Leaves the graph as it found it.
+ */
+async function changeNotifications(client) {
+  const updated = [];
+  let listChanged = 0;
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => updated.push(n.params.uri));
+  client.setNotificationHandler(ResourceListChangedNotificationSchema, () => { listChanged += 1; });
+  step = 'resources/subscribe';
+  await client.subscribeResource({ uri: GRAPH_URI });
+  const probe = { name: 'Notify Probe', entityType: 'probe', observations: [] };
+  await callOk(client, 'create_entities', { entities: [probe] });
+  step = 'notifications after create_entities';
+  await waitFor(() => updated.includes(GRAPH_URI), 'notifications/resources/updated for the subscribed graph');
+  await waitFor(() => listChanged > 0, 'notifications/resources/list_changed after a new entity');
+  step = 'resources/unsubscribe';
+  await client.unsubscribeResource({ uri: GRAPH_URI });
+  updated.length = 0;
+  await callOk(client, 'add_observations', { observations: [{ entityName: probe.name, contents: ['seen'] }] });
+  await new Promise((r) => setTimeout(r, 300));
+  check(!updated.includes(GRAPH_URI), 'notifications/resources/updated for the graph after resources/unsubscribe');
+  await callOk(client, 'delete_entities', { entityNames: [probe.name] });
+  client.removeNotificationHandler('notifications/resources/updated');
+  client.removeNotificationHandler('notifications/resources/list_changed');
+}
+
+/** Thirty writes in flight at once on one connection, then the graph. */
+async function concurrentWrites(client, expected) {
+  step = 'concurrent tools/call';
+  const names = Array.from({ length: 30 }, (_, i) => `Parallel ${String(i).padStart(2, '0')}`);
+  const results = await Promise.all(
+    names.map((name) => client.callTool({ name: 'create_entities', arguments: { entities: [{ name, entityType: 'parallel', observations: [name] }] } })),
+  );
+  results.forEach((r, i) => {
+    eq(r.structuredContent, { entities: [{ name: names[i], entityType: 'parallel', observations: [names[i]] }] }, `concurrent create ${i}: its own result`);
+  });
+  const g = await callOk(client, 'search_nodes', { query: 'parallel' });
+  eq(g.entities.map((e) => e.name).sort(), names, 'all concurrent writes are stored');
+  await callOk(client, 'delete_entities', { entityNames: names });
+  eq(await callOk(client, 'read_graph', {}), expected, 'read_graph after the concurrent writes were deleted');
+}
+
 // ---------------------------------------------------------------- processes
 
 const children = new Set();
@@ -397,6 +451,8 @@ async function overStdio() {
   step = 'initialize';
   eq(client.getServerVersion()?.name, 'erlmcp', 'serverInfo.name');
   await memoryFlow(client);
+  await changeNotifications(client);
+  await concurrentWrites(client, FINAL);
   await client.close();
 
   // The graph outlives the process.
@@ -419,6 +475,8 @@ async function overHttp() {
   check(typeof sid === 'string' && sid.length > 0, 'no Mcp-Session-Id after initialize');
   eq(transport.protocolVersion, '2025-11-25', 'negotiated protocol version');
   await memoryFlow(client);
+  await changeNotifications(client);
+  await concurrentWrites(client, FINAL);
   await callOk(client, 'create_entities', { entities: [MARKER] });
 
   // SIGKILL, then a new process on the same data dir and port: the session
