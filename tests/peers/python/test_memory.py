@@ -47,6 +47,16 @@ class Mismatch(Exception):
     pass
 
 
+# Assertions that fail because of a known erlmcp bug. They do not stop the
+# run, so the checks after them still run; any of them fails it at the end.
+bugs: list[str] = []
+
+
+def known_bug(cond: Any, message: str) -> None:
+    if not cond:
+        bugs.append(f"ERLMCP BUG at {step}: {message}")
+
+
 def check(cond: Any, message: str) -> None:
     if not cond:
         raise Mismatch(message)
@@ -348,11 +358,17 @@ class Notifications:
             self.list_changed += 1
 
 
-async def wait_for(cond: Any, what: str, seconds: float = 5.0) -> None:
+async def wait_until(cond: Any, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not cond():
-        check(time.monotonic() < deadline, f"{what}: nothing within {seconds} s")
+        if time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(0.02)
+    return True
+
+
+async def wait_for(cond: Any, what: str, seconds: float = 5.0) -> None:
+    check(await wait_until(cond, seconds), f"{what}: nothing within {seconds} s")
 
 
 PROBE = entity("Notify Probe", "probe")
@@ -420,7 +436,10 @@ def check_negotiation(client: Client, mode: str) -> None:
 
 
 def stdio_params(data_dir: str) -> StdioServerParameters:
-    return StdioServerParameters(command=os.environ["PEER_BIN"], args=["stdio", "--data-dir", data_dir])
+    # The SDK passes the child only a few variables (PATH, HOME, ...): its
+    # log (stderr, into this script's output) goes without colour codes.
+    env = {"NO_COLOR": "1", "RUST_LOG": os.environ.get("RUST_LOG", "info")}
+    return StdioServerParameters(command=os.environ["PEER_BIN"], args=["stdio", "--data-dir", data_dir], env=env)
 
 
 class Server:
@@ -492,7 +511,16 @@ async def over_http(mode: str, data_dir: str) -> None:
             check_negotiation(client, mode)
             await memory_flow(client)
             await change_notifications(client, mode, seen)
+            if mode == "legacy":
+                # A subscription made before the crash (kept with the session).
+                step = "resources/subscribe before the restart"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await client.subscribe_resource(GRAPH_URI)
+                seen.updated.clear()
             await call_ok(client, "create_entities", {"entities": [MARKER]})
+            if mode == "legacy":
+                await wait_for(lambda: GRAPH_URI in seen.updated, "resources/updated before the restart")
 
             # SIGKILL, then a new process on the same port and data dir: the
             # client carries on (legacy: on the same Mcp-Session-Id, which
@@ -507,6 +535,27 @@ async def over_http(mode: str, data_dir: str) -> None:
                 {"entities": [MARKER], "relations": []},
                 "open_nodes after the restart",
             )
+            if mode == "legacy":
+                # A write right after the restart, before the client's GET
+                # stream has come back: its notification must reach the
+                # subscriber when the stream resumes from its Last-Event-ID
+                # (as it does when the stream drops without a restart).
+                seen.updated.clear()
+                await call_ok(client, "create_entities", {"entities": [PROBE]})
+                step = "the subscription across the restart"
+                known_bug(
+                    await wait_until(lambda: GRAPH_URI in seen.updated, 8),
+                    "notifications/resources/updated for a write made after the restart, before the client "
+                    "resumed its GET stream with Last-Event-ID, never arrived (not replayed on resume)",
+                )
+                # Once the GET stream is back, the restored subscription delivers.
+                seen.updated.clear()
+                await call_ok(client, "delete_entities", {"entityNames": [PROBE["name"]]})
+                step = "the subscription after the restart"
+                await wait_for(lambda: GRAPH_URI in seen.updated, "resources/updated on the restored session", 8)
+            else:
+                await call_ok(client, "create_entities", {"entities": [PROBE]})
+                await call_ok(client, "delete_entities", {"entityNames": [PROBE["name"]]})
         step = "SIGTERM of erlmcp serve"
         eq(server.stop(signal.SIGTERM), 0, "erlmcp serve exit status on SIGTERM")
     finally:
@@ -531,6 +580,11 @@ if __name__ == "__main__":
     transport, mode = sys.argv[1], sys.argv[2]
     try:
         asyncio.run(main(transport, mode))
+        if bugs:
+            print(f"python {transport} {mode}: FAILED:", *bugs, sep="\n", file=sys.stderr)
+            sys.exit(1)
+    except SystemExit:
+        raise
     except BaseException as e:
         # anyio task groups inside the client may wrap the failure in groups.
         inner: BaseException = e

@@ -64,6 +64,14 @@ function eq(actual, expected, what) {
 
 let step = 'start';
 
+// Assertions that fail because of a known erlmcp bug (reported with the
+// evidence in the commit that added them). They do not stop the run, so the
+// checks after them still run; any of them fails the run at the end.
+const bugs = [];
+function knownBug(cond, message) {
+  if (!cond) bugs.push(`ERLMCP BUG at ${step}: ${message}`);
+}
+
 // ---------------------------------------------------------------- the data
 
 const alice = { name: 'Alice', entityType: 'person', observations: ['Works at Acme Corp', 'Speaks Esperanto'] };
@@ -92,6 +100,7 @@ const FINAL = {
   relations: [R1, R4],
 };
 
+const PROBE = { name: 'Notify Probe', entityType: 'probe', observations: [] };
 const MARKER = { name: 'Restart Marker', entityType: 'marker', observations: ['written before SIGKILL'] };
 
 // ---------------------------------------------------------------- helpers
@@ -310,13 +319,19 @@ async function memoryFlow(client) {
   eq(await callOk(client, 'read_graph', {}), FINAL, 'the invalid calls changed nothing');
 }
 
-/** Waits until `cond()` holds, or fails with `what` after `ms`. */
-async function waitFor(cond, what, ms = 5000) {
+/** Whether `cond()` comes to hold within `ms`. */
+async function waitUntil(cond, ms) {
   const deadline = Date.now() + ms;
   while (!cond()) {
-    check(Date.now() < deadline, `${what}: nothing within ${ms} ms`);
+    if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
+  return true;
+}
+
+/** Waits until `cond()` holds, or fails with `what` after `ms`. */
+async function waitFor(cond, what, ms = 5000) {
+  check(await waitUntil(cond, ms), `${what}: nothing within ${ms} ms`);
 }
 
 /**
@@ -331,18 +346,17 @@ async function changeNotifications(client) {
   client.setNotificationHandler(ResourceListChangedNotificationSchema, () => { listChanged += 1; });
   step = 'resources/subscribe';
   await client.subscribeResource({ uri: GRAPH_URI });
-  const probe = { name: 'Notify Probe', entityType: 'probe', observations: [] };
-  await callOk(client, 'create_entities', { entities: [probe] });
+  await callOk(client, 'create_entities', { entities: [PROBE] });
   step = 'notifications after create_entities';
   await waitFor(() => updated.includes(GRAPH_URI), 'notifications/resources/updated for the subscribed graph');
   await waitFor(() => listChanged > 0, 'notifications/resources/list_changed after a new entity');
   step = 'resources/unsubscribe';
   await client.unsubscribeResource({ uri: GRAPH_URI });
   updated.length = 0;
-  await callOk(client, 'add_observations', { observations: [{ entityName: probe.name, contents: ['seen'] }] });
+  await callOk(client, 'add_observations', { observations: [{ entityName: PROBE.name, contents: ['seen'] }] });
   await new Promise((r) => setTimeout(r, 300));
   check(!updated.includes(GRAPH_URI), 'notifications/resources/updated for the graph after resources/unsubscribe');
-  await callOk(client, 'delete_entities', { entityNames: [probe.name] });
+  await callOk(client, 'delete_entities', { entityNames: [PROBE.name] });
   client.removeNotificationHandler('notifications/resources/updated');
   client.removeNotificationHandler('notifications/resources/list_changed');
 }
@@ -477,7 +491,13 @@ async function overHttp() {
   await memoryFlow(client);
   await changeNotifications(client);
   await concurrentWrites(client, FINAL);
+  // A subscription made before the crash (erlmcp keeps it with the session).
+  const updated = [];
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => updated.push(n.params.uri));
+  step = 'resources/subscribe before the restart';
+  await client.subscribeResource({ uri: GRAPH_URI });
   await callOk(client, 'create_entities', { entities: [MARKER] });
+  await waitFor(() => updated.includes(GRAPH_URI), 'resources/updated before the restart');
 
   // SIGKILL, then a new process on the same data dir and port: the session
   // and the data written before the kill are still there.
@@ -490,6 +510,23 @@ async function overHttp() {
   step = 'the same client after the restart';
   eq(await callOk(client, 'read_graph', {}), withMarker, 'read_graph on the old session after the restart');
   eq(transport.sessionId, sid, 'the client kept its Mcp-Session-Id');
+
+  // A write right after the restart, before the client's GET stream has
+  // come back: its notification must reach the subscriber when the stream
+  // resumes from its Last-Event-ID (as it does for a drop without restart).
+  step = 'the subscription across the restart';
+  updated.length = 0;
+  await callOk(client, 'create_entities', { entities: [PROBE] });
+  step = 'the subscription across the restart';
+  knownBug(
+    await waitUntil(() => updated.includes(GRAPH_URI), 8000),
+    'notifications/resources/updated for a write made after the restart, before the client ' +
+      'resumed its GET stream with Last-Event-ID, never arrived (not replayed on resume)',
+  );
+  // Once the GET stream is back, the restored subscription delivers.
+  updated.length = 0;
+  await callOk(client, 'delete_entities', { entityNames: [PROBE.name] });
+  await waitFor(() => updated.includes(GRAPH_URI), 'resources/updated on the restored session', 8000);
 
   step = 'a new transport resuming the session by id';
   const resumedTransport = new StreamableHTTPClientTransport(new URL(url), { sessionId: sid });
@@ -533,6 +570,10 @@ try {
   if (mode === 'stdio') await overStdio();
   else if (mode === 'http') await overHttp();
   else fail(`usage: memory.mjs stdio|http (got ${mode})`);
+  if (bugs.length) {
+    console.error(`typescript ${mode}: FAILED:\n${bugs.join('\n')}`);
+    process.exit(1);
+  }
   process.exit(0);
 } catch (err) {
   const what = err instanceof Mismatch ? err.message : (err?.stack ?? String(err));
