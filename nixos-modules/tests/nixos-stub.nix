@@ -95,13 +95,6 @@ let
     meta.mainProgram = lib.head (lib.splitString "-" name);
   };
 
-  # TOML has no null: the real generator fails on one, and so does this.
-  noNulls = path: v:
-    if v == null then throw "pkgs.formats.toml: null at ${path}"
-    else if builtins.isAttrs v then lib.all (k: noNulls "${path}.${k}" v.${k}) (builtins.attrNames v)
-    else if builtins.isList v then lib.all (noNulls path) v
-    else true;
-
   pkgs = {
     erlmcp = fakeDrv "erlmcp-0.1.0";
     curl = fakeDrv "curl-8.0.0";
@@ -109,25 +102,22 @@ let
       buildPlatform.canExecute = _: true;
       hostPlatform = { system = "x86_64-linux"; };
     };
-    # pkgs.formats.toml's type, as nixpkgs declares it.
+    # pkgs/pkgs-lib/formats.nix: toml's type (no null: TOML has none).
     formats.toml = _: {
       type =
         let
-          valueType = types.nullOr
-            (types.oneOf [
-              types.bool
-              types.int
-              types.float
-              types.str
-              types.path
-              (types.attrsOf valueType)
-              (types.listOf valueType)
-            ]) // { description = "TOML value"; };
+          valueType = types.oneOf [
+            types.bool
+            types.int
+            types.float
+            types.str
+            types.path
+            (types.attrsOf valueType)
+            (types.listOf valueType)
+          ] // { description = "TOML value"; };
         in
         valueType;
-      generate = name: value:
-        assert noNulls "settings" value;
-        builtins.toFile name (builtins.toJSON value);
+      generate = name: value: builtins.toFile name (builtins.toJSON value);
     };
     writeShellScript = name: text: builtins.toFile name text;
     runCommand = name: _env: script: builtins.toFile name script;
