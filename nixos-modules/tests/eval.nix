@@ -346,7 +346,7 @@ let
     "keepLast 0" = fails (enabled { backups.retention.keepLast = 0; }) (c: c.services.erlmcp.backups.retention.keepLast);
     "data_dir is read-only" = fails (enabled { settings.data_dir = "/srv/erlmcp"; }) (c: c.services.erlmcp.settings.data_dir);
     "http.listen belongs to listenAddress/port" = fails (enabled { settings.http.listen = "0.0.0.0:1"; }) (c: c.services.erlmcp.settings.http.listen);
-    "TOML has no null" = fails (enabled { settings.log.level = null; }) (c: c.environment.etc."erlmcp/erlmcp.toml".source);
+    "TOML has no null" = fails (enabled { settings.log.level = null; }) (c: c.services.erlmcp.settings);
   };
 
   caseFailures = lib.concatLists (mapAttrsToList
