@@ -84,7 +84,7 @@ rec {
     };
 
   # Tools the scenario scripts call on every machine.
-  tools = pkgs: [ pkgs.curl pkgs.jq pkgs.sqlite ];
+  tools = pkgs: [ pkgs.curl pkgs.jq pkgs.sqlite pkgs.python3 ];
 
   # A machine that only talks to the others.
   client = { pkgs, ... }: {

@@ -17,6 +17,7 @@ let
     inherit lib;
     jq = stub.pkgs.curl // { name = "jq"; };
     sqlite = stub.pkgs.curl // { name = "sqlite"; };
+    python3 = stub.pkgs.curl // { name = "python3"; };
     # The test module as the driver would receive it.
     testers.runNixOSTest = test: test;
   };
