@@ -106,7 +106,7 @@
       mkAppliance = system: lib.nixosSystem {
         modules = [
           self.nixosModules.default
-          ./nixos-modules/appliance.nix
+          self.nixosModules.appliance
           { nixpkgs.hostPlatform = system; }
         ];
       };
@@ -123,7 +123,7 @@
         };
         default = self.nixosModules.erlmcp;
         # The appliance's NixOS configuration, to build your own variant.
-        appliance = ./nixos-modules/appliance.nix;
+        appliance = { imports = [ ./nixos-modules/appliance.nix ]; };
       };
 
       packages = forAllSystems (pkgs: {
