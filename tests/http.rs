@@ -261,7 +261,9 @@ fn a_vanished_client_loses_nothing_committed() {
     let body = json!({ "jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": { "name": "create_entities", "arguments": { "entities": entities } } });
     let raw = raw_post(server.port, &s.id, &body.to_string());
-    std::thread::sleep(Duration::from_millis(100));
+    // Half-close first: the request is delivered whole before the FIN.
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     drop(raw);
     let mut found = 0;
     for _ in 0..50 {
@@ -319,39 +321,37 @@ fn a_vanished_client_loses_nothing_committed() {
 fn cancelled_requests_stop_and_send_no_response() {
     let server = Server::start(&["--fixture", "conformance"]);
     let (s, _) = Session::open(&server.url(), "2025-11-25");
-    let url = server.url();
-    let headers: Vec<(String, String)> = s
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let t = std::thread::spawn(move || {
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = json!({ "jsonrpc": "2.0", "id": 77, "method": "tools/call",
-            "params": { "name": "test_elicitation", "arguments": { "message": "wait" } } });
-        post_raw(&url, &h, body.to_string().as_bytes())
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let body = json!({ "jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": { "name": "test_elicitation", "arguments": { "message": "wait" } } });
+    let mut raw = raw_post(server.port, &s.id, &body.to_string());
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The handler runs (and can be cancelled) once it has asked the client.
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("elicitation/create") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     let c = s.post(
         &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": { "requestId": 77, "reason": "user gave up" } }),
     );
     assert_eq!(c.status, 202);
-    let r = t.join().unwrap();
+    // The stream ends without a response to 77.
+    loop {
+        match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("the cancelled request's stream did not end: {e}; got {got}"),
+        }
+        if got.ends_with("0\r\n\r\n") {
+            break; // the chunked body's last chunk
+        }
+    }
     assert!(
-        r.messages
-            .iter()
-            .any(|m| m["method"] == "elicitation/create"),
-        "{}",
-        r.body
-    );
-    assert!(
-        !r.messages.iter().any(|m| m.get("id") == Some(&json!(77))),
-        "a cancelled request gets no response: {}",
-        r.body
+        !got.contains("\"id\":77"),
+        "a cancelled request gets no response: {got}"
     );
 }
 
