@@ -452,7 +452,7 @@ class Server:
     def start(self) -> None:
         with open(os.path.join(self.log_dir, "serve.log"), "ab") as log:
             self.proc = subprocess.Popen(
-                [os.environ["PEER_BIN"], "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir],
+                [os.environ["PEER_BIN"], "serve", "--listen", f"127.0.0.1:{self.port}", "--ops-listen", "127.0.0.1:0", "--data-dir", self.data_dir],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

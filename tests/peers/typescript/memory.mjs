@@ -392,7 +392,7 @@ function exited(child) {
 
 async function startServer(port) {
   const log = openSync(join(LOGS, 'serve.log'), 'a');
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', DATA], {
+  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--ops-listen', '127.0.0.1:0', '--data-dir', DATA], {
     stdio: ['ignore', log, log],
   });
   closeSync(log);
