@@ -151,7 +151,7 @@ class Driver:
             else:
                 m = QemuMachine(name, workdir, self.log, self.out_dir, shared,
                                 self.state, image, root, addrs[name], names.index(name),
-                                spec.get("memory", 1024))
+                                spec.get("memory", 1024), spec.get("cpus", 1))
                 m.build_disk()
             self.machines[name] = m
             self.log.info(f"{name}: {addrs[name]}, root {root}")

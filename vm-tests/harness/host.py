@@ -6,7 +6,8 @@ with apt-get from the package that ships it.  Two Debian-specific rules:
 * `systemd-container` (systemd-nspawn) must match the host's systemd version
   exactly, or apt would upgrade the host's systemd to satisfy it.  We pin it
   to the installed systemd's version and never upgrade systemd.
-* QEMU comes from bookworm-backports (qemu-system-x86, -common, -data),
+* QEMU comes from bookworm-backports (qemu-system-x86, -common, -data, and
+  seabios, which the backported qemu-system-x86 needs in version >= 1.16.3),
   because plain bookworm's qemu-system-x86 conflicts with the qemu-utils 10
   already installed from backports.  We add a backports source entry (same
   mirror as the host's bookworm entry) if there is none, and select the
@@ -37,7 +38,7 @@ QEMU_TOOLS = {
     "qemu-img": "qemu-utils",
     "mkfs.ext4": "e2fsprogs",
 }
-QEMU_BACKPORTS = ["qemu-system-x86", "qemu-system-common", "qemu-system-data"]
+QEMU_BACKPORTS = ["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"]
 
 BACKPORTS_SOURCE = "/etc/apt/sources.list.d/erlmcp-ci-backports.sources"
 

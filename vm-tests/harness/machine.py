@@ -66,6 +66,7 @@ class Machine:
         self.out_dir = Path(out_dir)
         self.shared_dir = Path(shared_dir)  # /tmp/shared inside the machine
         self.console_path = self.workdir / "console.log"
+        self.blocked = False  # block() called and not undone
 
     def __repr__(self):
         return f"<{self.__class__.__name__} '{self.name}'>"
@@ -373,12 +374,15 @@ class Machine:
     def block(self):
         """Unplug the machine's network cable (the LAN to the other machines)."""
         self.log("blocking the network link")
+        self.blocked = True
         self._set_link(False)
 
     def unblock(self):
         """Plug the network cable back in."""
         self.log("unblocking the network link")
-        self._set_link(True)
+        self.blocked = False
+        if self.is_up():
+            self._set_link(True)
 
     # -- backend primitives ---------------------------------------------------
     def is_up(self):
@@ -409,6 +413,9 @@ class Machine:
         raise NotImplementedError
 
     def _set_link(self, up):
+        """Carrier of the machine's LAN link.  Backends keep it down while the
+        machine is off (a powered-off host answers nothing, not even ARP)
+        and restore `not self.blocked` when it boots."""
         raise NotImplementedError
 
     def collect_logs(self, dest):

@@ -62,6 +62,7 @@ class NspawnMachine(Machine):
             f"--bind={self.shared_dir}:/tmp/shared", "--console=interactive",
         ]
         self.boots += 1
+        self.lab.set_link(self.name, not self.blocked)
         with open(self.console_path, "a") as f:
             f.write(f"\n===== harness: boot {self.boots} of {self.name} =====\n")
         env = dict(os.environ, SYSTEMD_LOG_COLOR="0", TERM="dumb")
@@ -179,6 +180,10 @@ class NspawnMachine(Machine):
         self.process = None
         self.leader = self.nspawn_pid = None
         self.connected = False
+        try:
+            self.lab.set_link(self.name, False)  # powered off: no carrier
+        except Exception:
+            pass  # the lab may already be gone at the end of a run
 
     def _set_link(self, up):
         self.lab.set_link(self.name, up)

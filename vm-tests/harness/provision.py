@@ -13,7 +13,7 @@ script itself stays free of harness code):
           "units": ["harness/files/x.service"],    # extra units, enabled
           "files": {"/etc/x.conf": "scenarios/files/x.conf",
                     "/etc/y": {"content": "...", "mode": "0600"}},
-          "memory": 1024                       # MiB, qemu backend
+          "memory": 1024, "cpus": 1            # qemu backend
         },
         "client": {}
       }
@@ -65,7 +65,7 @@ ROLE_CONFIG = {
     "standby": {"replication": {"role": "standby", "primary": "http://primary:9718"}},
 }
 
-KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory"}
+KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus"}
 
 
 def role_config(role, overrides=None, node_name=None):
