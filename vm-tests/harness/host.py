@@ -37,6 +37,8 @@ QEMU_TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "busybox": "busybox-static",  # for the VMs' tiny initrd (initrd.py)
 }
 QEMU_BACKPORTS = ["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"]
 

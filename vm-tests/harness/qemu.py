@@ -6,10 +6,13 @@ boot) plus a few VM-only files, turned into an ext4 image with
 disk for the whole run, so a crashed VM boots again from what it had.
 
 Boot: direct kernel boot of the rootfs's own kernel (uncompressed `vmlinux`
-extracted from vmlinuz once and cached, which boots faster under TCG) and
-initrd, `-accel tcg,thread=multi -cpu max`.  KVM is used only when
-ERLMCP_CI_ACCEL=kvm (on this kind of host /dev/kvm cannot run stock Debian
-kernels: "KVM internal error. Suberror: 1").
+extracted from vmlinuz once and cached, which boots faster under TCG) with a
+tiny initrd (initrd.py: static busybox + virtio/ext4 modules, no udev),
+`-accel tcg,thread=multi -cpu max`.  KVM is used when a one-off
+probe boot with it works (cached in /var/cache/erlmcp-ci/kvm-probe.json);
+ERLMCP_CI_ACCEL=tcg|kvm overrides.  On this kind of host /dev/kvm is
+kvm_pvm and cannot run stock Debian kernels ("KVM internal error.
+Suberror: 1").
 
 Driver shell: `harness-backdoor.service` (DefaultDependencies=no) runs a
 small request loop (files/harness-backdoor) on the virtio-serial port
@@ -26,6 +29,7 @@ Shared directory: 9p (`mount_tag=shared`) at /tmp/shared, as in NixOS tests.
 
 import base64
 import glob
+import json
 import lzma
 import os
 import shutil
@@ -34,16 +38,31 @@ import subprocess
 import time
 import uuid
 
-from . import netlab, rootfs
+from . import initrd, netlab, rootfs
 from .errors import HarnessError, MachineError
 from .machine import Machine, Result
 from .provision import HARNESS_FILES, _copy, _enable, _write
-from .util import kill_pid, run
+from .util import kill_pid, remove_tree, run
 
 MCAST = "230.0.0.1"
 MCAST_PORT = 31337
 BOOT_TIMEOUT = 600
 DISK_SIZE = "6G"
+
+
+def _is_static(path):
+    """True if the ELF file at `path` has no program interpreter (PT_INTERP)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff = int.from_bytes(head[32:40], "little")
+        phentsize = int.from_bytes(head[54:56], "little")
+        phnum = int.from_bytes(head[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(int.from_bytes(table[i:i + 4], "little") != 3
+               for i in range(0, len(table), phentsize))
 
 
 def _extract_vmlinux(vmlinuz, dest):
@@ -72,7 +91,7 @@ class QemuImage:
     def __init__(self, log, state, tree):
         self.log, self.state, self.tree = log, state, tree
         self.kernel = self.initrd = None
-        self.accel = os.environ.get("ERLMCP_CI_ACCEL", "tcg")
+        self.accel = os.environ.get("ERLMCP_CI_ACCEL", "auto")
 
     def prepare(self):
         kernels = sorted(glob.glob(os.path.join(self.tree, "boot", "vmlinuz-*")))
@@ -80,8 +99,9 @@ class QemuImage:
         if not kernels or not initrds:
             raise HarnessError(f"no kernel/initrd in {self.tree}/boot: the rootfs lacks "
                                "linux-image-amd64 (see rootfs.KERNEL_PACKAGES)")
-        vmlinuz, self.initrd = kernels[-1], initrds[-1]
+        vmlinuz = kernels[-1]
         version = os.path.basename(vmlinuz)[len("vmlinuz-"):]
+        self.initrd = self._vm_initrd(version) or initrds[-1]
         cached = rootfs.paths()["tree"] + f".vmlinux-{version}"
         if not os.path.exists(cached):
             self.log.info(f"qemu: extracting vmlinux from {vmlinuz}")
@@ -89,9 +109,77 @@ class QemuImage:
                 self.log.warning("qemu: no xz payload in vmlinuz; booting it compressed")
                 cached = vmlinuz
         self.kernel = cached
-        if self.accel not in ("tcg", "kvm"):
-            raise HarnessError(f"ERLMCP_CI_ACCEL={self.accel}: use tcg or kvm")
+        if self.accel not in ("auto", "tcg", "kvm"):
+            raise HarnessError(f"ERLMCP_CI_ACCEL={self.accel}: use auto, tcg or kvm")
+        if self.accel == "auto":
+            self.accel = "kvm" if self._kvm_works() else "tcg"
         self.log.info(f"qemu: kernel {os.path.basename(self.kernel)}, accel {self.accel}")
+
+    def _vm_initrd(self, version):
+        """The tiny initrd (initrd.py), built once per kernel; None if impossible."""
+        cached = rootfs.paths()["tree"] + f".initrd-tiny{initrd.VERSION}-{version}"
+        if os.path.exists(cached):
+            return cached
+        busybox = shutil.which("busybox")
+        if busybox is None or not _is_static(busybox):
+            self.log.warning("qemu: no static busybox on the host: booting Debian's "
+                             "initrd (slower)")
+            return None
+        mods = initrd.build(self.tree, version, busybox, cached)
+        self.log.info(f"qemu: built the VM initrd ({len(mods)} modules) at {cached}")
+        return cached
+
+    def _kvm_works(self):
+        """Boot the kernel once under KVM (tiny initrd, `harness.probe`).
+
+        The answer is cached per host kernel, QEMU and guest kernel: on
+        hosts whose /dev/kvm cannot run a stock Debian kernel (kvm_pvm: "KVM
+        internal error. Suberror: 1") the VM hangs instead of failing, so a
+        probe is the only reliable test.
+        """
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return False
+        qemu = run(["qemu-system-x86_64", "--version"], "qemu --version").stdout.split("\n")[0]
+        key = f"{os.uname().release}|{qemu}|{os.path.basename(self.kernel)}"
+        cache = os.path.join(rootfs.CACHE_DIR, "kvm-probe.json")
+        try:
+            with open(cache) as f:
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return known[key]
+        if self.initrd is None or "initrd-tiny" not in self.initrd:
+            return False
+        self.log.info("qemu: probing KVM with a test boot (once per host)")
+        proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-accel", "kvm",
+             "-cpu", "host", "-m", "256", "-no-reboot", "-kernel", self.kernel,
+             "-initrd", self.initrd, "-append", "console=ttyS0 panic=-1 harness.probe",
+             "-serial", "stdio"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.state.add("proc", proc.pid)
+        ok, seen = False, b""
+        deadline = time.monotonic() + 30
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and proc.poll() is None:
+            chunk = proc.stdout.read() or b""
+            seen += chunk
+            if b"harness-probe-ok" in seen:
+                ok = True
+                break
+            if b"KVM internal error" in seen or b"failed to initialize kvm" in seen.lower():
+                break
+            time.sleep(0.1)
+        self.state.release("proc", proc.pid)
+        proc.wait()
+        known[key] = ok
+        with open(cache, "w") as f:
+            json.dump(known, f, indent=1)
+        self.log.info(f"qemu: KVM {'works' if ok else 'does not work'} here "
+                      f"(cached in {cache})")
+        return ok
 
     def accel_args(self):
         if self.accel == "kvm":
@@ -145,7 +233,7 @@ class QemuMachine(Machine):
 
     def _qemu_argv(self):
         cmdline = ("root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 panic=-1 "
-                   "loglevel=4 mitigations=off systemd.show_status=yes")
+                   "quiet loglevel=4 mitigations=off systemd.show_status=yes")
         return [
             "qemu-system-x86_64", "-name", self.name, "-nodefaults", "-display", "none",
             *self.image.accel_args(), "-m", str(self.memory), "-smp", str(self.cpus),
@@ -336,6 +424,9 @@ class QemuMachine(Machine):
             f.write(text)
         with open(os.path.join(dest, f"{self.name}.console.log"), "w") as f:
             f.write(self.get_console_log())
+        stderr = os.path.join(self.workdir, "qemu.stderr")
+        if os.path.exists(stderr) and os.path.getsize(stderr):
+            shutil.copy(stderr, os.path.join(dest, f"{self.name}.qemu-stderr.log"))
 
     def _journal_from_disk(self):
         """Read the whole journal out of the (stopped) VM's disk image."""
