@@ -33,8 +33,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         prog="vm-tests/run",
         description="Run erlmcp scenario stories on Debian machines with real systemd.")
-    p.add_argument("story", help="story name (vm-tests/scenarios/<story>.py), a script "
-                   "path, or `all`")
+    p.add_argument("story", nargs="?", help="story name (vm-tests/scenarios/<story>.py), "
+                   "a script path, or `all`")
+    p.add_argument("--cleanup", action="store_true",
+                   help="only remove what a killed run left behind, then exit")
     p.add_argument("--backend", choices=["nspawn", "qemu"], default="nspawn",
                    help="systemd-nspawn containers (default) or QEMU VMs")
     p.add_argument("--binary", help="erlmcp binary to install (default: build it with "
@@ -46,6 +48,19 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     log = Logger()
+    if args.cleanup:
+        from .state import State
+        try:
+            state = State(log)
+            state.acquire()  # removes the leftovers recorded in the state file
+            state.release_all()
+        except HarnessError as e:
+            log.error(str(e))
+            return 2
+        log.info("clean")
+        return 0
+    if not args.story:
+        p.error("a story (or `all`) is required")
     stories = all_stories() if args.story == "all" else [args.story]
     if not stories:
         log.error("no stories in vm-tests/scenarios/")

@@ -77,7 +77,7 @@ class Driver:
         except HarnessError as e:
             self.log.error(f"harness: {e}")
         except (KeyboardInterrupt, Terminated) as e:
-            self.log.error(f"interrupted ({e or type(e).__name__}): cleaning up")
+            self.log.error(f"interrupted ({str(e) or type(e).__name__}): cleaning up")
         finally:
             try:
                 if not ok or self.keep_logs:
