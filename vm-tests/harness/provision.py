@@ -49,30 +49,33 @@ HARNESS_FILES = os.path.join(VM_TESTS, "harness", "files")
 CONFIG_PATH = "/etc/erlmcp/erlmcp.toml"
 BINARY_PATH = "/usr/bin/erlmcp"
 
-# The role configs.  PROVISIONAL: the erlmcp config schema is defined by
-# src/config.rs on main; these keys name the interfaces already decided
-# (MCP over HTTP on 8080 at /mcp, ops on 9718, state in /var/lib/erlmcp) and
-# must be aligned with it when the first erlmcp story lands.  Stories extend
-# or override them with "config" in their machines.json.
+# The role configs, in the schema of src/config.rs on main (unknown keys are
+# rejected there, so only keys that exist go here).  Every machine listens
+# for MCP on the LAN and accepts its own name and address as Host; stories
+# extend or override with "config" in their machines.json (e.g. a virtual
+# IP in http.allowed_hosts).  The ops listener (9718) and replication keys
+# join BASE_CONFIG / ROLE_CONFIG when erlmcp's config grows them.
 BASE_CONFIG = {
-    "state_dir": "/var/lib/erlmcp",
-    "http": {"listen": "0.0.0.0:8080", "path": "/mcp"},
-    "ops": {"listen": "0.0.0.0:9718"},
+    "data_dir": "/var/lib/erlmcp",
+    "http": {"listen": "0.0.0.0:8080"},
 }
 ROLE_CONFIG = {
     "server": {},
-    "primary": {"replication": {"role": "primary"}},
-    "standby": {"replication": {"role": "standby", "primary": "http://primary:9718"}},
+    "primary": {},
+    "standby": {},
 }
 
 KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus"}
 
 
-def role_config(role, overrides=None, node_name=None):
-    """The config dict of `role` (BASE_CONFIG + ROLE_CONFIG[role] + overrides)."""
+def role_config(role, overrides=None, node_name=None, address=None):
+    """The config dict of `role`: BASE_CONFIG + ROLE_CONFIG[role] + this
+    node's name and LAN address + the story's overrides."""
     cfg = tomlgen.merge(BASE_CONFIG, ROLE_CONFIG.get(role, {}))
     if node_name:
-        cfg = tomlgen.merge(cfg, {"node": {"name": node_name}})
+        hosts = ["localhost", "127.0.0.1", node_name] + ([address] if address else [])
+        cfg = tomlgen.merge(cfg, {"node_name": node_name,
+                                  "http": {"allowed_hosts": hosts}})
     return tomlgen.merge(cfg, overrides or {})
 
 
@@ -148,10 +151,15 @@ def _enable(root, units):
         raise HarnessError(f"systemctl --root enable {' '.join(units)} failed:\n{proc.stdout}")
 
 
+def dist_dir():
+    """dist/ of the repo; ERLMCP_CI_DIST points elsewhere (units under review)."""
+    return os.environ.get("ERLMCP_CI_DIST") or os.path.join(REPO, "dist")
+
+
 def dist_units():
-    return sorted(glob.glob(os.path.join(REPO, "dist", "systemd", "*.service"))
-                  + glob.glob(os.path.join(REPO, "dist", "systemd", "*.socket"))
-                  + glob.glob(os.path.join(REPO, "dist", "systemd", "*.timer")))
+    d = os.path.join(dist_dir(), "systemd")
+    return sorted(glob.glob(os.path.join(d, "*.service")) + glob.glob(os.path.join(d, "*.socket"))
+                  + glob.glob(os.path.join(d, "*.timer")))
 
 
 def provision(root, name, spec, all_names, binary=None):
@@ -167,14 +175,15 @@ def provision(root, name, spec, all_names, binary=None):
         units = dist_units()
         if not any(u.endswith("/erlmcp.service") for u in units):
             raise HarnessError(
-                f"{REPO}/dist/systemd/erlmcp.service is missing: machine {name} needs the "
+                f"{dist_dir()}/systemd/erlmcp.service is missing: machine {name} needs the "
                 "erlmcp units (erlmcp.service, erlmcp.socket) from dist/systemd/")
         for u in units:
             _copy(root, u, f"/usr/lib/systemd/system/{os.path.basename(u)}", 0o644)
         for kind in ("sysusers.d", "tmpfiles.d"):
-            for conf in glob.glob(os.path.join(REPO, "dist", kind, "*.conf")):
+            for conf in glob.glob(os.path.join(dist_dir(), kind, "*.conf")):
                 _copy(root, conf, f"/usr/lib/{kind}/{os.path.basename(conf)}", 0o644)
-        cfg = role_config(spec.get("role", name), spec.get("config"), node_name=name)
+        cfg = role_config(spec.get("role", name), spec.get("config"), node_name=name,
+                          address=netlab.addresses(all_names)[name])
         _write(root, CONFIG_PATH, tomlgen.dumps(cfg))
         _enable(root, [os.path.basename(u) for u in units])
 

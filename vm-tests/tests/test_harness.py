@@ -42,10 +42,13 @@ class TomlTest(unittest.TestCase):
             tomlgen.dumps({"a": [None]})
 
     def test_role_config_renders(self):
-        cfg = provision.role_config("standby", {"log": {"level": "debug"}}, node_name="standby")
+        cfg = provision.role_config("standby", {"log": {"level": "debug"}},
+                                    node_name="standby", address="192.168.1.3")
         parsed = tomllib.loads(tomlgen.dumps(cfg))
-        self.assertEqual(parsed["replication"]["role"], "standby")
-        self.assertEqual(parsed["node"]["name"], "standby")
+        self.assertEqual(parsed["node_name"], "standby")
+        self.assertEqual(parsed["data_dir"], "/var/lib/erlmcp")
+        self.assertEqual(parsed["http"]["listen"], "0.0.0.0:8080")
+        self.assertIn("192.168.1.3", parsed["http"]["allowed_hosts"])
         self.assertEqual(parsed["log"]["level"], "debug")
 
 
