@@ -76,6 +76,8 @@ class Driver:
             ok = self._exec_script(script_path)
         except HarnessError as e:
             self.log.error(f"harness: {e}")
+        except Exception as e:
+            self.log.error("harness: " + "".join(traceback.format_exception(e)).rstrip())
         except (KeyboardInterrupt, Terminated) as e:
             self.log.error(f"interrupted ({str(e) or type(e).__name__}): cleaning up")
         finally:

@@ -102,7 +102,16 @@ def ensure_tools(log, tools):
             specs.append(f"{pkg}={systemd}" if systemd else pkg)
         else:
             specs.append(pkg)
-    _apt_install(log, specs, sorted(missing))
+    try:
+        _apt_install(log, specs, sorted(missing))
+    except HarnessError as e:
+        if any(s.startswith("systemd-container=") for s in specs):
+            raise HarnessError(
+                f"{e}\nsystemd-container must have exactly the host's systemd version "
+                f"({installed_version('systemd')}) so that apt does not upgrade the "
+                "host's systemd; if the archive no longer has it, upgrade systemd "
+                "deliberately first") from None
+        raise
     still = [cmd for cmd in missing if shutil.which(cmd) is None]
     if still:
         raise HarnessError(f"installed {specs} but still missing: {still}")

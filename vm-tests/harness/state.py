@@ -102,6 +102,9 @@ class State:
                 self._save()
             if os.path.exists(STATE_FILE):
                 os.unlink(STATE_FILE)
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)  # releases the lock (next story may take it)
+                self.lock_fd = None
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
