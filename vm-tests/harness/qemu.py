@@ -95,13 +95,12 @@ class QemuImage:
 
     def prepare(self):
         kernels = sorted(glob.glob(os.path.join(self.tree, "boot", "vmlinuz-*")))
-        initrds = sorted(glob.glob(os.path.join(self.tree, "boot", "initrd.img-*")))
-        if not kernels or not initrds:
-            raise HarnessError(f"no kernel/initrd in {self.tree}/boot: the rootfs lacks "
+        if not kernels:
+            raise HarnessError(f"no kernel in {self.tree}/boot: the rootfs lacks "
                                "linux-image-amd64 (see rootfs.KERNEL_PACKAGES)")
         vmlinuz = kernels[-1]
         version = os.path.basename(vmlinuz)[len("vmlinuz-"):]
-        self.initrd = self._vm_initrd(version) or initrds[-1]
+        self.initrd = self._vm_initrd(version)
         cached = rootfs.paths()["tree"] + f".vmlinux-{version}"
         if not os.path.exists(cached):
             self.log.info(f"qemu: extracting vmlinux from {vmlinuz}")
@@ -116,15 +115,14 @@ class QemuImage:
         self.log.info(f"qemu: kernel {os.path.basename(self.kernel)}, accel {self.accel}")
 
     def _vm_initrd(self, version):
-        """The tiny initrd (initrd.py), built once per kernel; None if impossible."""
+        """The tiny initrd (initrd.py), built once per kernel."""
         cached = rootfs.paths()["tree"] + f".initrd-tiny{initrd.VERSION}-{version}"
         if os.path.exists(cached):
             return cached
         busybox = shutil.which("busybox")
         if busybox is None or not _is_static(busybox):
-            self.log.warning("qemu: no static busybox on the host: booting Debian's "
-                             "initrd (slower)")
-            return None
+            raise HarnessError(f"the VM initrd needs a static busybox; {busybox or 'none'} "
+                               "is not (apt-get install busybox-static)")
         mods = initrd.build(self.tree, version, busybox, cached)
         self.log.info(f"qemu: built the VM initrd ({len(mods)} modules) at {cached}")
         return cached
@@ -149,8 +147,6 @@ class QemuImage:
             known = {}
         if key in known:
             return known[key]
-        if self.initrd is None or "initrd-tiny" not in self.initrd:
-            return False
         self.log.info("qemu: probing KVM with a test boot (once per host)")
         proc = subprocess.Popen(
             ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-accel", "kvm",
