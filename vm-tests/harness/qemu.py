@@ -260,7 +260,7 @@ class QemuMachine(Machine):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.shell_path)
         listener.listen(1)
-        listener.settimeout(60)
+        listener.settimeout(0.2)
         argv = ["ip", "netns", "exec", netlab.LAB_NS, *self._qemu_argv()]
         stderr = open(os.path.join(self.workdir, "qemu.stderr"), "a")
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
@@ -268,11 +268,18 @@ class QemuMachine(Machine):
                                         start_new_session=True)
         stderr.close()
         self.state.add("proc", self.process.pid, machine=self.name)
+        deadline = time.monotonic() + 60
         try:
-            self.shell, _ = listener.accept()
-        except socket.timeout:
-            raise MachineError(f"{self.name}: QEMU did not connect its shell socket: "
-                               f"{self._qemu_stderr()}") from None
+            while True:
+                try:
+                    self.shell, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise MachineError(
+                            f"{self.name}: QEMU did not connect its shell socket "
+                            f"(exit status {self.process.poll()}): "
+                            f"{self._qemu_stderr()}") from None
         finally:
             listener.close()
         self.shell_file = self.shell.makefile("rb")
