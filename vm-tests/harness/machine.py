@@ -87,6 +87,8 @@ class Machine:
         returns (-1, stdout).
         """
         if not check_output:
+            self.start()
+            self.connect()
             self._spawn(f"set -euo pipefail; {command}")
             return (-2, "")
         r = self._run(command, timeout)

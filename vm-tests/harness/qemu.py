@@ -344,8 +344,6 @@ class QemuMachine(Machine):
         return self._request("wait", shell_command, timeout)
 
     def _spawn(self, command):
-        self.start()
-        self.connect()
         self._request("spawn", command, 60)
 
     def _shutdown(self):
