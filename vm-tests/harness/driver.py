@@ -82,6 +82,11 @@ class Driver:
         except (KeyboardInterrupt, Terminated) as e:
             self.log.error(f"interrupted ({str(e) or type(e).__name__}): cleaning up")
         finally:
+            # from here on nothing may stop the clean-up: a second Ctrl-C or
+            # SIGTERM is ignored (collecting logs has its own time limits)
+            signal.alarm(0)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(s, signal.SIG_IGN)
             try:
                 if not ok or self.keep_logs:
                     self._collect()
@@ -108,6 +113,8 @@ class Driver:
     # -- signals ------------------------------------------------------------------
     def _install_signals(self):
         def terminate(signum, _frame):
+            if signum == signal.SIGALRM:
+                raise Terminated(f"the story ran longer than --timeout {self.timeout} s")
             raise Terminated(signal.Signals(signum).name)
 
         old = {s: signal.signal(s, terminate) for s in
