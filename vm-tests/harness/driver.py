@@ -10,7 +10,6 @@ every machine are left in results/vm-tests/<story>-<timestamp>/.
 
 import os
 import signal
-import sys
 import threading
 import time
 import traceback

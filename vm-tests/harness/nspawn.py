@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import time
 
-from . import netlab
 from .errors import MachineError
 from .machine import Machine, Result
 from .util import comm, descendants, kill_pid, proc_start_time

@@ -120,7 +120,7 @@ def needs_erlmcp(machines):
     return any(spec.get("erlmcp") for spec in machines.values())
 
 
-def _write(root, path, data, mode=0o644):
+def write_file(root, path, data, mode=0o644):
     dest = os.path.join(root, path.lstrip("/"))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if os.path.lexists(dest):
@@ -130,7 +130,7 @@ def _write(root, path, data, mode=0o644):
     os.chmod(dest, mode)
 
 
-def _copy(root, src, path, mode=None):
+def install_file(root, src, path, mode=None):
     if not os.path.isfile(src):
         raise HarnessError(f"file to install is missing: {src}")
     dest = os.path.join(root, path.lstrip("/"))
@@ -142,7 +142,7 @@ def _copy(root, src, path, mode=None):
         os.chmod(dest, mode)
 
 
-def _enable(root, units):
+def enable_units(root, units):
     if not units:
         return
     proc = subprocess.run(["systemctl", f"--root={root}", "enable", *units],
@@ -164,38 +164,38 @@ def dist_units():
 
 def provision(root, name, spec, all_names, binary=None):
     """Install one machine's files into its (mounted, writable) root tree."""
-    _write(root, "/etc/hostname", name + "\n")
-    _write(root, "/etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
-    _write(root, "/etc/hosts", netlab.hosts_file(all_names))
+    write_file(root, "/etc/hostname", name + "\n")
+    write_file(root, "/etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+    write_file(root, "/etc/hosts", netlab.hosts_file(all_names))
 
     if spec.get("erlmcp"):
         if not binary or not os.path.isfile(binary):
             raise HarnessError(f"machine {name} needs the erlmcp binary, none at {binary!r}")
-        _copy(root, binary, BINARY_PATH, 0o755)
+        install_file(root, binary, BINARY_PATH, 0o755)
         units = dist_units()
         if not any(u.endswith("/erlmcp.service") for u in units):
             raise HarnessError(
                 f"{dist_dir()}/systemd/erlmcp.service is missing: machine {name} needs the "
                 "erlmcp units (erlmcp.service, erlmcp.socket) from dist/systemd/")
         for u in units:
-            _copy(root, u, f"/usr/lib/systemd/system/{os.path.basename(u)}", 0o644)
+            install_file(root, u, f"/usr/lib/systemd/system/{os.path.basename(u)}", 0o644)
         for kind in ("sysusers.d", "tmpfiles.d"):
             for conf in glob.glob(os.path.join(dist_dir(), kind, "*.conf")):
-                _copy(root, conf, f"/usr/lib/{kind}/{os.path.basename(conf)}", 0o644)
+                install_file(root, conf, f"/usr/lib/{kind}/{os.path.basename(conf)}", 0o644)
         cfg = role_config(spec.get("role", name), spec.get("config"), node_name=name,
                           address=netlab.addresses(all_names)[name])
-        _write(root, CONFIG_PATH, tomlgen.dumps(cfg))
-        _enable(root, [os.path.basename(u) for u in units])
+        write_file(root, CONFIG_PATH, tomlgen.dumps(cfg))
+        enable_units(root, [os.path.basename(u) for u in units])
 
     extra = []
     for rel in spec.get("units", []):
         src = os.path.join(VM_TESTS, rel)
-        _copy(root, src, f"/etc/systemd/system/{os.path.basename(rel)}", 0o644)
+        install_file(root, src, f"/etc/systemd/system/{os.path.basename(rel)}", 0o644)
         extra.append(os.path.basename(rel))
-    _enable(root, extra)
+    enable_units(root, extra)
 
     for dest, src in spec.get("files", {}).items():
         if isinstance(src, dict):
-            _write(root, dest, src.get("content", ""), int(str(src.get("mode", "0644")), 8))
+            write_file(root, dest, src.get("content", ""), int(str(src.get("mode", "0644")), 8))
         else:
-            _copy(root, os.path.join(VM_TESTS, src), dest)
+            install_file(root, os.path.join(VM_TESTS, src), dest)

@@ -41,8 +41,8 @@ import uuid
 from . import initrd, netlab, rootfs
 from .errors import HarnessError, MachineError
 from .machine import Machine, Result
-from .provision import HARNESS_FILES, _copy, _enable, _write
-from .util import kill_pid, remove_tree, run
+from .provision import HARNESS_FILES, enable_units, install_file, write_file
+from .util import kill_pid, run
 
 MCAST = "230.0.0.1"
 MCAST_PORT = 31337
@@ -206,18 +206,18 @@ class QemuMachine(Machine):
     def build_disk(self):
         """VM-only files into the tree, then the tree into an ext4 image."""
         r = self.root
-        _copy(r, os.path.join(HARNESS_FILES, "harness-backdoor"),
+        install_file(r, os.path.join(HARNESS_FILES, "harness-backdoor"),
               "/usr/local/lib/harness/harness-backdoor", 0o755)
-        _copy(r, os.path.join(HARNESS_FILES, "harness-backdoor.service"),
+        install_file(r, os.path.join(HARNESS_FILES, "harness-backdoor.service"),
               "/etc/systemd/system/harness-backdoor.service", 0o644)
-        _write(r, "/etc/systemd/system/harness-lan.service", LAN_UNIT.format(
+        write_file(r, "/etc/systemd/system/harness-lan.service", LAN_UNIT.format(
             address=self.address, prefix=netlab.SUBNET.prefixlen))
-        _write(r, "/etc/fstab",
+        write_file(r, "/etc/fstab",
                "# vm-tests harness: the driver's shared directory (9p)\n"
                "shared /tmp/shared 9p trans=virtio,version=9p2000.L,msize=524288,"
                "cache=none,nofail 0 0\n")
         os.makedirs(os.path.join(r, "tmp/shared"), exist_ok=True)
-        _enable(r, ["harness-backdoor.service", "harness-lan.service"])
+        enable_units(r, ["harness-backdoor.service", "harness-lan.service"])
         start = time.monotonic()
         run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", r, self.disk, DISK_SIZE],
             f"building the disk image of {self.name} failed")

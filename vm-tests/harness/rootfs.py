@@ -18,7 +18,6 @@ import shutil
 import time
 
 from . import host
-from .errors import HarnessError
 from .util import remove_tree, run, umount_under
 
 CACHE_DIR = os.environ.get("ERLMCP_CI_CACHE", "/var/cache/erlmcp-ci")
