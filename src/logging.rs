@@ -53,7 +53,11 @@ pub fn init(level: &str) -> LogControl {
     let journald = if stderr_is_journal() {
         tracing_journald::layer()
             .ok()
-            .map(|j| j.with_syslog_identifier("erlmcp".into()))
+            .map(|j| {
+                // Plain field names (SESSION=, METHOD=), not F_SESSION=.
+                j.with_syslog_identifier("erlmcp".into())
+                    .with_field_prefix(None)
+            })
     } else {
         None
     };
