@@ -18,7 +18,7 @@ use super::stream::{self, Frame, Kind, PlainSse, SseBody, SseStream};
 use super::{
     HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_body, json_error,
 };
-use crate::mcp::dispatch::{Call, Caller};
+use crate::mcp::dispatch::{Call, Caller, Reply};
 use crate::mcp::error::McpError;
 use crate::mcp::jsonrpc::{self, Incoming, RequestId};
 use crate::mcp::meta::RequestMeta;
@@ -414,14 +414,14 @@ fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
     b.freeze()
 }
 
-fn answer(id: &RequestId, outcome: Result<Value, McpError>) -> Bytes {
+fn answer(id: &RequestId, outcome: Result<Reply, McpError>) -> Bytes {
     Bytes::from(match outcome {
         Ok(r) => jsonrpc::response(id, &r),
         Err(e) => jsonrpc::error_response(Some(id), &e),
     })
 }
 
-fn finish_json(id: &RequestId, outcome: Result<Value, McpError>) -> Response {
+fn finish_json(id: &RequestId, outcome: Result<Reply, McpError>) -> Response {
     match outcome {
         Ok(r) => json_body(StatusCode::OK, jsonrpc::response(id, &r)),
         Err(e) => json_error(modern_status(&e), Some(id), &e),
