@@ -428,6 +428,9 @@ fn finish_json(id: &RequestId, outcome: Result<Reply, McpError>) -> Response {
     }
 }
 
+/// Bytes that go out in one TCP segment on any common path MTU.
+const ONE_SEGMENT: usize = 1400;
+
 /// Runs `work` (in its own task, so a vanished client does not stop a
 /// legacy request) and answers with SSE. If it finishes before sending
 /// anything else, the whole body goes out at once; otherwise the stream is
@@ -471,6 +474,13 @@ where
             if !last.is_empty() {
                 stream::encode(&Frame::Event { id: None, data: last }, &mut out);
             }
+            // A body larger than one TCP segment may arrive in part: keep
+            // its events for a resume (see transport::http::stream).
+            if out.len() > ONE_SEGMENT
+                && let Some(s) = &resumable
+            {
+                s.log_from_now();
+            }
             return sse(Body::from(out.freeze()));
         }
         f = rx.recv() => f,
@@ -490,7 +500,9 @@ where
     if let Some(f) = first {
         stream::encode(&f, &mut prelude);
     }
-    let _keep = resumable;
+    if let Some(s) = &resumable {
+        s.log_from_now();
+    }
     let settings = state.settings();
     // A request's stream is not cut on shutdown: the drain lets it finish
     // (the listener's stop deadline bounds it).
