@@ -85,8 +85,13 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
         }
     };
     let mut finishers = Vec::with_capacity(group.len());
+    // A lone job needs no savepoint: if it fails, the whole transaction is
+    // rolled back. (Savepoints are not free: FTS5 flushes its pending index
+    // data at each one.)
+    let alone = group.len() == 1;
+    let mut rollback_all = false;
     for job in group {
-        let sp_ok = tx.execute_batch("SAVEPOINT job").is_ok();
+        let sp_ok = !alone && tx.execute_batch("SAVEPOINT job").is_ok();
         let (failed, fin) = job(Some(&tx));
         if sp_ok {
             let end = if failed {
@@ -96,7 +101,16 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
             };
             let _ = tx.execute_batch(end);
         }
+        rollback_all |= alone && failed;
         finishers.push(fin);
+    }
+    if rollback_all {
+        // The job's own error is what its caller hears; nothing was kept.
+        let _ = tx.rollback();
+        for f in finishers {
+            f(Ok(()));
+        }
+        return;
     }
     match tx.commit() {
         Ok(()) => {

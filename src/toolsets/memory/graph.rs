@@ -293,7 +293,30 @@ fn matching_ids(conn: &Connection, query: &str) -> Result<Vec<i64>, StoreError> 
     if !query.is_ascii() {
         ids = recheck_unicode(conn, ids, query)?;
     }
+    ids.extend(ids_of_matching_types(conn, query)?);
     ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Entities whose type contains `query`: the few distinct types are
+/// matched in Rust (full Unicode case folding), their entities found by index.
+fn ids_of_matching_types(conn: &Connection, query: &str) -> Result<Vec<i64>, StoreError> {
+    let q = query.to_lowercase();
+    let types: Vec<String> = conn
+        .prepare_cached("SELECT entity_type FROM memory_types")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?
+        .into_iter()
+        .filter(|t| t.to_lowercase().contains(&q))
+        .collect();
+    let mut stmt = conn.prepare_cached("SELECT id FROM memory_entities WHERE entity_type = ?1")?;
+    let mut ids = Vec::new();
+    for t in types {
+        for id in stmt.query_map([t], |r| r.get(0))? {
+            ids.push(id?);
+        }
+    }
     Ok(ids)
 }
 
