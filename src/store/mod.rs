@@ -6,8 +6,10 @@
 //! after the commit is durable; [`Store::read`] runs it on a reader.
 
 mod error;
+pub mod lock;
 pub mod migrations;
 mod readers;
+pub mod swap;
 mod writer;
 
 pub mod audit;
@@ -62,6 +64,8 @@ struct Inner {
     writer: flume::Sender<writer::Command>,
     readers: flume::Sender<readers::ReadJob>,
     stats: Arc<WriterStats>,
+    /// Held while the store is open; released when the last handle drops.
+    _lock: lock::DataDirLock,
 }
 
 /// The database file name inside the data directory.
@@ -75,31 +79,30 @@ impl Store {
             path: data_dir.display().to_string(),
             source,
         })?;
+        // A moment's grace: a store closed just before (restart in-process,
+        // an offline restore finishing) may still be letting go.
+        let lock = lock::DataDirLock::acquire(data_dir, Duration::from_secs(2))?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        check_schema_not_newer(&conn, &path)?;
-        configure_writer(&conn, opts.synchronous)?;
-        migrations::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let conn = open_writer(&path, opts.synchronous)?;
 
         let stats = Arc::new(WriterStats::default());
-        let (wtx, wrx) = flume::bounded(4096);
-        writer::spawn(conn, wrx, stats.clone())
-            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         let (rtx, rrx) = flume::bounded(4096);
-        readers::spawn(&path, opts.readers.max(1), rrx)?;
+        let pool = readers::spawn(&path, opts.readers.max(1), rrx)?;
+        let (wtx, wrx) = flume::bounded(4096);
+        let reopen = writer::Reopen {
+            path: path.clone(),
+            sync: opts.synchronous,
+            readers: pool,
+        };
+        writer::spawn(conn, wrx, stats.clone(), reopen)
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 writer: wtx,
                 readers: rtx,
                 stats,
+                _lock: lock,
             }),
         })
     }
@@ -185,6 +188,31 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Puts `new_file` (a complete, fsynced, verified database in the data
+    /// directory) in place of the open database, between two commit
+    /// groups: checkpoint, close the writer and the readers, swap the file
+    /// (see [`swap`]), re-open (migrating an older schema). Writes and reads
+    /// queued meanwhile wait and then run against the new file. Returns
+    /// where the old database was kept.
+    pub async fn replace_with(
+        &self,
+        new_file: &Path,
+        stamp: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = writer::Command::Replace(writer::Replace {
+            new_file: new_file.to_owned(),
+            stamp: stamp.to_owned(),
+            reply: tx,
+        });
+        self.inner
+            .writer
+            .send_async(cmd)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `f` on a reader connection.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -221,6 +249,23 @@ impl Store {
     }
 }
 
+/// Opens the write connection: refuses a newer schema, sets WAL and the
+/// pragmas, migrates to the latest schema.
+fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    check_schema_not_newer(&conn, path)?;
+    configure_writer(&conn, sync)?;
+    migrations::migrations()
+        .to_latest(&mut conn)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(conn)
+}
+
 /// Reads `user_version` before anything else touches the file.
 fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -249,12 +294,18 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<(), StoreErr
     Ok(())
 }
 
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+    // A reader must never checkpoint or delete the WAL on close: after a
+    // restore swapped the file, that WAL name belongs to the new database.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     Ok(conn)
 }
 
