@@ -1,4 +1,4 @@
-//! The command line: `erlmcp serve | stdio | check-config`.
+//! The command line: `erlmcp serve | stdio | check-config | backup | restore`.
 //! Flags override the configuration file, which overrides defaults.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -29,6 +29,11 @@ pub enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Backups: create, list, verify, prune (through the daemon's ops
+    /// listener when one answers, else on the files).
+    Backup(crate::backup::cli::BackupArgs),
+    /// Restore the database from a backup (ID or `latest`), verified first.
+    Restore(crate::backup::cli::RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -107,6 +112,8 @@ fn run(cli: Cli) -> Result<(), AppError> {
             init_logging(&config.log.level);
             runtime()?.block_on(serve(config))
         }
+        Command::Backup(args) => crate::backup::cli::backup(args),
+        Command::Restore(args) => crate::backup::cli::restore(args),
         Command::Stdio(args) => {
             let config = args.config()?;
             init_logging(&config.log.level);
