@@ -1,0 +1,318 @@
+//! Backups and restores while the store keeps writing, in-process: the copy
+//! is one consistent snapshot and is never restarted by commits; a restore
+//! through the open store swaps the file under queued writes and readers.
+
+mod backup_support;
+
+use backup_support::*;
+use erlmcp::backup::restore::{self, Target};
+use erlmcp::backup::{Backups, Pacing, snapshot};
+use erlmcp::config::Config;
+use erlmcp::store::{Store, StoreOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+fn backups(data: &std::path::Path, pacing: Pacing) -> Backups {
+    let c = Config {
+        data_dir: data.to_owned(),
+        ..Config::default()
+    };
+    let mut b = Backups::from_config(&c);
+    b.pacing = pacing;
+    b
+}
+
+/// Each write adds one entity and one observation in the same transaction:
+/// in any consistent snapshot the two counts are equal.
+async fn write_pair(store: &Store, i: u64) {
+    store
+        .write(move |tx| {
+            tx.execute(
+                "INSERT INTO memory_entities (name, entity_type) VALUES (?1, 'w')",
+                [format!("w{i}")],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO memory_observations (entity_id, content) VALUES (?1, ?2)",
+                rusqlite::params![id, "x".repeat(200)],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_is_one_consistent_snapshot_under_steady_writes() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 2000, 300);
+    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (store, stop, written) = (store.clone(), stop.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                write_pair(&store, i).await;
+                i += 1;
+                written.store(i, Ordering::Relaxed);
+            }
+        })
+    };
+    // Small steps with pauses: many commits land while the copy runs.
+    let b = backups(
+        &data,
+        Pacing {
+            step_pages: 8,
+            pause: Duration::from_millis(2),
+        },
+    );
+    let dest = t.path().join("copy.db");
+    let db = b.db_path();
+    let before = written.load(Ordering::Relaxed);
+    let stats = tokio::task::spawn_blocking(move || snapshot::copy_online(&db, &dest, b.pacing))
+        .await
+        .unwrap()
+        .unwrap();
+    let during = written.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    assert!(during > 20, "writes went on during the copy ({during})");
+    assert_eq!(
+        stats.restarts, 0,
+        "the held read transaction keeps the copy from restarting: {stats:?}"
+    );
+    assert!(stats.steps as i64 >= stats.pages / 8, "{stats:?}");
+    let copy = t.path().join("copy.db");
+    assert_eq!(integrity(&copy), "ok");
+    let c = rusqlite::Connection::open(&copy).unwrap();
+    let (e, o): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_observations)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(e, o, "one snapshot: every pair complete");
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "the copy is a standalone file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_through_the_open_store_swaps_under_queued_writes() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 100, 50);
+    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let b = backups(
+        &data,
+        Pacing {
+            step_pages: 64,
+            pause: Duration::ZERO,
+        },
+    );
+    let bb = b.clone();
+    let created = tokio::task::spawn_blocking(move || snapshot::create(&bb))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .write(|tx| erlmcp::store::kv::put(tx, "test_marker", b"B"))
+        .await
+        .unwrap();
+
+    // Writes and reads keep coming while the swap happens.
+    let traffic = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200u64 {
+                write_pair(&store, 10_000 + i).await;
+                store
+                    .read(|c| {
+                        Ok(c.query_row("SELECT count(*) FROM kv", [], |r| r.get::<_, i64>(0))?)
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut forgotten = false;
+    let r = restore::restore_online(&b, &store, Target::Latest, false, || forgotten = true)
+        .await
+        .unwrap();
+    traffic.await.unwrap();
+    assert_eq!(r.id, created.manifest.id);
+    assert!(forgotten, "sessions are forgotten after the swap");
+
+    let marker = store
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM kv WHERE key = 'test_marker'", [], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(marker, b"A", "readers see the restored file");
+    let audited = store
+        .read(|c| Ok(erlmcp::store::audit::recent(c, Some("restore"), 5)?))
+        .await
+        .unwrap();
+    assert_eq!(audited[0].outcome, "ok");
+    assert_eq!(marker_of(r.previous.as_ref().unwrap()), "B");
+    store.checkpoint().await.unwrap();
+    assert_eq!(integrity(&b.db_path()), "ok");
+}
+
+/// One HTTP/1.1 exchange on loopback; returns the status and the head.
+fn http(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw)
+}
+
+const MCP_HEADERS: [(&str, &str); 3] = [
+    ("Content-Type", "application/json"),
+    ("Accept", "application/json, text/event-stream"),
+    ("MCP-Protocol-Version", "2025-06-18"),
+];
+
+fn new_session(addr: &str) -> String {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (status, raw) = http(addr, "/mcp", &MCP_HEADERS, init);
+    assert_eq!(status, 200, "{raw}");
+    raw.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id: {raw}"))
+}
+
+fn ping(addr: &str, session: &str) -> u16 {
+    let mut h = MCP_HEADERS.to_vec();
+    h.push(("Mcp-Session-Id", session));
+    http(
+        addr,
+        "/mcp",
+        &h,
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+    )
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_goes_through_the_daemon_and_lost_sessions_get_a_clean_404() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 50, 50);
+    let mut config = Config {
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    config.http.json_response = true;
+    let (store, server) = erlmcp::app::build(&config).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mcp_addr = mcp.local_addr().unwrap().to_string();
+    config.http.listen = mcp.local_addr().unwrap();
+    let (c2, s2, st2) = (config.clone(), server.clone(), stop.clone());
+    tokio::spawn(async move { erlmcp::app::serve_http(&c2, s2, mcp, st2).await });
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_addr = ops.local_addr().unwrap().to_string();
+    let api = erlmcp::backup::ops::BackupApi {
+        backups: Backups::from_config(&config),
+        server: server.clone(),
+    };
+    tokio::spawn(async move { axum::serve(ops, erlmcp::backup::ops::router(api)).await });
+
+    let cli = |args: &[&str], code: i32| {
+        let mut all = args.to_vec();
+        all.extend(["--ops", &ops_addr]);
+        let (data, all) = (
+            data.clone(),
+            all.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            json(&data, &refs, &[], code)
+        })
+    };
+    let kept = {
+        let a = mcp_addr.clone();
+        tokio::task::spawn_blocking(move || new_session(&a))
+            .await
+            .unwrap()
+    };
+    let created = cli(&["backup", "create"], 0).await.unwrap();
+    let id = created["manifest"]["id"].as_str().unwrap().to_owned();
+    let lost = {
+        let a = mcp_addr.clone();
+        tokio::task::spawn_blocking(move || new_session(&a))
+            .await
+            .unwrap()
+    };
+    store
+        .write(|tx| erlmcp::store::kv::put(tx, "test_marker", b"B"))
+        .await
+        .unwrap();
+
+    let listed = cli(&["backup", "list"], 0).await.unwrap();
+    assert_eq!(listed[0]["status"], "good");
+    let r = cli(&["restore", "latest"], 0).await.unwrap();
+    assert_eq!(r["id"].as_str(), Some(id.as_str()));
+    let refused = cli(&["restore", "no-such-backup"], 66).await.unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("no backup"),
+        "{refused}"
+    );
+
+    let a = mcp_addr.clone();
+    let (k, l) = tokio::task::spawn_blocking(move || (ping(&a, &kept), ping(&a, &lost)))
+        .await
+        .unwrap();
+    assert_eq!(k, 200, "a session the backup has lives on");
+    assert_eq!(l, 404, "a session the backup lacks gets a clean 404");
+    let marker = store
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM kv WHERE key = 'test_marker'", [], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(marker, b"A");
+    let kinds: Vec<String> = store
+        .read(|c| Ok(erlmcp::store::audit::recent(c, None, 20)?))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}:{}", e.kind, e.outcome))
+        .collect();
+    assert!(kinds.contains(&"restore:ok".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"restore:refused".to_owned()), "{kinds:?}");
+    stop.cancel();
+}
