@@ -316,3 +316,94 @@ async fn the_cli_goes_through_the_daemon_and_lost_sessions_get_a_clean_404() {
     assert!(kinds.contains(&"restore:refused".to_owned()), "{kinds:?}");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_backs_up_audits_and_metrics_tell_success_and_failure() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 20, 20);
+    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let b = backups(
+        &data,
+        Pacing {
+            step_pages: 64,
+            pause: Duration::ZERO,
+        },
+    );
+    let sched = erlmcp::backup::scheduler::Scheduler {
+        backups: b.clone(),
+        schedule: erlmcp::backup::schedule::Schedule::parse("1h").unwrap(),
+        store: store.clone(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(sched.clone().run(stop.clone()));
+    // No backup yet: the first one is due at once.
+    let bb = b.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("a scheduled backup", Duration::from_secs(20), || {
+            erlmcp::backup::catalog::list(&bb)
+                .unwrap()
+                .iter()
+                .any(|e| e.is_good())
+        })
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    task.await.unwrap();
+    let text = recorder.render();
+    for name in [
+        "erlmcp_backup_last_success_timestamp_seconds",
+        "erlmcp_backup_last_duration_seconds",
+        "erlmcp_backup_size_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    assert!(
+        erlmcp::backup::metrics::status_line()
+            .unwrap()
+            .contains(" ok ")
+    );
+
+    // A backup directory that cannot be created: counted, said in STATUS.
+    let blocker = t.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let mut broken = sched.clone();
+    broken.backups.dir = blocker.join("backups");
+    assert!(!broken.run_once().await);
+    let text = recorder.render();
+    assert!(text.contains("erlmcp_backup_failures_total 1"), "{text}");
+    assert!(
+        erlmcp::backup::metrics::status_line()
+            .unwrap()
+            .contains("FAILED")
+    );
+
+    // A corrupt backup found by verify is counted too.
+    let id = erlmcp::backup::catalog::list(&b).unwrap()[0].id.clone();
+    let f = b.data_file(&id);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    let reports = erlmcp::backup::verify::verify(&b, Some(&id)).unwrap();
+    assert!(!reports[0].ok);
+    assert!(
+        recorder
+            .render()
+            .contains("erlmcp_backup_verification_failures_total 1")
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let audited = store
+        .read(|c| Ok(erlmcp::store::audit::recent(c, Some("backup"), 5)?))
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = audited.iter().map(|e| e.outcome.as_str()).collect();
+    assert!(
+        outcomes.contains(&"ok") && outcomes.contains(&"error"),
+        "{outcomes:?}"
+    );
+}
