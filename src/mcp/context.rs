@@ -216,6 +216,12 @@ impl RequestContext {
             "roots/list" => "roots",
             _ => return Ok(()),
         };
+        if cap == "elicitation" && !self.version.has_titles() {
+            return Err(ToolError::Failed(format!(
+                "elicitation arrived in protocol 2025-06-18; this session speaks {}",
+                self.version
+            )));
+        }
         if self.client.supports(cap) {
             return Ok(());
         }

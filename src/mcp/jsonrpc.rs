@@ -117,7 +117,7 @@ impl Incoming {
 #[derive(Debug)]
 pub struct Rejected {
     pub id: Option<RequestId>,
-    pub error: McpError,
+    pub error: Box<McpError>,
 }
 
 #[derive(Deserialize)]
@@ -155,14 +155,18 @@ pub fn parse(bytes: &[u8]) -> Result<Incoming, Rejected> {
     if nesting_exceeds(bytes, MAX_DEPTH) {
         return Err(Rejected {
             id: None,
-            error: McpError::parse_error(format!("JSON nested deeper than {MAX_DEPTH} levels")),
+            error: Box::new(McpError::parse_error(format!(
+                "JSON nested deeper than {MAX_DEPTH} levels"
+            ))),
         });
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') && serde_json::from_slice::<&RawValue>(bytes).is_ok() {
         return Err(Rejected {
             id: None,
-            error: McpError::invalid_request("JSON-RPC batches are not supported"),
+            error: Box::new(McpError::invalid_request(
+                "JSON-RPC batches are not supported",
+            )),
         });
     }
     let env: Envelope = match serde_json::from_slice(bytes) {
@@ -170,13 +174,15 @@ pub fn parse(bytes: &[u8]) -> Result<Incoming, Rejected> {
         Err(e) if e.is_data() => {
             return Err(Rejected {
                 id: None,
-                error: McpError::invalid_request(format!("not a JSON-RPC message: {e}")),
+                error: Box::new(McpError::invalid_request(format!(
+                    "not a JSON-RPC message: {e}"
+                ))),
             });
         }
         Err(e) => {
             return Err(Rejected {
                 id: None,
-                error: McpError::parse_error(e),
+                error: Box::new(McpError::parse_error(e)),
             });
         }
     };
@@ -222,12 +228,17 @@ fn classify(env: Envelope<'_>) -> Result<Incoming, Rejected> {
         None => None,
         Some(raw) => match RequestId::from_raw(raw) {
             Ok(id) => Some(id),
-            Err(error) => return Err(Rejected { id: None, error }),
+            Err(error) => {
+                return Err(Rejected {
+                    id: None,
+                    error: Box::new(error),
+                });
+            }
         },
     };
     let reject = |msg: &str| Rejected {
         id: id.clone(),
-        error: McpError::invalid_request(msg),
+        error: Box::new(McpError::invalid_request(msg)),
     };
     if env.jsonrpc.map(|v| v.get().trim()) != Some("\"2.0\"") {
         return Err(reject("jsonrpc must be \"2.0\""));

@@ -21,7 +21,7 @@ use crate::toolsets::ToolError;
 /// Deserializes params (absent params read as `{}`); a mismatch is -32602.
 pub fn params<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, McpError> {
     let text = raw.map(RawValue::get).unwrap_or("{}");
-    serde_json::from_str(text).map_err(|e| McpError::invalid_params(e))
+    serde_json::from_str(text).map_err(McpError::invalid_params)
 }
 
 /// The optional `cursor` of list requests.

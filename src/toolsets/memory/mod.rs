@@ -370,7 +370,7 @@ impl Toolset for Memory {
             .store
             .read(move |c| graph::entity_page(c, after, want))
             .await
-            .map_err(|e| McpError::internal(e))?;
+            .map_err(McpError::internal)?;
         let next = (rows.len() == want)
             .then(|| rows.last().map(|r| r.0.to_string()))
             .flatten();

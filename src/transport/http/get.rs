@@ -124,43 +124,65 @@ async fn resume(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -
         .streams
         .get(&(session.id.clone(), from.stream))
         .map(|e| e.value().clone());
-    let sse = match live {
-        Some(s) => s,
-        None => revive(state, session, from).await,
+    let (sse, logged) = match live {
+        Some(s) => (s, None),
+        None => {
+            let logged = logged_after(state, session, from).await;
+            (revive(state, session, from, &logged), Some(logged))
+        }
     };
     let (rx, from_memory) = sse.attach(from.seq);
+    let older = match logged {
+        Some(l) => l,
+        // Older events than memory holds are only in the database.
+        None if from_memory > from.seq + 1 => logged_after(state, session, from).await,
+        None => Vec::new(),
+    };
     let mut prelude = BytesMut::new();
-    if from_memory > from.seq + 1 {
-        // Older events are only in the database.
-        let (sid, stream_id, after) = (session.id.to_string(), from.stream, from.seq);
-        let logged = state
-            .server
-            .store
-            .read(move |c| store::events::after(c, &sid, stream_id, after))
-            .await
-            .unwrap_or_default();
-        for (seq, data) in logged.into_iter().filter(|(s, _)| *s < from_memory) {
-            stream::encode(
-                &Frame::Event {
-                    id: Some(EventId::format(from.kind, from.stream, seq)),
-                    data: Bytes::from(data),
-                },
-                &mut prelude,
-            );
-        }
+    for (seq, data) in older.into_iter().filter(|(s, _)| *s < from_memory) {
+        stream::encode(
+            &Frame::Event {
+                id: Some(EventId::format(from.kind, from.stream, seq)),
+                data: Bytes::from(data),
+            },
+            &mut prelude,
+        );
     }
     body(state, prelude.freeze(), rx)
 }
 
+async fn logged_after(state: &HttpState, session: &Session, from: EventId) -> Vec<(u64, String)> {
+    let (sid, stream_id, after) = (session.id.to_string(), from.stream, from.seq);
+    match state
+        .server
+        .store
+        .read(move |c| store::events::after(c, &sid, stream_id, after))
+        .await
+    {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the SSE event log");
+            Vec::new()
+        }
+    }
+}
+
 /// A stream not in memory (the server restarted, or the request finished
-/// long ago): rebuilt from the event log. A standalone stream becomes the
-/// session's server stream again; a request's stream only replays.
-async fn revive(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -> Arc<SseStream> {
+/// long ago): rebuilt after the events the log holds. A standalone stream
+/// becomes the session's server stream again; a request's stream only
+/// replays.
+fn revive(
+    state: &Arc<HttpState>,
+    session: &Arc<Session>,
+    from: EventId,
+    logged: &[(u64, String)],
+) -> Arc<SseStream> {
+    let next = logged.last().map_or(from.seq + 1, |(s, _)| s + 1);
     let sse = Arc::new(SseStream::new(
         session.id.clone(),
         from.stream,
         from.kind,
-        from.seq + 1,
+        next,
         state.store(),
     ));
     if from.kind == Kind::Standalone {

@@ -43,7 +43,7 @@ impl Guard {
                 .and_then(|v| v.to_str().ok())
                 .ok_or("missing Host header")?;
             let name = host_part(host);
-            if !self.hosts.iter().any(|h| *h == name) {
+            if !self.hosts.contains(&name) {
                 return Err(format!("Host {host:?} is not allowed"));
             }
         }
@@ -73,7 +73,7 @@ impl Guard {
             return false;
         };
         let name = host_part(rest);
-        self.any_host || self.hosts.iter().any(|h| *h == name)
+        self.any_host || self.hosts.contains(&name)
     }
 }
 

@@ -95,7 +95,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
 
 /// How the request is to be served.
 enum Era {
-    Modern(RequestMeta),
+    Modern(Box<RequestMeta>),
     Session(Arc<Session>),
     Initialize,
 }
@@ -113,7 +113,7 @@ async fn era(
         .and_then(ProtocolVersion::parse)
         .is_some_and(|v| v.is_stateless());
     if meta.is_modern() || (session_id.is_none() && header_is_modern) {
-        return Ok(Era::Modern(meta));
+        return Ok(Era::Modern(Box::new(meta)));
     }
     if let Some(v) = header_version
         && ProtocolVersion::parse(v).is_none()
@@ -178,7 +178,7 @@ async fn request(
     let use_sse = accept_sse && (!settings.json_response || !accept_json);
     match era {
         Era::Initialize => initialize(state, id, params.as_deref()).await,
-        Era::Modern(meta) => modern(state, h, id, method, params, meta, use_sse).await,
+        Era::Modern(meta) => modern(state, h, id, method, params, *meta, use_sse).await,
         Era::Session(s) => legacy(state, s, id, method, params, use_sse).await,
     }
 }
@@ -388,11 +388,15 @@ async fn legacy(
     let sink: SharedSink = sse.clone();
     let work = async move {
         // A disconnect does not cancel a legacy request: its events are
-        // logged for the client to resume.
+        // logged for the client to resume. notifications/cancelled does, and
+        // then no response is sent.
+        let cancel = CancellationToken::new();
         let outcome = server
-            .handle(&call, &caller, Some(sink), CancellationToken::new())
+            .handle(&call, &caller, Some(sink), cancel.clone())
             .await;
-        s.send(answer(&call.id, outcome).to_vec());
+        if !cancel.is_cancelled() {
+            s.send(answer(&call.id, outcome).to_vec());
+        }
         if s.finish() {
             st.streams.remove(&(s.session_id.clone(), s.id));
         }

@@ -1,0 +1,415 @@
+//! Every message erlmcp emits validates against the official JSON Schema of
+//! the negotiated protocol version (tests/data/schema/<version>/schema.json,
+//! copied verbatim from the modelcontextprotocol specification repository).
+//! A broad sample of real exchanges over HTTP and stdio, in every version.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+
+struct Schema {
+    root: Value,
+    defs_key: &'static str,
+    validators: HashMap<String, jsonschema::Validator>,
+    checked: usize,
+    violations: Vec<String>,
+}
+
+impl Schema {
+    fn load(version: &str) -> Schema {
+        let path = format!(
+            "{}/tests/data/schema/{version}/schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let root: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let defs_key = if root.get("$defs").is_some() {
+            "$defs"
+        } else {
+            "definitions"
+        };
+        Schema {
+            root,
+            defs_key,
+            validators: HashMap::new(),
+            checked: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    fn has(&self, def: &str) -> bool {
+        self.root[self.defs_key].get(def).is_some()
+    }
+
+    /// Validates `value` against `#/<defs>/<def>` of the official schema.
+    fn check(&mut self, def: &str, value: &Value, context: &str) {
+        assert!(self.has(def), "the schema has no definition {def}");
+        if !self.validators.contains_key(def) {
+            let mut doc = self.root.clone();
+            doc["$ref"] = json!(format!("#/{}/{def}", self.defs_key));
+            let v = jsonschema::validator_for(&doc).unwrap_or_else(|e| panic!("schema {def}: {e}"));
+            self.validators.insert(def.to_owned(), v);
+        }
+        self.checked += 1;
+        let errors: Vec<String> = self.validators[def]
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .take(3)
+            .collect();
+        if !errors.is_empty() {
+            self.violations.push(format!(
+                "{context}: {def}: {} in {value}",
+                errors.join("; ")
+            ));
+        }
+    }
+
+    /// Checks one emitted message; `method` is the request it answers.
+    fn message(&mut self, msg: &Value, method: Option<&str>) {
+        let ctx = method.unwrap_or("notification").to_owned();
+        self.check("JSONRPCMessage", msg, &ctx);
+        if let Some(result) = msg.get("result") {
+            let def = result_def(method.unwrap_or(""));
+            let modern = self.has("InputRequiredResult");
+            if modern && result.get("resultType") == Some(&json!("input_required")) {
+                self.check("InputRequiredResult", result, &ctx);
+            } else {
+                self.check(def, result, &ctx);
+            }
+        } else if msg.get("method").is_some() && msg.get("id").is_some() {
+            self.check("ServerRequest", msg, &ctx);
+        } else if msg.get("method").is_some() {
+            self.check("ServerNotification", msg, &ctx);
+        }
+    }
+
+    fn assert_clean(&self, label: &str) {
+        assert!(
+            self.checked > 20,
+            "{label}: too few messages checked ({})",
+            self.checked
+        );
+        assert!(
+            self.violations.is_empty(),
+            "{label}: {} schema violations:\n{}",
+            self.violations.len(),
+            self.violations.join("\n")
+        );
+    }
+}
+
+fn result_def(method: &str) -> &'static str {
+    match method {
+        "initialize" => "InitializeResult",
+        "server/discover" => "DiscoverResult",
+        "tools/list" => "ListToolsResult",
+        "tools/call" => "CallToolResult",
+        "resources/list" => "ListResourcesResult",
+        "resources/templates/list" => "ListResourceTemplatesResult",
+        "resources/read" => "ReadResourceResult",
+        "prompts/list" => "ListPromptsResult",
+        "prompts/get" => "GetPromptResult",
+        "completion/complete" => "CompleteResult",
+        _ => "EmptyResult",
+    }
+}
+
+/// The requests of the sample, shared by every version and transport.
+fn sample() -> Vec<(&'static str, Value)> {
+    let progress = json!({ "progressToken": "p-1" });
+    vec![
+        ("tools/list", json!({})),
+        (
+            "tools/call",
+            json!({ "name": "test_simple_text", "arguments": {} }),
+        ),
+        ("tools/call", json!({ "name": "test_image_content" })),
+        ("tools/call", json!({ "name": "test_audio_content" })),
+        ("tools/call", json!({ "name": "test_embedded_resource" })),
+        (
+            "tools/call",
+            json!({ "name": "test_multiple_content_types" }),
+        ),
+        ("tools/call", json!({ "name": "test_tool_with_logging" })),
+        (
+            "tools/call",
+            json!({ "name": "test_tool_with_progress", "_meta": progress }),
+        ),
+        ("tools/call", json!({ "name": "test_error_handling" })),
+        (
+            "tools/call",
+            json!({ "name": "json_schema_2020_12_tool",
+            "arguments": { "name": "n", "contactMethod": "email", "email": "e@x" } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "json_schema_2020_12_tool", "arguments": { "name": 5 } }),
+        ),
+        ("tools/call", json!({ "name": "no_such_tool" })),
+        (
+            "tools/call",
+            json!({ "name": "create_entities", "arguments": { "entities": [
+            { "name": "Ada", "entityType": "person", "observations": ["wrote the first program"] },
+            { "name": "Engine", "entityType": "machine", "observations": [] } ] } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "create_relations", "arguments": { "relations": [
+            { "from": "Ada", "to": "Engine", "relationType": "programs" } ] } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "add_observations", "arguments": { "observations": [
+            { "entityName": "Engine", "contents": ["analytical"] } ] } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "search_nodes", "arguments": { "query": "program" } }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "read_graph", "arguments": {} }),
+        ),
+        (
+            "tools/call",
+            json!({ "name": "add_observations", "arguments": { "observations": [
+            { "entityName": "Nobody", "contents": ["x"] } ] } }),
+        ),
+        ("resources/list", json!({})),
+        ("resources/templates/list", json!({})),
+        ("resources/read", json!({ "uri": "test://static-text" })),
+        ("resources/read", json!({ "uri": "test://static-binary" })),
+        (
+            "resources/read",
+            json!({ "uri": "test://template/42/data" }),
+        ),
+        (
+            "resources/read",
+            json!({ "uri": "memory://knowledge-graph" }),
+        ),
+        ("resources/read", json!({ "uri": "memory://entities/Ada" })),
+        ("resources/read", json!({ "uri": "test://nothing-here" })),
+        ("prompts/list", json!({})),
+        ("prompts/get", json!({ "name": "test_simple_prompt" })),
+        (
+            "prompts/get",
+            json!({ "name": "test_prompt_with_arguments", "arguments": { "arg1": "a", "arg2": "b" } }),
+        ),
+        (
+            "prompts/get",
+            json!({ "name": "test_prompt_with_embedded_resource", "arguments": { "resourceUri": "test://x" } }),
+        ),
+        ("prompts/get", json!({ "name": "test_prompt_with_image" })),
+        (
+            "prompts/get",
+            json!({ "name": "test_prompt_with_arguments", "arguments": {} }),
+        ),
+        (
+            "completion/complete",
+            json!({ "ref": { "type": "ref/prompt", "name": "test_prompt_with_arguments" },
+            "argument": { "name": "arg1", "value": "a" } }),
+        ),
+        ("tools/list", json!({ "cursor": "not-a-cursor" })),
+        ("no/such/method", json!({})),
+    ]
+}
+
+fn legacy_extras() -> Vec<(&'static str, Value)> {
+    vec![
+        ("ping", json!({})),
+        ("logging/setLevel", json!({ "level": "debug" })),
+        (
+            "resources/subscribe",
+            json!({ "uri": "test://watched-resource" }),
+        ),
+        (
+            "resources/unsubscribe",
+            json!({ "uri": "test://watched-resource" }),
+        ),
+        ("logging/setLevel", json!({ "level": "shouting" })),
+    ]
+}
+
+/// Posts a tool call and answers the server's requests (elicitation,
+/// sampling) on the fly, collecting everything the server sent.
+fn call_answering(s: &Session, id: u64, tool: &str, args: Value) -> Vec<Value> {
+    let body = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": { "name": tool, "arguments": args } });
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent
+        .post(&s.url)
+        .header("Content-Type", "application/json");
+    for (k, v) in s.headers() {
+        req = req.header(k, v);
+    }
+    let resp = req.send(body.to_string().as_bytes()).unwrap();
+    let reader = BufReader::new(resp.into_body().into_reader());
+    let mut seen = Vec::new();
+    let mut data = String::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if let Some(d) = line.strip_prefix("data: ") {
+            data.push_str(d);
+            continue;
+        }
+        if !line.is_empty() || data.trim().is_empty() {
+            continue;
+        }
+        let msg: Value = serde_json::from_str(&data).unwrap();
+        data.clear();
+        seen.push(msg.clone());
+        if let (Some(rid), Some(method)) =
+            (msg.get("id"), msg.get("method").and_then(Value::as_str))
+        {
+            let result = match method {
+                "elicitation/create" => {
+                    json!({ "action": "accept", "content": { "response": "yes", "name": "Ada" } })
+                }
+                "sampling/createMessage" => json!({ "role": "assistant", "model": "test",
+                    "content": { "type": "text", "text": "Paris" } }),
+                "roots/list" => json!({ "roots": [{ "uri": "file:///tmp", "name": "tmp" }] }),
+                other => panic!("unexpected server request {other}"),
+            };
+            let r = s.post(&json!({ "jsonrpc": "2.0", "id": rid, "result": result }));
+            assert_eq!(r.status, 202);
+        }
+        if msg.get("id") == Some(&json!(id)) && msg.get("method").is_none() {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn legacy_http_messages_validate_in_every_version() {
+    let server = Server::start(&["--fixture", "conformance"]);
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut schema = Schema::load(version);
+        let (mut s, init) = Session::open(&server.url(), version);
+        assert_eq!(s.version, version);
+        for m in &init.messages {
+            schema.message(m, Some("initialize"));
+        }
+        for (method, params) in sample().into_iter().chain(legacy_extras()) {
+            let r = s.request(method, params);
+            assert!(
+                !r.messages.is_empty(),
+                "{version} {method}: empty reply {}",
+                r.body
+            );
+            for m in &r.messages {
+                schema.message(m, Some(method));
+            }
+        }
+        for (i, (tool, args)) in [
+            ("test_elicitation", json!({ "message": "ok?" })),
+            ("test_sampling", json!({ "prompt": "capital of France?" })),
+            ("test_elicitation_sep1034_defaults", json!({})),
+            ("test_input_required_result_multiple_inputs", json!({})),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seen = call_answering(&s, 1000 + i as u64, tool, args);
+            // Elicitation does not exist before 2025-06-18: no request then.
+            let min = if version == "2025-03-26" && tool != "test_sampling" {
+                1
+            } else {
+                2
+            };
+            assert!(seen.len() >= min, "{version} {tool}: got {seen:?}");
+            for m in &seen {
+                schema.message(m, Some("tools/call"));
+            }
+        }
+        schema.assert_clean(version);
+    }
+}
+
+#[test]
+fn modern_http_messages_validate() {
+    let server = Server::start(&["--fixture", "conformance"]);
+    let mut schema = Schema::load("2026-07-28");
+    let url = server.url();
+    let mut id = 0;
+    let mut send = |schema: &mut Schema, method: &'static str, params: Value| {
+        id += 1;
+        let r = modern(&url, id, method, params);
+        assert!(!r.messages.is_empty(), "{method}: {}", r.body);
+        for m in &r.messages {
+            schema.message(m, Some(method));
+        }
+        r
+    };
+    send(&mut schema, "server/discover", json!({}));
+    for (method, params) in sample() {
+        send(&mut schema, method, params);
+    }
+    let round1 = send(
+        &mut schema,
+        "tools/call",
+        json!({ "name": "test_input_required_result_elicitation" }),
+    );
+    assert_eq!(round1.result()["resultType"], "input_required");
+    send(
+        &mut schema,
+        "tools/call",
+        json!({ "name": "test_input_required_result_elicitation",
+        "inputResponses": { "user_name": { "action": "accept", "content": { "name": "Ada" } } } }),
+    );
+    let state = send(
+        &mut schema,
+        "tools/call",
+        json!({ "name": "test_input_required_result_multi_round" }),
+    );
+    send(
+        &mut schema,
+        "tools/call",
+        json!({ "name": "test_input_required_result_multi_round",
+        "requestState": state.result()["requestState"],
+        "inputResponses": { "step1": { "action": "accept", "content": { "name": "Ada" } } } }),
+    );
+    send(
+        &mut schema,
+        "prompts/get",
+        json!({ "name": "test_input_required_result_prompt" }),
+    );
+    let mut logged = json!({ "name": "test_logging_tool" });
+    logged["_meta"] = json!({ "io.modelcontextprotocol/logLevel": "debug" });
+    send(&mut schema, "tools/call", logged);
+    schema.assert_clean("2026-07-28");
+}
+
+#[test]
+fn stdio_messages_validate() {
+    let tmp = tempfile::tempdir().unwrap();
+    for version in ["2025-06-18", "2025-11-25"] {
+        let mut schema = Schema::load(version);
+        let mut c = StdioClient::start(&tmp.path().join("d"), &["--fixture", "conformance"]);
+        let init = c.initialize(version);
+        schema.message(&init, Some("initialize"));
+        for (i, (method, params)) in sample().into_iter().chain(legacy_extras()).enumerate() {
+            let start = c.seen.len();
+            c.request(100 + i as u64, method, params);
+            for m in &c.seen[start..] {
+                schema.message(m, Some(method));
+            }
+        }
+        schema.assert_clean(version);
+    }
+    let mut schema = Schema::load("2026-07-28");
+    let mut c = StdioClient::start(&tmp.path().join("d"), &["--fixture", "conformance"]);
+    for (i, (method, mut params)) in sample().into_iter().enumerate() {
+        params["_meta"] = modern_meta(json!({}));
+        let start = c.seen.len();
+        c.request(i as u64, method, params);
+        for m in &c.seen[start..] {
+            schema.message(m, Some(method));
+        }
+    }
+    schema.assert_clean("2026-07-28 stdio");
+}
