@@ -162,7 +162,7 @@ async fn a_restore_through_the_open_store_swaps_under_queued_writes() {
         .unwrap();
     assert_eq!(marker, b"A", "readers see the restored file");
     let audited = store
-        .read(|c| Ok(erlmcp::store::audit::recent(c, Some("restore"), 5)?))
+        .read(|c| erlmcp::store::audit::recent(c, Some("restore"), 5))
         .await
         .unwrap();
     assert_eq!(audited[0].outcome, "ok");
@@ -306,7 +306,7 @@ async fn the_cli_goes_through_the_daemon_and_lost_sessions_get_a_clean_404() {
         .unwrap();
     assert_eq!(marker, b"A");
     let kinds: Vec<String> = store
-        .read(|c| Ok(erlmcp::store::audit::recent(c, None, 20)?))
+        .read(|c| erlmcp::store::audit::recent(c, None, 20))
         .await
         .unwrap()
         .into_iter()
@@ -398,7 +398,7 @@ async fn the_scheduler_backs_up_audits_and_metrics_tell_success_and_failure() {
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let audited = store
-        .read(|c| Ok(erlmcp::store::audit::recent(c, Some("backup"), 5)?))
+        .read(|c| erlmcp::store::audit::recent(c, Some("backup"), 5))
         .await
         .unwrap();
     let outcomes: Vec<&str> = audited.iter().map(|e| e.outcome.as_str()).collect();

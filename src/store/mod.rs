@@ -79,10 +79,13 @@ impl Store {
             path: data_dir.display().to_string(),
             source,
         })?;
+        let path = data_dir.join(DB_FILE);
+        // A newer database is refused before anything is created beside it,
+        // the lock file included.
+        precheck_schema(&path)?;
         // A moment's grace: a store closed just before (restart in-process,
         // an offline restore finishing) may still be letting go.
         let lock = lock::DataDirLock::acquire(data_dir, Duration::from_secs(2))?;
-        let path = data_dir.join(DB_FILE);
         let conn = open_writer(&path, opts.synchronous)?;
 
         let stats = Arc::new(WriterStats::default());
@@ -264,6 +267,21 @@ fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection, StoreError>
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;
     Ok(conn)
+}
+
+/// A read-only look at an existing file's schema version; any other
+/// problem is left to [`open_writer`], which checks again.
+fn precheck_schema(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Ok(());
+    };
+    match check_schema_not_newer(&conn, path) {
+        Err(e @ StoreError::SchemaTooNew { .. }) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Reads `user_version` before anything else touches the file.
