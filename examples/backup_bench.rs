@@ -8,6 +8,7 @@
 //!
 //! The database is kept in DIR and reused when it is big enough.
 
+use erlmcp::backup::restore::{self, Target};
 use erlmcp::backup::{Backups, snapshot};
 use erlmcp::config::Config;
 use erlmcp::store::{Store, StoreOptions, migrations};
@@ -234,4 +235,44 @@ async fn main() {
     }
     summary("during sqlite3 .backup", under);
     let _ = std::fs::remove_file(&dest);
+
+    // Restore through the open store while the writer writes: the verify
+    // runs beside it, the swap pauses writes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(steady_writer(store.clone(), stop.clone()));
+    let t = Instant::now();
+    let r = restore::restore_online(&b, &store, Target::Latest, false, || {})
+        .await
+        .unwrap();
+    let online_s = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    summary("during online restore", w.await.unwrap());
+    println!(
+        "online restore of {} (verify + swap): {online_s:.1} s",
+        r.id
+    );
+    if let Some(p) = &r.previous {
+        let _ = std::fs::remove_file(p);
+    }
+
+    // Offline: what `erlmcp restore latest` costs with the daemon stopped.
+    drop(store);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = restore::restore_offline(&b, &Target::Latest, false).unwrap();
+    println!(
+        "offline restore of {} (verify + swap): {:.1} s",
+        r.id,
+        t.elapsed().as_secs_f64()
+    );
+    if let Some(p) = &r.previous {
+        let _ = std::fs::remove_file(p);
+    }
+    let t = Instant::now();
+    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    store.checkpoint().await.unwrap();
+    println!(
+        "store open after restore: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 }
