@@ -134,6 +134,9 @@ async fn serve(config: Config) -> Result<(), AppError> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     tokio::spawn(app::maintain(server.clone(), config.clone(), stop.clone()));
+    if let Some(s) = crate::backup::scheduler::Scheduler::from_config(&config, &store) {
+        tokio::spawn(s.run(stop.clone()));
+    }
     tracing::info!(
         listen = %config.http.listen,
         data_dir = %config.data_dir.display(),

@@ -424,3 +424,54 @@ fn kill_9_during_a_restore_leaves_the_old_or_the_new_database_and_the_daemon_sta
     assert!(status.success(), "daemon exit {status:?}");
     assert_eq!(integrity(&db), "ok");
 }
+
+#[test]
+fn the_daemon_schedules_backups_stops_mid_backup_and_holds_off_offline_restores() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 400, 400);
+    let dir = data.join("backups");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let slow = [
+        ("ERLMCP_BACKUP__ENABLED", "true"),
+        ("ERLMCP_BACKUP__SCHEDULE", "1h"),
+        ("ERLMCP_BACKUP__STEP_PAGES", "1"),
+        ("ERLMCP_BACKUP__STEP_PAUSE_MS", "20"),
+    ];
+    // No backup yet: the first is due at once. Stopping mid-copy is quick
+    // and leaves nothing behind.
+    let mut daemon = spawn(&data, &["serve", "--listen", &listen], &slow);
+    wait_for(
+        "the scheduled backup to start",
+        Duration::from_secs(20),
+        || names(&dir).iter().any(|n| n.ends_with(".staging.tmp")),
+    );
+    let asked = std::time::Instant::now();
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(names(&dir), [".lock"]);
+
+    let enabled = [
+        ("ERLMCP_BACKUP__ENABLED", "true"),
+        ("ERLMCP_BACKUP__SCHEDULE", "1h"),
+    ];
+    let mut daemon = spawn(&data, &["serve", "--listen", &listen], &enabled);
+    wait_for("a scheduled backup", Duration::from_secs(20), || {
+        statuses(&data).iter().any(|(_, s)| s == "good")
+    });
+    let out = erlmcp(&data, &["restore", "latest"], &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another erlmcp process"),
+        "{}",
+        describe(&out)
+    );
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    assert!(audit_kinds(&data.join("erlmcp.db")).contains(&("backup".into(), "ok".into())));
+}

@@ -73,10 +73,12 @@ async fn an_online_backup_is_one_consistent_snapshot_under_steady_writes() {
     let dest = t.path().join("copy.db");
     let db = b.db_path();
     let before = written.load(Ordering::Relaxed);
-    let stats = tokio::task::spawn_blocking(move || snapshot::copy_online(&db, &dest, b.pacing))
-        .await
-        .unwrap()
-        .unwrap();
+    let stats = tokio::task::spawn_blocking(move || {
+        snapshot::copy_online(&db, &dest, b.pacing, &AtomicBool::new(false))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let during = written.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();

@@ -34,6 +34,8 @@ pub mod snapshot;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -80,6 +82,8 @@ pub enum BackupError {
         known: i64,
         made_by: String,
     },
+    #[error("the backup was cancelled (the server is stopping)")]
+    Cancelled,
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
@@ -145,7 +149,9 @@ impl BackupError {
             }
             BackupError::Dir { .. } => exit::CANT_CREATE,
             BackupError::DiskFull { .. } | BackupError::Io { .. } => exit::IO_ERROR,
-            BackupError::Sqlite(_) | BackupError::Store(_) => exit::FAILURE,
+            BackupError::Sqlite(_) | BackupError::Store(_) | BackupError::Cancelled => {
+                exit::FAILURE
+            }
         }
     }
 }
@@ -166,6 +172,9 @@ pub struct Backups {
     pub pacing: Pacing,
     pub level: i32,
     pub retention: retention::Policy,
+    /// Set when the daemon stops: a copy in progress gives up at its next
+    /// step (its files are removed) instead of holding the shutdown.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Backups {
@@ -185,6 +194,7 @@ impl Backups {
                 daily: c.backup.daily,
                 weekly: c.backup.weekly,
             },
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 

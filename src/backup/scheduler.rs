@@ -22,9 +22,28 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The scheduler the configuration asks for (`[backup] enabled`).
+    pub fn from_config(config: &crate::config::Config, store: &Store) -> Option<Scheduler> {
+        if !config.backup.enabled {
+            return None;
+        }
+        let schedule = Schedule::parse(&config.backup.schedule).ok()?;
+        Some(Scheduler {
+            backups: Backups::from_config(config),
+            schedule,
+            store: store.clone(),
+        })
+    }
+
     /// Runs until `stop` fires. Never returns an error: a backup failing is
     /// an alert, not a reason to take the server down.
     pub async fn run(self, stop: CancellationToken) {
+        let cancel = self.backups.cancel.clone();
+        let watcher = stop.clone();
+        tokio::spawn(async move {
+            watcher.cancelled().await;
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         let mut retry = FIRST_RETRY;
         loop {
             let wait = match self.last_good().await {

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::catalog;
@@ -106,7 +107,7 @@ fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64),
     let started = Instant::now();
     let created_at = crate::store::now_secs();
     let staging = b.temp_file(id, "staging");
-    let copy = copy_online(db, &staging, b.pacing)?;
+    let copy = copy_online(db, &staging, b.pacing, &b.cancel)?;
     super::pause_point("backup.after_copy");
     let zst_tmp = b.temp_file(id, "zst");
     let packed = compress(&staging, &zst_tmp, b.level)?;
@@ -167,7 +168,12 @@ fn write_manifest(b: &Backups, m: &Manifest) -> Result<(), BackupError> {
 
 /// Copies one consistent snapshot of `db` into `dest` with the backup API,
 /// in paced steps; `dest` ends as a standalone rollback-journal database.
-pub fn copy_online(db: &Path, dest: &Path, pacing: Pacing) -> Result<CopyStats, BackupError> {
+pub fn copy_online(
+    db: &Path,
+    dest: &Path,
+    pacing: Pacing,
+    cancel: &AtomicBool,
+) -> Result<CopyStats, BackupError> {
     let started = Instant::now();
     let src = open_source(db)?;
     // The read transaction that pins the snapshot (see the module doc).
@@ -177,7 +183,7 @@ pub fn copy_online(db: &Path, dest: &Path, pacing: Pacing) -> Result<CopyStats, 
     })?;
     let mut dst = Connection::open(dest).map_err(|e| BackupError::sqlite(dest, e))?;
     let mut stats = CopyStats::default();
-    run_steps(&src, &mut dst, dest, pacing, &mut stats)?;
+    run_steps(&src, &mut dst, dest, pacing, cancel, &mut stats)?;
     src.execute_batch("COMMIT")?;
     // The copy carries the source's WAL flag; make it a plain file that
     // opens anywhere without -wal/-shm companions.
@@ -206,11 +212,15 @@ fn run_steps(
     dst: &mut Connection,
     dest: &Path,
     pacing: Pacing,
+    cancel: &AtomicBool,
     stats: &mut CopyStats,
 ) -> Result<(), BackupError> {
     let backup = Backup::new(src, dst).map_err(|e| BackupError::sqlite(dest, e))?;
     let mut last_remaining = i64::MAX;
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BackupError::Cancelled);
+        }
         let step = backup
             .step(pacing.step_pages as std::os::raw::c_int)
             .map_err(|e| BackupError::sqlite(dest, e))?;
