@@ -308,8 +308,15 @@ fn a_missing_backup_directory_is_created_and_an_unusable_one_is_reported() {
 fn a_full_disk_fails_cleanly_and_leaves_nothing_behind() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    // Incompressible enough to need more than 2 MiB in the backup dir.
-    let db = make_db(&data, "A", 3000, 1500);
+    // 6 MiB of random bytes: more than 2 MiB even compressed.
+    let db = make_db(&data, "A", 10, 10);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1536)
+             INSERT INTO kv (key, value) SELECT 'blob' || i, randomblob(4096) FROM n;",
+        )
+        .unwrap();
     let small = t.path().join("small");
     if !mount_tmpfs(&small, "2m", "") {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
