@@ -13,7 +13,6 @@ use crate::mcp::notify::Hub;
 use crate::mcp::server::{Server, Settings};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::toolsets::registry;
-use crate::transport::http::{self, HttpSettings, HttpState};
 use crate::transport::stdio;
 
 #[derive(Debug, Error)]
@@ -31,6 +30,10 @@ pub enum AppError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Escalated(String),
+    #[error("{0}")]
+    Unreachable(String),
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
     /// Already reported (on stdout as JSON, or on stderr); carries the code.
@@ -49,7 +52,8 @@ impl AppError {
             AppError::Store(StoreError::Sqlite(_)) => exit::CANT_CREATE,
             AppError::Store(_) => exit::FAILURE,
             AppError::Bind { .. } => exit::UNAVAILABLE,
-            AppError::Io(_) => exit::FAILURE,
+            AppError::Io(_) | AppError::Escalated(_) => exit::FAILURE,
+            AppError::Unreachable(_) => exit::UNAVAILABLE,
             AppError::Backup(e) => e.exit_code(),
             AppError::Reported { code, .. } => *code,
         }
@@ -82,32 +86,6 @@ pub async fn build(config: &Config) -> Result<(Store, Arc<Server>), AppError> {
     Ok((store, server))
 }
 
-/// Serves MCP over HTTP until `stop` fires.
-pub async fn serve_http(
-    config: &Config,
-    server: Arc<Server>,
-    listener: tokio::net::TcpListener,
-    stop: CancellationToken,
-) -> Result<Arc<HttpState>, AppError> {
-    let state = HttpState::new(
-        server,
-        HttpSettings::from_config(&config.http),
-        stop.clone(),
-    );
-    let router = http::router(state.clone());
-    http::serve(listener, router, stop).await?;
-    Ok(state)
-}
-
-pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
-}
-
 /// Periodic housekeeping: expire idle sessions, prune old SSE events.
 pub async fn maintain(server: Arc<Server>, config: Config, stop: CancellationToken) {
     let idle = config.http.session_idle_timeout_secs as i64;
@@ -134,17 +112,59 @@ pub async fn maintain(server: Arc<Server>, config: Config, stop: CancellationTok
     }
 }
 
-/// Serves one client on stdin/stdout until stdin closes.
+/// Serves one client on stdin/stdout until stdin closes, as a small
+/// supervision tree: the stdio loop (its end ends the tree), the store
+/// writer's keeper and the file watchers.
 pub async fn run_stdio(config: &Config) -> Result<(), AppError> {
+    use crate::supervisor::{ChildSpec, Intensity, Restart, Strategy, Supervisor};
+    use futures::FutureExt;
     let (store, server) = build(config).await?;
-    stdio::serve(
-        server,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        config.http.max_body_bytes,
-        Duration::from_secs(5),
+    let (files_tx, _) = tokio::sync::watch::channel(config.toolsets.files.clone());
+    let max = config.http.max_body_bytes;
+    let srv = server.clone();
+    let st = store.clone();
+    let hub = server.hub.clone();
+    let tree = Supervisor::new(
+        "stdio",
+        Strategy::OneForOne,
+        Intensity {
+            max_restarts: config.supervisor.max_restarts,
+            within: Duration::from_secs(config.supervisor.within_secs),
+        },
     )
-    .await?;
+    .child(ChildSpec::new("store", Restart::Permanent, move |stop| {
+        let st = st.clone();
+        async move {
+            st.restart_writer().map_err(|e| e.to_string())?;
+            stop.cancelled().await;
+            Ok(())
+        }
+        .boxed()
+    }))
+    .child(ChildSpec::new("file-watch", Restart::Permanent, move |stop| {
+        crate::toolsets::files::watch_roots(files_tx.subscribe(), hub.clone(), stop).boxed()
+    }))
+    .child(
+        // stdin cannot be read twice: the loop is not restarted.
+        ChildSpec::new("stdio", Restart::Temporary, move |stop| {
+            let srv = srv.clone();
+            async move {
+                tokio::select! {
+                    r = stdio::serve(srv, tokio::io::stdin(), tokio::io::stdout(), max, Duration::from_secs(5)) => {
+                        r.map_err(|e| format!("stdio: {e}"))
+                    }
+                    _ = stop.cancelled() => Ok(()),
+                }
+            }
+            .boxed()
+        })
+        .ends_tree(),
+    );
+    let stop = CancellationToken::new();
+    tokio::select! {
+        r = tree.run(stop.clone()) => r.map_err(|e| AppError::Escalated(e.to_string()))?,
+        _ = crate::daemon::terminated() => stop.cancel(),
+    }
     store.checkpoint().await?;
     Ok(())
 }

@@ -1,15 +1,20 @@
-//! The command line: `erlmcp serve | stdio | check-config | backup | restore`.
-//! Flags override the configuration file, which overrides defaults.
+//! The command line. Flags override the configuration file, which
+//! overrides defaults.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::app::{self, AppError};
 use crate::config::Config;
+use crate::daemon::{self, ConfigSource};
 use crate::exit;
+use crate::logging;
+use crate::ops;
+use crate::supervisor::systemd;
 
 #[derive(Parser, Debug)]
 #[command(name = "erlmcp", version, about = "An MCP server built to be operated")]
@@ -20,7 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve MCP over Streamable HTTP (default 127.0.0.1:8080, path /mcp).
+    /// Serve MCP over Streamable HTTP (default 127.0.0.1:8080, path /mcp)
+    /// as a supervised daemon (systemd notify, watchdog, reload on SIGHUP).
     Serve(ServeArgs),
     /// Serve one client over stdin/stdout (newline-delimited JSON-RPC).
     Stdio(CommonArgs),
@@ -29,6 +35,8 @@ pub enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Ask a running daemon how it is doing (through its ops listener).
+    Status(StatusArgs),
     /// Backups: create, list, verify, prune (through the daemon's ops
     /// listener when one answers, else on the files).
     Backup(crate::backup::cli::BackupArgs),
@@ -56,6 +64,21 @@ pub struct ServeArgs {
     /// Address of the MCP HTTP listener.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Address of the ops listener (health, readiness, metrics, status).
+    #[arg(long)]
+    pub ops_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The daemon's ops listener (default: from --config, else 127.0.0.1:9718).
+    #[arg(long)]
+    pub ops: Option<SocketAddr>,
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,15 +88,19 @@ pub enum Fixture {
 }
 
 impl CommonArgs {
-    /// The configuration with these flags applied on top.
-    pub fn config(&self) -> Result<Config, AppError> {
-        let mut c = Config::load(self.config.as_deref())?;
+    /// Applies these flags to a loaded configuration.
+    pub fn apply(&self, c: &mut Config) {
         if let Some(d) = &self.data_dir {
             c.data_dir = d.clone();
         }
         if self.fixture.contains(&Fixture::Conformance) {
             c.toolsets.conformance.enabled = true;
         }
+    }
+
+    pub fn config(&self) -> Result<Config, AppError> {
+        let mut c = Config::load(self.config.as_deref())?;
+        self.apply(&mut c);
         Ok(c)
     }
 }
@@ -104,76 +131,62 @@ fn run(cli: Cli) -> Result<(), AppError> {
             println!("{}", toml::to_string_pretty(&c).unwrap_or_default());
             Ok(())
         }
-        Command::Serve(args) => {
-            let mut config = args.common.config()?;
-            if let Some(l) = args.listen {
-                config.http.listen = l;
-            }
-            init_logging(&config.log.level);
-            runtime()?.block_on(serve(config))
-        }
-        Command::Backup(args) => crate::backup::cli::backup(args),
-        Command::Restore(args) => crate::backup::cli::restore(args),
+        Command::Serve(args) => serve(args),
         Command::Stdio(args) => {
             let config = args.config()?;
-            init_logging(&config.log.level);
+            logging::init(&config.log.level);
             runtime()?.block_on(app::run_stdio(&config))
         }
+        Command::Status(args) => status(args),
+        Command::Backup(args) => crate::backup::cli::backup(args),
+        Command::Restore(args) => crate::backup::cli::restore(args),
     }
+}
+
+fn serve(args: ServeArgs) -> Result<(), AppError> {
+    // Sockets from systemd must be taken before any thread exists.
+    // SAFETY: still single-threaded: no runtime, no logger thread yet.
+    let activated = unsafe { systemd::take_listeners() }?;
+    let a = args.clone();
+    let source = ConfigSource {
+        path: args.common.config.clone(),
+        overrides: Arc::new(move |c: &mut Config| {
+            a.common.apply(c);
+            if let Some(l) = a.listen {
+                c.http.listen = l;
+            }
+            if let Some(o) = a.ops_listen {
+                c.ops.listen = o;
+            }
+        }),
+    };
+    let config = source.load()?;
+    let log = logging::init(&config.log.level);
+    runtime()?.block_on(daemon::run(source, activated, log))
+}
+
+fn status(args: StatusArgs) -> Result<(), AppError> {
+    let addr = match args.ops {
+        Some(a) => a,
+        None => Config::load(args.config.as_deref())?.ops.listen,
+    };
+    let value = ops::client::get(addr, "/status", Duration::from_secs(5))
+        .map_err(|e| AppError::Unreachable(e.to_string()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let s: ops::status::Status = serde_json::from_value(value)
+        .map_err(|e| AppError::Unreachable(format!("unexpected /status answer: {e}")))?;
+    print!("{}", ops::status::human(&s));
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-async fn serve(config: Config) -> Result<(), AppError> {
-    let (store, server) = app::build(&config).await?;
-    let listener = app::bind(config.http.listen).await?;
-    let stop = CancellationToken::new();
-    tokio::spawn(stop_on_signal(stop.clone()));
-    tokio::spawn(app::maintain(server.clone(), config.clone(), stop.clone()));
-    if let Some(s) = crate::backup::scheduler::Scheduler::from_config(&config, &store) {
-        tokio::spawn(s.run(stop.clone()));
-    }
-    tracing::info!(
-        listen = %config.http.listen,
-        data_dir = %config.data_dir.display(),
-        toolsets = ?server.catalog().toolset_names(),
-        "erlmcp serving MCP on http://{}/mcp",
-        config.http.listen
-    );
-    app::serve_http(&config, server, listener, stop).await?;
-    store.checkpoint().await?;
-    tracing::info!("erlmcp stopped cleanly");
-    Ok(())
-}
-
-async fn stop_on_signal(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    stop.cancel();
-}
-
-/// Logs go to stderr (never stdout: stdio mode owns it). `RUST_LOG` wins
-/// over the configured level.
-pub fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

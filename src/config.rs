@@ -29,6 +29,9 @@ pub struct Config {
     /// Where the database (and later backups) live.
     pub data_dir: PathBuf,
     pub http: HttpConfig,
+    pub ops: OpsConfig,
+    pub shutdown: ShutdownConfig,
+    pub supervisor: SupervisorConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
     pub mcp: McpConfig,
@@ -57,6 +60,31 @@ pub struct HttpConfig {
     pub sse_retry_ms: u64,
     /// How long SSE events are kept for Last-Event-ID replay.
     pub event_retention_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Serve `/healthz`, `/readyz`, `/metrics`, `/status`.
+    pub enabled: bool,
+    /// Keep it on loopback or a management network: it is not authenticated.
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long a stop waits for in-flight requests before giving up on them.
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// More restarts than this within `within_secs` escalate (at the root:
+    /// the process exits non-zero and systemd restarts it).
+    pub max_restarts: usize,
+    pub within_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -220,6 +248,9 @@ impl Default for Config {
             node_name: default_node_name(),
             data_dir: default_data_dir(),
             http: HttpConfig::default(),
+            ops: OpsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            supervisor: SupervisorConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
             mcp: McpConfig::default(),
@@ -241,6 +272,32 @@ impl Default for HttpConfig {
             session_idle_timeout_secs: 24 * 3600,
             sse_retry_ms: 3000,
             event_retention_secs: 3600,
+        }
+    }
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9718)),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: 5,
+            within_secs: 60,
         }
     }
 }
@@ -362,6 +419,12 @@ impl Config {
         }
         if self.mcp.page_size == 0 {
             return Err("mcp.page_size must be at least 1".into());
+        }
+        if self.ops.enabled && self.ops.listen == self.http.listen && self.http.listen.port() != 0 {
+            return Err("ops.listen must differ from http.listen".into());
+        }
+        if self.supervisor.within_secs == 0 {
+            return Err("supervisor.within_secs must be at least 1".into());
         }
         if self.store.readers == 0 || self.store.readers > 64 {
             return Err("store.readers must be between 1 and 64".into());

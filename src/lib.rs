@@ -21,8 +21,15 @@
 //! - [`toolsets`]: what is served. One module per toolset (`memory`,
 //!   `files`, `prompts`, `conformance`), registered in
 //!   [`toolsets::registry`], merged by [`toolsets::Catalog`].
-//! - [`config`]: the TOML file, defaults and `ERLMCP_*` overrides.
-//! - [`cli`]: the command line; [`app`] wires the pieces into a running server.
+//! - [`supervisor`]: the OTP-style supervision tree, heartbeats, the systemd
+//!   watchdog, sd_notify and socket activation.
+//! - [`daemon`]: `erlmcp serve` as a tree of supervised children, with
+//!   reload (SIGHUP) and graceful stop (SIGTERM).
+//! - [`ops`]: the operations listener: health, readiness, metrics, status.
+//! - [`config`]: the TOML file, defaults and `ERLMCP_*` overrides;
+//!   [`logging`]: journald or stderr.
+//! - [`cli`]: the command line; [`app`] wires the pieces shared by `serve`
+//!   and `stdio`.
 //!
 //! A request's path: a transport parses the envelope
 //! ([`mcp::jsonrpc::parse`]), decides its era (legacy session or modern
@@ -34,8 +41,12 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exit;
+pub mod logging;
 pub mod mcp;
+pub mod ops;
 pub mod store;
+pub mod supervisor;
 pub mod toolsets;
 pub mod transport;

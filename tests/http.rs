@@ -261,7 +261,9 @@ fn a_vanished_client_loses_nothing_committed() {
     let body = json!({ "jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": { "name": "create_entities", "arguments": { "entities": entities } } });
     let raw = raw_post(server.port, &s.id, &body.to_string());
-    std::thread::sleep(Duration::from_millis(100));
+    // Half-close first: the request is delivered whole before the FIN.
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     drop(raw);
     let mut found = 0;
     for _ in 0..50 {
@@ -319,39 +321,37 @@ fn a_vanished_client_loses_nothing_committed() {
 fn cancelled_requests_stop_and_send_no_response() {
     let server = Server::start(&["--fixture", "conformance"]);
     let (s, _) = Session::open(&server.url(), "2025-11-25");
-    let url = server.url();
-    let headers: Vec<(String, String)> = s
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let t = std::thread::spawn(move || {
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = json!({ "jsonrpc": "2.0", "id": 77, "method": "tools/call",
-            "params": { "name": "test_elicitation", "arguments": { "message": "wait" } } });
-        post_raw(&url, &h, body.to_string().as_bytes())
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let body = json!({ "jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": { "name": "test_elicitation", "arguments": { "message": "wait" } } });
+    let mut raw = raw_post(server.port, &s.id, &body.to_string());
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The handler runs (and can be cancelled) once it has asked the client.
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("elicitation/create") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     let c = s.post(
         &json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": { "requestId": 77, "reason": "user gave up" } }),
     );
     assert_eq!(c.status, 202);
-    let r = t.join().unwrap();
+    // The stream ends without a response to 77.
+    loop {
+        match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("the cancelled request's stream did not end: {e}; got {got}"),
+        }
+        if got.ends_with("0\r\n\r\n") {
+            break; // the chunked body's last chunk
+        }
+    }
     assert!(
-        r.messages
-            .iter()
-            .any(|m| m["method"] == "elicitation/create"),
-        "{}",
-        r.body
-    );
-    assert!(
-        !r.messages.iter().any(|m| m.get("id") == Some(&json!(77))),
-        "a cancelled request gets no response: {}",
-        r.body
+        !got.contains("\"id\":77"),
+        "a cancelled request gets no response: {got}"
     );
 }
 
@@ -443,4 +443,59 @@ fn modern_requests_are_validated_and_stateless() {
         -32602,
         "resource not found is invalid params since 2026-07-28"
     );
+}
+
+#[test]
+fn notifications_made_while_the_client_was_away_are_replayed_after_a_restart() {
+    let mut server = Server::start(&[]);
+    let (mut s, _) = Session::open(&server.url(), "2025-11-25");
+    let r = s.request(
+        "resources/subscribe",
+        json!({ "uri": "memory://knowledge-graph" }),
+    );
+    assert_eq!(r.status, 200);
+    // Open the GET stream and note its priming event id.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(raw, "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {}\r\n\r\n", s.id).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains("data:") {
+        let n = raw.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let last = got
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    drop(raw);
+    server.crash_and_restart();
+    // Another client writes while the subscriber's stream is gone.
+    let (mut other, _) = Session::open(&server.url(), "2025-11-25");
+    other.call(
+        "create_entities",
+        json!({ "entities": [{ "name": "x", "entityType": "t", "observations": [] }] }),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    other.call("create_entities", json!({ "entities": [] }));
+    // The stream is live again, so read it as it comes rather than to its end.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        raw,
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {}\r\nLast-Event-ID: {last}\r\n\r\n",
+        s.id
+    )
+    .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = String::new();
+    while !got.contains("notifications/resources/updated") {
+        let n = raw.read(&mut buf).unwrap_or(0);
+        assert!(
+            n > 0,
+            "the update made during the absence was not replayed: {got}"
+        );
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("memory://knowledge-graph"), "{got}");
 }

@@ -166,3 +166,14 @@ fn wait_with_timeout(child: &mut std::process::Child, d: Duration) -> Option<i32
     let _ = child.kill();
     None
 }
+
+#[test]
+fn a_request_right_behind_initialize_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = StdioClient::start(&tmp.path().join("d"), &[]);
+    c.send(&json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } }));
+    c.send(&json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }));
+    let r = c.until_response(&json!(2));
+    assert!(r["result"]["tools"].is_array(), "{r}");
+}

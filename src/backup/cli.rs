@@ -79,7 +79,7 @@ fn via(at: &Where) -> Result<(Via, Config), AppError> {
     if let Some(d) = &at.data_dir {
         c.data_dir = d.clone();
     }
-    crate::cli::init_logging(&c.log.level);
+    let _ = crate::logging::init(&c.log.level);
     if let Some(addr) = at.ops {
         return Ok((Via::Daemon(addr), c));
     }

@@ -64,6 +64,7 @@ impl Server {
         cancel: CancellationToken,
     ) -> Result<Value, McpError> {
         let started = Instant::now();
+        let _in_flight = self.begin();
         let ctx = match self.context(call, caller, sink, cancel.clone()) {
             Ok(ctx) => ctx,
             Err(e) => {
@@ -83,6 +84,14 @@ impl Server {
             p.untrack(&call.id);
         }
         record_metrics(&call.method, &outcome, started);
+        tracing::debug!(
+            session = ctx.session_id().unwrap_or("-"),
+            method = %call.method,
+            request_id = %call.id,
+            duration_us = started.elapsed().as_micros() as u64,
+            outcome = match &outcome { Ok(_) => "ok", Err(e) => e.message.as_str() },
+            "request"
+        );
         match caller {
             Caller::Modern { .. } => outcome.map(|r| self.decorate_modern(&call.method, r)),
             Caller::Session(_) => outcome,

@@ -50,7 +50,19 @@ pub struct Server {
     pub store: Store,
     pub signer: Arc<StateSigner>,
     pub hub: Arc<Hub>,
+    in_flight: std::sync::atomic::AtomicUsize,
     _sessions_hear_changes: Registration,
+}
+
+/// Counts a request as in flight while alive.
+pub struct InFlight<'a>(&'a Server);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Server {
@@ -76,8 +88,21 @@ impl Server {
             store,
             signer: Arc::new(StateSigner::new(key)),
             hub,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             _sessions_hear_changes: reg,
         }))
+    }
+
+    /// Marks a request in flight until the guard drops (graceful drain waits
+    /// for the count to reach zero).
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {

@@ -231,25 +231,33 @@ impl SessionRegistry {
         self.live.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// Persists a session's log level / subscriptions / initialized flag.
-    pub async fn save(&self, session: &Session) {
-        if let Some(store) = &self.store {
-            let row = session.to_row();
-            store
-                .write_detached("session update", move |tx| {
-                    store::sessions::set_log_level(
-                        tx,
-                        &row.id,
-                        row.log_level.as_deref().unwrap_or(""),
-                    )?;
-                    store::sessions::set_subscriptions(tx, &row.id, &row.subscriptions)?;
-                    if row.initialized {
-                        store::sessions::set_initialized(tx, &row.id)?;
-                    }
-                    Ok(())
-                })
-                .await;
-        }
+    /// Persists a session's log level, subscriptions and initialized flag;
+    /// durable when this returns, so an acknowledged subscription survives a
+    /// crash.
+    pub async fn save(&self, session: &Session) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let row = session.to_row();
+        store
+            .write(move |tx| {
+                store::sessions::set_log_level(
+                    tx,
+                    &row.id,
+                    row.log_level.as_deref().unwrap_or(""),
+                )?;
+                store::sessions::set_subscriptions(tx, &row.id, &row.subscriptions)?;
+                if row.initialized {
+                    store::sessions::set_initialized(tx, &row.id)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Whether sessions are persisted (HTTP) or live only in this process (stdio).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// Writes last-seen times and drops sessions idle longer than `idle_secs`,

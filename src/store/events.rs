@@ -56,3 +56,13 @@ pub fn max_stream_id(conn: &Connection, session_id: &str) -> Result<u64, StoreEr
 pub fn prune(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, StoreError> {
     Ok(tx.execute("DELETE FROM sse_events WHERE created_at < ?1", [cutoff])?)
 }
+
+/// The last seq logged for one stream (0 if none).
+pub fn last_seq(conn: &Connection, session_id: &str, stream_id: u64) -> Result<u64, StoreError> {
+    let v: Option<i64> = conn.query_row(
+        "SELECT max(seq) FROM sse_events WHERE session_id = ?1 AND stream_id = ?2",
+        params![session_id, stream_id as i64],
+        |r| r.get(0),
+    )?;
+    Ok(v.unwrap_or(0) as u64)
+}

@@ -89,13 +89,19 @@ CREATE TRIGGER memory_observations_ad AFTER DELETE ON memory_observations BEGIN
 END;
 "#;
 
+/// A session's standalone (GET) SSE stream, so it can be re-created at
+/// startup and keep logging notifications for the client to replay.
+const V2: &str = r#"
+ALTER TABLE sessions ADD COLUMN standalone_stream INTEGER;
+"#;
+
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i64 {
-    1
+    2
 }
 
 #[cfg(test)]

@@ -62,7 +62,13 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     writer: flume::Sender<writer::Command>,
+    /// Kept so a new writer thread can take over the same queue.
+    writer_queue: flume::Receiver<writer::Command>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    synchronous: Synchronous,
     readers: flume::Sender<readers::ReadJob>,
+    /// The reader connections, which a restore closes and re-opens.
+    reader_pool: Arc<readers::Pool>,
     stats: Arc<WriterStats>,
     /// Held while the store is open; released when the last handle drops.
     _lock: lock::DataDirLock,
@@ -95,19 +101,84 @@ impl Store {
         let reopen = writer::Reopen {
             path: path.clone(),
             sync: opts.synchronous,
-            readers: pool,
+            readers: pool.clone(),
         };
-        writer::spawn(conn, wrx, stats.clone(), reopen)
+        let thread = writer::spawn(conn, wrx.clone(), stats.clone(), reopen)
             .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 writer: wtx,
+                writer_queue: wrx,
+                writer_thread: std::sync::Mutex::new(Some(thread)),
+                synchronous: opts.synchronous,
                 readers: rtx,
+                reader_pool: pool,
                 stats,
                 _lock: lock,
             }),
         })
+    }
+
+    /// False once the writer thread has ended (a job panicked).
+    pub fn writer_alive(&self) -> bool {
+        self.inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Starts a new writer thread on the same queue after the old one died;
+    /// queued writes are not lost. A no-op while the writer is alive.
+    pub fn restart_writer(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure_writer(&conn, self.inner.synchronous)?;
+        let reopen = writer::Reopen {
+            path: self.inner.path.clone(),
+            sync: self.inner.synchronous,
+            readers: self.inner.reader_pool.clone(),
+        };
+        let thread = writer::spawn(
+            conn,
+            self.inner.writer_queue.clone(),
+            self.inner.stats.clone(),
+            reopen,
+        )
+        .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        *slot = Some(thread);
+        tracing::warn!("store writer restarted");
+        Ok(())
+    }
+
+    /// Fault injection for tests of supervision: the writer thread panics.
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_writer_for_tests(&self) {
+        let cmd = writer::Command::Exclusive(Box::new(|_| panic!("fault injection: writer panic")));
+        let _ = self.inner.writer.try_send(cmd);
+    }
+
+    /// Fault injection for tests of the watchdog: the writer blocks forever.
+    #[cfg(feature = "fault-injection")]
+    pub fn hang_writer_for_tests(&self) {
+        let cmd = writer::Command::Exclusive(Box::new(|_| {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }));
+        let _ = self.inner.writer.try_send(cmd);
     }
 
     pub fn path(&self) -> &Path {

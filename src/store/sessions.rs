@@ -117,3 +117,27 @@ pub fn expire(tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<String>, StoreErr
 pub fn count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?)
 }
+
+/// Records the session's standalone SSE stream.
+pub fn set_standalone_stream(
+    tx: &Transaction<'_>,
+    id: &str,
+    stream: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE sessions SET standalone_stream = ?2 WHERE id = ?1",
+        params![id, stream as i64],
+    )?;
+    Ok(())
+}
+
+/// Sessions that had a standalone stream, with its id.
+pub fn standalone_streams(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, standalone_stream FROM sessions WHERE standalone_stream IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

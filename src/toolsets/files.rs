@@ -42,15 +42,13 @@ struct Root {
 pub struct Files {
     roots: Vec<Root>,
     max_file_bytes: u64,
-    _watchers: Vec<notify::RecommendedWatcher>,
 }
 
-impl Files {
-    /// Resolves the roots and starts watching them. A missing root is an error.
-    pub fn new(cfg: &FilesConfig, hub: Arc<Hub>) -> Result<Self, String> {
-        let mut roots = Vec::new();
-        let mut watchers = Vec::new();
-        for r in &cfg.roots {
+/// Resolves configured roots; a missing root or a non-directory is an error.
+fn resolve_roots(cfg: &FilesConfig) -> Result<Vec<Root>, String> {
+    cfg.roots
+        .iter()
+        .map(|r| {
             let path = std::fs::canonicalize(&r.path)
                 .map_err(|e| format!("file root {:?} ({}): {e}", r.name, r.path.display()))?;
             if !path.is_dir() {
@@ -60,16 +58,19 @@ impl Files {
                     path.display()
                 ));
             }
-            watchers.push(watch(&path, hub.clone())?);
-            roots.push(Root {
+            Ok(Root {
                 name: r.name.clone(),
                 path,
-            });
-        }
+            })
+        })
+        .collect()
+}
+
+impl Files {
+    pub fn new(cfg: &FilesConfig) -> Result<Self, String> {
         Ok(Files {
-            roots,
+            roots: resolve_roots(cfg)?,
             max_file_bytes: cfg.max_file_bytes,
-            _watchers: watchers,
         })
     }
 
@@ -91,6 +92,37 @@ impl Files {
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
+    }
+}
+
+/// Watches every configured root and reports changes to the hub until
+/// `stop`; a supervised child (restarted, with fresh watchers, if it fails).
+/// `config` carries the current files configuration; a change re-creates
+/// the watchers.
+pub async fn watch_roots(
+    mut config: tokio::sync::watch::Receiver<FilesConfig>,
+    hub: Arc<Hub>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let watchers = if cfg.enabled {
+            resolve_roots(&cfg)?
+                .iter()
+                .map(|r| watch(&r.path, hub.clone()))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        drop(watchers);
     }
 }
 

@@ -201,13 +201,7 @@ pub struct ResourceDef {
 
 impl ResourceDef {
     pub fn to_json(&self, version: ProtocolVersion) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if !version.has_titles()
-            && let Some(o) = v.as_object_mut()
-        {
-            o.remove("title");
-        }
-        v
+        for_version(self, version)
     }
 }
 
@@ -227,13 +221,7 @@ pub struct ResourceTemplateDef {
 
 impl ResourceTemplateDef {
     pub fn to_json(&self, version: ProtocolVersion) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if !version.has_titles()
-            && let Some(o) = v.as_object_mut()
-        {
-            o.remove("title");
-        }
-        v
+        for_version(self, version)
     }
 }
 
@@ -259,14 +247,20 @@ pub struct PromptArgument {
 
 impl PromptDef {
     pub fn to_json(&self, version: ProtocolVersion) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if !version.has_titles()
-            && let Some(o) = v.as_object_mut()
-        {
-            o.remove("title");
-        }
-        v
+        for_version(self, version)
     }
+}
+
+/// A definition's JSON for a client of `version`: `title` arrived in
+/// 2025-06-18 and is left out before.
+fn for_version(def: &impl Serialize, version: ProtocolVersion) -> Value {
+    let mut v = serde_json::to_value(def).unwrap_or(Value::Null);
+    if !version.has_titles()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("title");
+    }
+    v
 }
 
 /// A page of a list and the cursor of the next one.

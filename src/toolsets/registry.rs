@@ -16,7 +16,7 @@ pub fn build(config: &Config, store: &Store, hub: &Arc<Hub>) -> Result<Catalog, 
         toolsets.push(Arc::new(memory::Memory::new(store.clone(), hub.clone())));
     }
     if t.files.enabled {
-        toolsets.push(Arc::new(files::Files::new(&t.files, hub.clone())?));
+        toolsets.push(Arc::new(files::Files::new(&t.files)?));
     }
     if !config.prompts.is_empty() {
         toolsets.push(Arc::new(prompts::Prompts::new(config.prompts.clone())));

@@ -41,6 +41,9 @@ struct Connection {
     session: Mutex<Option<Arc<Session>>>,
     /// Tracks modern requests (and pre-initialize ones) for cancellation.
     peer: Arc<Peer>,
+    /// Set while `initialize` runs, so a request right behind it (before
+    /// its response) waits for the session instead of being refused.
+    initializing: tokio::sync::watch::Sender<bool>,
     _hears_changes: Registration,
 }
 
@@ -67,6 +70,7 @@ where
         registry,
         session: Mutex::new(None),
         peer: Arc::new(Peer::new()),
+        initializing: tokio::sync::watch::channel(false).0,
     });
     let mut tasks = JoinSet::new();
     let read = read_loop(input, max_message_bytes, |line| {
@@ -171,6 +175,9 @@ impl Connection {
                 self.on_notification(&method, params.as_deref())
             }
             Ok(Incoming::Request { id, method, params }) => {
+                if method == "initialize" && self.session_now().is_none() {
+                    self.initializing.send_replace(true);
+                }
                 tasks.spawn(async move { self.on_request(id, method, params).await });
             }
         }
@@ -216,6 +223,10 @@ impl Connection {
         params: Option<Box<serde_json::value::RawValue>>,
     ) {
         let meta = RequestMeta::read(params.as_deref());
+        if method != "initialize" && !meta.is_modern() {
+            let mut init = self.initializing.subscribe();
+            let _ = init.wait_for(|running| !running).await;
+        }
         let caller = if meta.is_modern() {
             match meta.modern() {
                 Ok(m) => Caller::Modern {
@@ -271,6 +282,7 @@ impl Connection {
             }
             Err(e) => self.reply_err(Some(&id), &e),
         }
+        self.initializing.send_replace(false);
     }
 
     /// Holds a modern subscription until the client cancels it (by id).

@@ -31,59 +31,66 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let mut s = Server::start_in(&data, extra);
-        s._tmp = Some(tmp);
-        s
+        Server::start_env(extra, &[])
     }
 
     /// Like [`Server::start`], with environment variables (config overrides).
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let port = free_port();
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_serve(&data, port, &args, env);
-        let s = Server {
-            child,
-            port,
-            data,
-            args,
-            _tmp: Some(tmp),
-        };
-        s.wait_ready();
+        let mut s = Server::launch(&data, extra, env);
+        s._tmp = Some(tmp);
         s
     }
 
     pub fn start_in(data: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
+        Server::launch(data, extra, &[])
+    }
+
+    /// Starts on a free port; another test may take that port between the
+    /// probe and erlmcp's bind, so a failed bind (exit 69) retries.
+    fn launch(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_serve(data, port, &args, &[]);
-        let s = Server {
-            child,
-            port,
-            data: data.to_owned(),
-            args,
-            _tmp: None,
-        };
-        s.wait_ready();
-        s
+        for _ in 0..5 {
+            let port = free_port();
+            let child = spawn_serve(data, port, &args, env);
+            let mut s = Server {
+                child,
+                port,
+                data: data.to_owned(),
+                args: args.clone(),
+                _tmp: None,
+            };
+            if s.wait_ready() {
+                return s;
+            }
+        }
+        panic!("erlmcp could not start on a free port five times");
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits until the server listens: true, or false if it exited because
+    /// its port was taken (exit 69). Panics on any other failure.
+    pub fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return true;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(
+                    status.code(),
+                    Some(69),
+                    "erlmcp exited at startup: {status}"
+                );
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("erlmcp did not listen on {} within 20 s", self.port);
+        panic!("erlmcp did not listen on {} within 60 s", self.port);
     }
 
     /// SIGKILL, then start again on the same port and data directory.
@@ -91,7 +98,11 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self.child = spawn_serve(&self.data, self.port, &self.args, &[]);
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "port {} was taken during the restart",
+            self.port
+        );
     }
 
     pub fn stop(&mut self) {
@@ -111,6 +122,9 @@ pub fn spawn_serve(data: &Path, port: u16, extra: &[String], env: &[(&str, &str)
     cmd.arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        // Tests run in parallel: each ops listener takes any free port.
+        .arg("--ops-listen")
+        .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data)
         .args(extra)
@@ -154,6 +168,11 @@ impl Reply {
         let r = self.response();
         r.get("result")
             .unwrap_or_else(|| panic!("error instead of result: {r}"))
+    }
+
+    /// The body as JSON (ops endpoints).
+    pub fn result_json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
     pub fn error_code(&self) -> i64 {
@@ -431,4 +450,118 @@ impl Drop for StdioClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Plays systemd's part: a NOTIFY_SOCKET that records every datagram.
+pub struct Notify {
+    pub path: PathBuf,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Notify {
+    pub fn new() -> Notify {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                g.lock().unwrap().push((Instant::now(), msg));
+            }
+        });
+        Notify {
+            path,
+            got,
+            _dir: dir,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until a datagram contains `needle`; returns when it arrived.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((t, _)) = self
+                .messages()
+                .into_iter()
+                .find(|(_, m)| m.contains(needle))
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {timeout:?}; got {:?}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|(_, m)| m.contains(needle))
+            .count()
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+/// Waits for a child to exit and returns its code.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// `erlmcp serve` with an ops listener and extra environment; the caller
+/// owns the child.
+pub fn spawn_daemon(
+    data: &Path,
+    mcp: u16,
+    ops: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{mcp}"))
+        .arg("--ops-listen")
+        .arg(format!("127.0.0.1:{ops}"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn erlmcp serve")
+}
+
+pub fn ops_get(port: u16, path: &str) -> Reply {
+    get_raw(&format!("http://127.0.0.1:{port}{path}"), &[])
+}
+
+pub fn ops_post(port: u16, path: &str) -> Reply {
+    post_raw(&format!("http://127.0.0.1:{port}{path}"), &[], b"{}")
 }

@@ -30,6 +30,10 @@ pub async fn set_level(
         ));
     };
     session.set_log_level(level);
-    server.sessions.save(session).await;
+    server
+        .sessions
+        .save(session)
+        .await
+        .map_err(|e| McpError::internal(format!("cannot store the log level: {e}")))?;
     Ok(json!({}))
 }

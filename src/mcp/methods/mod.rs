@@ -39,3 +39,13 @@ pub fn handler_error(ctx: &RequestContext, e: ToolError) -> Result<Value, McpErr
         other => tools::tool_error_to_result(ctx, other),
     }
 }
+
+/// A list result: the items under `key`, and `nextCursor` when there is more.
+pub fn list_result(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
+    let mut result = serde_json::Map::new();
+    result.insert(key.into(), Value::Array(items));
+    if let Some(n) = next {
+        result.insert("nextCursor".into(), Value::String(n));
+    }
+    Value::Object(result)
+}

@@ -2,9 +2,9 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::{ListParams, handler_error, params};
+use super::{ListParams, handler_error, list_result, params};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
@@ -20,12 +20,7 @@ pub fn list(
         p.cursor.as_deref(),
         server.settings().page_size,
     )?;
-    let mut result = Map::new();
-    result.insert("prompts".into(), Value::Array(prompts));
-    if let Some(n) = next {
-        result.insert("nextCursor".into(), json!(n));
-    }
-    Ok(Value::Object(result))
+    Ok(list_result("prompts", prompts, next))
 }
 
 #[derive(Deserialize)]

@@ -3,9 +3,9 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{ListParams, handler_error, params};
+use super::{ListParams, handler_error, list_result, params};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::{self, McpError};
 use crate::mcp::server::Server;
@@ -20,15 +20,8 @@ pub async fn list(
         .catalog()
         .resources_page(p.cursor.as_deref(), server.settings().page_size)
         .await?;
-    let mut result = Map::new();
-    result.insert(
-        "resources".into(),
-        Value::Array(page.items.iter().map(|r| r.to_json(ctx.version)).collect()),
-    );
-    if let Some(n) = page.next {
-        result.insert("nextCursor".into(), json!(n));
-    }
-    Ok(Value::Object(result))
+    let items = page.items.iter().map(|r| r.to_json(ctx.version)).collect();
+    Ok(list_result("resources", items, page.next))
 }
 
 pub fn templates(
@@ -42,12 +35,7 @@ pub fn templates(
         p.cursor.as_deref(),
         server.settings().page_size,
     )?;
-    let mut result = Map::new();
-    result.insert("resourceTemplates".into(), Value::Array(items));
-    if let Some(n) = next {
-        result.insert("nextCursor".into(), json!(n));
-    }
-    Ok(Value::Object(result))
+    Ok(list_result("resourceTemplates", items, next))
 }
 
 #[derive(Deserialize)]
@@ -97,7 +85,11 @@ pub async fn subscribe(
         return Err(not_found(ctx, &p.uri));
     }
     session.subscribe(&p.uri);
-    server.sessions.save(session).await;
+    server
+        .sessions
+        .save(session)
+        .await
+        .map_err(|e| McpError::internal(format!("cannot store the subscription: {e}")))?;
     Ok(json!({}))
 }
 
@@ -113,6 +105,10 @@ pub async fn unsubscribe(
         ));
     };
     session.unsubscribe(&p.uri);
-    server.sessions.save(session).await;
+    server
+        .sessions
+        .save(session)
+        .await
+        .map_err(|e| McpError::internal(format!("cannot store the subscription: {e}")))?;
     Ok(json!({}))
 }

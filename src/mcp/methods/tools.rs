@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::time::Instant;
 
-use super::{ListParams, params};
+use super::{ListParams, list_result, params};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
@@ -23,12 +23,7 @@ pub fn list(
         p.cursor.as_deref(),
         server.settings().page_size,
     )?;
-    let mut result = Map::new();
-    result.insert("tools".into(), Value::Array(tools));
-    if let Some(n) = next {
-        result.insert("nextCursor".into(), json!(n));
-    }
-    Ok(Value::Object(result))
+    Ok(list_result("tools", tools, next))
 }
 
 #[derive(Deserialize)]

@@ -223,8 +223,10 @@ fn relation_schema() -> Value {
     })
 }
 
+/// An object schema; like the reference server's, it admits no other keys.
 fn object(properties: Value, required: &[&str]) -> Value {
-    json!({ "type": "object", "properties": properties, "required": required })
+    json!({ "type": "object", "properties": properties, "required": required,
+            "additionalProperties": false })
 }
 
 fn graph_schema() -> Value {

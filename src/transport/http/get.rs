@@ -66,7 +66,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
                 &McpError::invalid_request(format!("unknown Last-Event-ID {last:?}")),
             ),
         },
-        None => standalone(&state, &session),
+        None => standalone(&state, &session).await,
     }
 }
 
@@ -78,7 +78,7 @@ fn method_not_allowed() -> Response {
 }
 
 /// The session's stream for unrelated server messages; one at a time.
-fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
+async fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
     let existing = state
         .streams
         .iter()
@@ -93,19 +93,16 @@ fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
             );
         }
         Some(s) => s,
-        None => {
-            let s = Arc::new(SseStream::new(
-                session.id.clone(),
-                state.new_stream_id(),
-                Kind::Standalone,
-                1,
-                state.store(),
-            ));
-            state.streams.insert((session.id.clone(), s.id), s.clone());
-            let sink: SharedSink = s.clone();
-            session.peer.set_server_stream(Some(sink));
-            s
-        }
+        None => match new_standalone(state, session).await {
+            Ok(s) => s,
+            Err(e) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    &McpError::internal(e),
+                );
+            }
+        },
     };
     let rx = sse.attach_fresh();
     let prelude = if session.version.primes_sse_streams() {
@@ -116,6 +113,43 @@ fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
         Bytes::new()
     };
     body(state, prelude, rx)
+}
+
+/// Creates the session's standalone stream and records it, so a restarted
+/// server re-creates it and keeps logging notifications for replay.
+async fn new_standalone(
+    state: &Arc<HttpState>,
+    session: &Arc<Session>,
+) -> Result<Arc<SseStream>, crate::store::StoreError> {
+    let id = state.new_stream_id();
+    let sid = session.id.to_string();
+    state
+        .server
+        .store
+        .write(move |tx| store::sessions::set_standalone_stream(tx, &sid, id))
+        .await?;
+    Ok(adopt_standalone(state, session, id, 1))
+}
+
+/// Makes `id` the session's standalone stream (detached until a GET
+/// attaches): notifications unrelated to a request go there.
+pub(super) fn adopt_standalone(
+    state: &Arc<HttpState>,
+    session: &Arc<Session>,
+    id: u64,
+    first_seq: u64,
+) -> Arc<SseStream> {
+    let s = Arc::new(SseStream::new(
+        session.id.clone(),
+        id,
+        Kind::Standalone,
+        first_seq,
+        state.store(),
+    ));
+    state.streams.insert((session.id.clone(), id), s.clone());
+    let sink: SharedSink = s.clone();
+    session.peer.set_server_stream(Some(sink));
+    s
 }
 
 /// Replays a stream after `from` and, if it is still live, follows it.

@@ -109,6 +109,32 @@ impl HttpState {
         self.open_streams.load(Ordering::Relaxed)
     }
 
+    /// After a restart: re-creates the standalone stream of every session
+    /// that had one, detached, so notifications (resource updates, list
+    /// changes) are logged for the client to replay when its GET returns.
+    pub async fn restore_streams(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let rows = self
+            .server
+            .store
+            .read(crate::store::sessions::standalone_streams)
+            .await?;
+        let mut restored = 0;
+        for (sid, stream) in rows {
+            let Some(session) = self.server.sessions.get(&sid).await? else {
+                continue;
+            };
+            let s = sid.clone();
+            let last = self
+                .server
+                .store
+                .read(move |c| crate::store::events::last_seq(c, &s, stream))
+                .await?;
+            get::adopt_standalone(self, &session, stream, last + 1);
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
     /// Forgets streams of sessions that no longer exist.
     pub fn forget_session(&self, session_id: &str) {
         self.streams.retain(|(s, _), _| &**s != session_id);

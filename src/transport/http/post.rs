@@ -492,11 +492,13 @@ where
     }
     let _keep = resumable;
     let settings = state.settings();
+    // A request's stream is not cut on shutdown: the drain lets it finish
+    // (the listener's stop deadline bounds it).
     let body = SseBody::new(
         prelude.freeze(),
         rx,
         None,
-        state.shutdown.clone(),
+        CancellationToken::new(),
         settings.sse_retry_ms,
         guard.map(|g| g.disarm()),
     );
@@ -538,8 +540,10 @@ async fn notification(
         Ok(Era::Session(s)) => {
             match method {
                 "notifications/initialized" => {
-                    if s.mark_initialized() {
-                        state.server.sessions.save(&s).await;
+                    if s.mark_initialized()
+                        && let Err(e) = state.server.sessions.save(&s).await
+                    {
+                        tracing::warn!(error = %e, "cannot record the initialized notification");
                     }
                 }
                 "notifications/cancelled" => {

@@ -1,0 +1,376 @@
+# Evaluation tests of services.erlmcp: types, defaults, the generated
+# settings and units, and the assertions. They need nothing but nixpkgs'
+# `lib`:
+#
+#   nix-instantiate --eval --strict --json nixos-modules/tests/eval.nix \
+#     --arg lib 'import /path/to/nixpkgs/lib'
+#
+# By default the module is evaluated with lib.evalModules against the small
+# option declarations of ./nixos-stub.nix. The flake passes `evalConfig`
+# (a full NixOS evaluation) so the same cases run against real NixOS in
+# `nix flake check`. The result lists the failed expectations; empty is green.
+{ lib
+, evalConfig ? null
+}:
+
+let
+  inherit (lib) all any elem hasInfix hasPrefix mapAttrsToList;
+
+  stub = import ./nixos-stub.nix { inherit lib; };
+  stubbed = evalConfig == null;
+
+  eval = modules:
+    if stubbed then
+      (lib.evalModules { modules = [ stub.module ../erlmcp.nix ] ++ modules; }).config
+    else
+      evalConfig ([ ../erlmcp.nix ] ++ modules);
+
+  # The messages of this module's failed assertions.
+  failedAssertions = config:
+    builtins.filter (hasPrefix "services.erlmcp")
+      (map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions));
+
+  ownWarnings = config: builtins.filter (hasPrefix "services.erlmcp") config.warnings;
+
+  # Does evaluating `f config` fail (type error, read-only, conflict)?
+  fails = modules: f:
+    !(builtins.tryEval (builtins.deepSeq (f (eval modules)) true)).success;
+
+  enabled = extra: [{ services.erlmcp = { enable = true; } // extra; }];
+
+  svc = config: config.systemd.services.erlmcp;
+  sc = config: (svc config).serviceConfig;
+
+  # A case: modules, and expectations { name = bool; } on the evaluated config.
+  cases = {
+    defaults = {
+      modules = enabled { } ++ [{ networking.hostName = "mcp1"; }];
+      expect = c: {
+        "settings are the documented defaults" = c.services.erlmcp.settings == {
+          node_name = "mcp1";
+          data_dir = "/var/lib/erlmcp";
+          http.listen = "127.0.0.1:8080";
+          ops.listen = "127.0.0.1:9718";
+          shutdown.drain_timeout_secs = 30;
+          backup = {
+            enabled = false;
+            dir = "/var/lib/erlmcp/backups";
+            schedule = "hourly";
+            keep_last = 3;
+            hourly = 24;
+            daily = 7;
+            weekly = 4;
+          };
+        };
+        "no assertion fails" = failedAssertions c == [ ];
+        "no warning" = ownWarnings c == [ ];
+        "Type=notify-reload" = (sc c).Type == "notify-reload";
+        "ExecStart serves with the /etc config" = hasInfix "/bin/erlmcp serve --config /etc/erlmcp/erlmcp.toml" (sc c).ExecStart;
+        "Restart=on-failure" = (sc c).Restart == "on-failure";
+        "RestartPreventExitStatus=65 78" = (sc c).RestartPreventExitStatus == "65 78";
+        "WatchdogSec=30s" = (sc c).WatchdogSec == "30s";
+        "TimeoutStopSec = drain + 15s" = (sc c).TimeoutStopSec == "45s";
+        "StateDirectory=erlmcp" = (sc c).StateDirectory == "erlmcp";
+        "runs as erlmcp" = (sc c).User == "erlmcp" && c.users.users.erlmcp.isSystemUser;
+        "ProtectSystem=strict" = (sc c).ProtectSystem == "strict";
+        "no capabilities" = (sc c).CapabilityBoundingSet == [ "" ] && (sc c).AmbientCapabilities == [ "" ];
+        "hardening flags" = all (k: (sc c).${k} == true) [
+          "NoNewPrivileges"
+          "PrivateTmp"
+          "PrivateDevices"
+          "PrivateUsers"
+          "ProtectHome"
+          "ProtectKernelTunables"
+          "ProtectKernelModules"
+          "ProtectControlGroups"
+          "RestrictNamespaces"
+          "RestrictSUIDSGID"
+          "LockPersonality"
+          "MemoryDenyWriteExecute"
+        ];
+        "SystemCallFilter @system-service" = elem "@system-service" (sc c).SystemCallFilter;
+        "RestrictAddressFamilies" = (sc c).RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        "no credentials" = (sc c).LoadCredential == [ ];
+        "socket mcp" = c.systemd.sockets.erlmcp.listenStreams == [ "127.0.0.1:8080" ]
+          && c.systemd.sockets.erlmcp.socketConfig.FileDescriptorName == "mcp";
+        "socket ops" = c.systemd.sockets.erlmcp-ops.listenStreams == [ "127.0.0.1:9718" ]
+          && c.systemd.sockets.erlmcp-ops.socketConfig.FileDescriptorName == "ops"
+          && c.systemd.sockets.erlmcp-ops.socketConfig.Service == "erlmcp.service";
+        "service requires its sockets" = elem "erlmcp.socket" (svc c).requires && elem "erlmcp-ops.socket" (svc c).requires;
+        "reload on config change" = (svc c).reloadTriggers != [ ];
+        "config in /etc" = c.environment.etc ? "erlmcp/erlmcp.toml";
+        "firewall closed" = !(elem 8080 c.networking.firewall.allowedTCPPorts || elem 9718 c.networking.firewall.allowedTCPPorts);
+        "no keepalived" = !c.services.keepalived.enable;
+      } // lib.optionalAttrs stubbed {
+        "config checked by erlmcp check-config" =
+          hasInfix "erlmcp check-config" (builtins.readFile c.environment.etc."erlmcp/erlmcp.toml".source);
+      };
+    };
+
+    disabled = {
+      modules = [{ services.erlmcp.enable = false; }];
+      expect = c: {
+        "no service" = !(c.systemd.services ? erlmcp);
+        "no socket" = !(c.systemd.sockets ? erlmcp);
+        "no config file" = !(c.environment.etc ? "erlmcp/erlmcp.toml");
+        "no user" = !(c.users.users ? erlmcp);
+      };
+    };
+
+    public-ipv6 = {
+      modules = enabled {
+        listenAddress = "::";
+        port = 8443;
+        openFirewall = true;
+        ops = { listenAddress = "::"; openFirewall = true; };
+        settings.log.level = "debug";
+        settings.http.allowed_hosts = [ "mcp.example.org" ];
+        settings.toolsets.files = {
+          enabled = true;
+          roots = [{ name = "docs"; path = "/srv/docs"; }];
+        };
+      };
+      expect = c: {
+        "IPv6 listen addresses in brackets" = c.services.erlmcp.settings.http.listen == "[::]:8443"
+          && c.services.erlmcp.settings.ops.listen == "[::]:9718";
+        "socket on [::]" = c.systemd.sockets.erlmcp.listenStreams == [ "[::]:8443" ];
+        "firewall open" = elem 8443 c.networking.firewall.allowedTCPPorts && elem 9718 c.networking.firewall.allowedTCPPorts;
+        "freeform settings kept" = c.services.erlmcp.settings.log.level == "debug"
+          && c.services.erlmcp.settings.http.allowed_hosts == [ "mcp.example.org" ]
+          && c.services.erlmcp.settings.toolsets.files.roots == [{ name = "docs"; path = "/srv/docs"; }];
+        "no assertion fails" = failedAssertions c == [ ];
+      };
+    };
+
+    backups = {
+      modules = enabled {
+        backups = {
+          enable = true;
+          schedule = "6h";
+          directory = "/srv/backups/erlmcp";
+          retention = { keepLast = 5; hourly = 0; daily = 14; weekly = 8; };
+        };
+        settings.shutdown.drain_timeout_secs = 60;
+      };
+      expect = c: {
+        "backup settings" = c.services.erlmcp.settings.backup == {
+          enabled = true;
+          dir = "/srv/backups/erlmcp";
+          schedule = "6h";
+          keep_last = 5;
+          hourly = 0;
+          daily = 14;
+          weekly = 8;
+        };
+        "directory outside the state dir is created" = elem "d /srv/backups/erlmcp 0750 erlmcp erlmcp - -" c.systemd.tmpfiles.rules;
+        "and writable" = (sc c).ReadWritePaths == [ "/srv/backups/erlmcp" ];
+        "TimeoutStopSec follows the drain timeout" = (sc c).TimeoutStopSec == "75s";
+      };
+    };
+
+    backups-in-state-dir = {
+      modules = enabled { backups.enable = true; };
+      expect = c: {
+        "no extra directory" = c.systemd.tmpfiles.rules == [ ] && (sc c).ReadWritePaths == [ ];
+        "enabled" = c.services.erlmcp.settings.backup.enabled;
+      };
+    };
+
+    credentials = {
+      modules = enabled {
+        credentialFiles."replication.token" = "/run/secrets/erlmcp-token";
+        environmentFile = "/run/secrets/erlmcp.env";
+      };
+      expect = c: {
+        "LoadCredential" = (sc c).LoadCredential == [ "replication.token:/run/secrets/erlmcp-token" ];
+        "EnvironmentFile" = (sc c).EnvironmentFile == [ "/run/secrets/erlmcp.env" ];
+        "started through the credential wrapper" = !(hasInfix "erlmcp serve" (sc c).ExecStart);
+        "no assertion fails" = failedAssertions c == [ ];
+      } // lib.optionalAttrs stubbed {
+        "wrapper exports ERLMCP_REPLICATION__TOKEN" =
+          let text = builtins.readFile (sc c).ExecStart; in
+          (hasInfix ''ERLMCP_REPLICATION__TOKEN="$(<"$CREDENTIALS_DIRECTORY"/replication.token)"'' text
+            || hasInfix ''ERLMCP_REPLICATION__TOKEN="$(<"$CREDENTIALS_DIRECTORY"/'replication.token')"'' text)
+          && hasInfix "export ERLMCP_REPLICATION__TOKEN" text
+          && hasInfix "exec /nix/store/" text
+          && hasInfix "/bin/erlmcp serve --config /etc/erlmcp/erlmcp.toml" text;
+      };
+    };
+
+    failover = {
+      modules = enabled {
+        listenAddress = "0.0.0.0";
+        replication = { role = "primary"; peer = "http://standby:9718"; mode = "sync"; };
+        failover = {
+          enable = true;
+          interface = "eth1";
+          virtualIp = "192.168.1.100/24";
+          virtualRouterId = 42;
+          priority = 150;
+        };
+      };
+      expect = c:
+        let
+          k = c.services.keepalived;
+          i = k.vrrpInstances.erlmcp;
+          s = k.vrrpScripts.erlmcp_health;
+        in
+        {
+          "no assertion fails" = failedAssertions c == [ ];
+          "replication settings" = c.services.erlmcp.settings.replication == {
+            role = "primary";
+            peer = "http://standby:9718";
+            mode = "sync";
+          };
+          "keepalived on, VRRP open" = k.enable && k.openFirewall && k.enableScriptSecurity;
+          "instance" =
+            i.interface == "eth1"
+            && i.virtualRouterId == 42
+            && i.priority == 150
+            && i.state == "BACKUP"
+            && i.noPreempt
+            && i.trackScripts == [ "erlmcp_health" ]
+            && map (v: v.addr) i.virtualIps == [ "192.168.1.100/24" ];
+          "notify hooks run erlmcp role" =
+            hasInfix ''notify_master "'' i.extraConfig
+            && hasInfix "/bin/erlmcp role primary --config /etc/erlmcp/erlmcp.toml\" erlmcp erlmcp" i.extraConfig
+            && hasInfix "notify_backup" i.extraConfig
+            && hasInfix "/bin/erlmcp role standby" i.extraConfig
+            && hasInfix "notify_fault" i.extraConfig;
+          "check script runs as erlmcp" = s.user == "erlmcp" && s.group == "erlmcp" && s.interval == 2;
+          "sockets may bind the virtual IP" = c.systemd.sockets.erlmcp.socketConfig.FreeBind;
+        } // lib.optionalAttrs stubbed {
+          "check script asks /healthz on loopback" =
+            hasInfix "http://127.0.0.1:9718/healthz" (builtins.readFile s.script);
+        };
+    };
+
+    single-node-replication-keys = {
+      modules = enabled { };
+      expect = c: {
+        "no replication section" = !(c.services.erlmcp.settings ? replication);
+      };
+    };
+
+    low-port-without-socket-activation = {
+      modules = enabled { socketActivation = false; port = 443; };
+      expect = c: {
+        "no sockets" = !(c.systemd.sockets ? erlmcp);
+        "may bind 443" = (sc c).CapabilityBoundingSet == [ "CAP_NET_BIND_SERVICE" ]
+          && (sc c).AmbientCapabilities == [ "CAP_NET_BIND_SERVICE" ];
+        "no socket dependency" = (svc c).requires == [ ];
+      };
+    };
+
+    peer-without-role = {
+      modules = enabled { replication.peer = "http://primary:9718"; };
+      expect = c: {
+        "warns" = ownWarnings c == [
+          "services.erlmcp.replication.peer is set but services.erlmcp.replication.role is null, so erlmcp does not replicate."
+        ];
+        "no assertion fails" = failedAssertions c == [ ];
+      };
+    };
+  };
+
+  # Impossible combinations: exactly these assertion messages.
+  assertionCases = {
+    failover-without-replication = {
+      modules = enabled {
+        listenAddress = "0.0.0.0";
+        failover = { enable = true; interface = "eth1"; virtualIp = "192.168.1.100/24"; };
+      };
+      messages = [
+        "services.erlmcp.failover.enable needs services.erlmcp.replication.role: keepalived moves the virtual IP between a primary and a standby, so both nodes must replicate."
+      ];
+    };
+    failover-without-vip = {
+      modules = enabled {
+        replication.role = "primary";
+        failover.enable = true;
+      };
+      messages = [
+        "services.erlmcp.failover.enable needs services.erlmcp.failover.interface and services.erlmcp.failover.virtualIp."
+      ];
+    };
+    failover-on-loopback = {
+      modules = enabled {
+        replication.role = "primary";
+        failover = { enable = true; interface = "eth1"; virtualIp = "192.168.1.100/24"; };
+      };
+      messages = [
+        "services.erlmcp.failover.enable: clients reach erlmcp at the virtual IP 192.168.1.100, but services.erlmcp.listenAddress is 127.0.0.1; listen on 0.0.0.0, :: or the virtual IP."
+      ];
+    };
+    standby-without-peer = {
+      modules = enabled { replication.role = "standby"; };
+      messages = [
+        "services.erlmcp.replication.role = \"standby\" needs services.erlmcp.replication.peer: the primary a standby pulls from."
+      ];
+    };
+    sync-without-peer = {
+      modules = enabled { replication = { role = "primary"; mode = "sync"; }; };
+      messages = [
+        "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.peer: a synchronous write waits for the standby, so it must be named."
+      ];
+    };
+    sync-without-role = {
+      modules = enabled { replication = { mode = "sync"; peer = "http://standby:9718"; }; };
+      messages = [
+        "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.role."
+      ];
+    };
+    ports-clash = {
+      modules = enabled { ops.port = 8080; };
+      messages = [
+        "services.erlmcp.port and services.erlmcp.ops.port are both 8080 on overlapping addresses; the MCP and operations listeners need different ports."
+      ];
+    };
+    ports-on-different-addresses = {
+      modules = enabled { listenAddress = "192.168.1.2"; ops = { listenAddress = "127.0.0.1"; port = 8080; }; };
+      messages = [ ];
+    };
+    bad-credential-name = {
+      modules = enabled { credentialFiles."Bad-Name" = "/run/secrets/x"; };
+      messages = [
+        "services.erlmcp.credentialFiles: names must be config keys such as \"replication.token\" (lower-case letters, digits, _ and dots); got: Bad-Name."
+      ];
+    };
+  };
+
+  # Definitions the module system must refuse.
+  rejected = {
+    "port out of range" = fails (enabled { port = 70000; }) (c: c.services.erlmcp.port);
+    "unknown replication role" = fails (enabled { replication.role = "leader"; }) (c: c.services.erlmcp.replication.role);
+    "VRRP priority 255" = fails (enabled { failover.priority = 255; }) (c: c.services.erlmcp.failover.priority);
+    "keepLast 0" = fails (enabled { backups.retention.keepLast = 0; }) (c: c.services.erlmcp.backups.retention.keepLast);
+    "data_dir is read-only" = fails (enabled { settings.data_dir = "/srv/erlmcp"; }) (c: c.services.erlmcp.settings.data_dir);
+    "http.listen belongs to listenAddress/port" = fails (enabled { settings.http.listen = "0.0.0.0:1"; }) (c: c.services.erlmcp.settings.http.listen);
+    "TOML has no null" = fails (enabled { settings.log.level = null; }) (c: c.services.erlmcp.settings);
+  };
+
+  caseFailures = lib.concatLists (mapAttrsToList
+    (name: case:
+      let got = case.expect (eval case.modules); in
+      map (what: "${name}: ${what}") (builtins.filter (what: !got.${what}) (builtins.attrNames got)))
+    cases);
+
+  assertionFailures = lib.concatLists (mapAttrsToList
+    (name: case:
+      let got = failedAssertions (eval case.modules); in
+      lib.optional (got != case.messages)
+        "${name}: failed assertions ${builtins.toJSON got}, expected ${builtins.toJSON case.messages}")
+    assertionCases);
+
+  rejectionFailures = map (what: "accepted but must be rejected: ${what}")
+    (builtins.filter (what: !rejected.${what}) (builtins.attrNames rejected));
+
+  count = set: builtins.length (builtins.attrNames set);
+in
+{
+  evaluatedWith = if stubbed then "lib.evalModules + nixos-stub.nix" else "NixOS";
+  checks = lib.foldl' (n: case: n + count (case.expect (eval case.modules))) 0 (builtins.attrValues cases)
+    + count assertionCases + count rejected;
+  failures = caseFailures ++ assertionFailures ++ rejectionFailures;
+  ok = !(any (_: true) (caseFailures ++ assertionFailures ++ rejectionFailures));
+}

@@ -1,0 +1,175 @@
+# Small declarations of the NixOS options services.erlmcp sets, typed as
+# nixos-26.05 declares them, and a stub `pkgs`, so that the module can be
+# evaluated with nothing but nixpkgs' `lib` (see ./eval.nix). Only the
+# options the module uses are declared: a misspelt option name fails here as
+# it would on NixOS.
+{ lib }:
+
+let
+  inherit (lib) mkOption types;
+
+  # nixos/lib/systemd-unit-options.nix: unitOption (scalars, or lists of
+  # them for repeatable settings).
+  unitScalar = types.oneOf [ types.bool types.int types.str types.path types.package ];
+  unitOption = types.either unitScalar (types.listOf unitScalar);
+
+  listOfStr = mkOption { type = types.listOf types.str; default = [ ]; };
+
+  unitCommon = {
+    description = mkOption { type = types.str; default = ""; };
+    documentation = listOfStr;
+    wantedBy = listOfStr;
+    requiredBy = listOfStr;
+    wants = listOfStr;
+    requires = listOfStr;
+    after = listOfStr;
+    before = listOfStr;
+    unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+    restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+    reloadTriggers = mkOption { type = types.listOf unitOption; default = [ ]; };
+  };
+
+  service = types.submodule {
+    options = unitCommon // {
+      serviceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+      environment = mkOption { type = types.attrsOf (types.nullOr types.str); default = { }; };
+      path = mkOption { type = types.listOf types.package; default = [ ]; };
+    };
+  };
+
+  socket = types.submodule {
+    options = unitCommon // {
+      listenStreams = listOfStr;
+      socketConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+    };
+  };
+
+  # nixos/modules/services/networking/keepalived/*.nix
+  vrrpScript = types.submodule {
+    options = {
+      script = mkOption { type = types.str; };
+      interval = mkOption { type = types.int; default = 1; };
+      timeout = mkOption { type = types.int; default = 5; };
+      weight = mkOption { type = types.int; default = 0; };
+      rise = mkOption { type = types.int; default = 5; };
+      fall = mkOption { type = types.int; default = 3; };
+      user = mkOption { type = types.str; default = "keepalived_script"; };
+      group = mkOption { type = types.nullOr types.str; default = null; };
+      extraConfig = mkOption { type = types.lines; default = ""; };
+    };
+  };
+
+  virtualIp = types.submodule {
+    options = {
+      addr = mkOption { type = types.str; };
+      brd = mkOption { type = types.nullOr types.str; default = null; };
+      dev = mkOption { type = types.nullOr types.str; default = null; };
+      scope = mkOption { type = types.nullOr types.str; default = null; };
+      label = mkOption { type = types.nullOr types.str; default = null; };
+    };
+  };
+
+  vrrpInstance = types.submodule {
+    options = {
+      interface = mkOption { type = types.str; };
+      state = mkOption { type = types.enum [ "MASTER" "BACKUP" ]; default = "BACKUP"; };
+      virtualRouterId = mkOption { type = types.ints.between 0 255; };
+      priority = mkOption { type = types.int; default = 100; };
+      noPreempt = mkOption { type = types.bool; default = false; };
+      useVmac = mkOption { type = types.bool; default = false; };
+      vmacInterface = mkOption { type = types.nullOr types.str; default = null; };
+      vmacXmitBase = mkOption { type = types.bool; default = false; };
+      unicastSrcIp = mkOption { type = types.nullOr types.str; default = null; };
+      unicastPeers = listOfStr;
+      virtualIps = mkOption { type = types.listOf virtualIp; default = [ ]; };
+      trackScripts = listOfStr;
+      trackInterfaces = listOfStr;
+      extraConfig = mkOption { type = types.lines; default = ""; };
+    };
+  };
+
+  fakeDrv = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+    meta.mainProgram = lib.head (lib.splitString "-" name);
+  };
+
+  pkgs = {
+    erlmcp = fakeDrv "erlmcp-0.1.0";
+    curl = fakeDrv "curl-8.0.0";
+    stdenv = {
+      buildPlatform.canExecute = _: true;
+      hostPlatform = { system = "x86_64-linux"; };
+    };
+    # pkgs/pkgs-lib/formats.nix: toml's type (no null: TOML has none).
+    formats.toml = _: {
+      type =
+        let
+          valueType = types.oneOf [
+            types.bool
+            types.int
+            types.float
+            types.str
+            types.path
+            (types.attrsOf valueType)
+            (types.listOf valueType)
+          ] // { description = "TOML value"; };
+        in
+        valueType;
+      generate = name: value: builtins.toFile name (builtins.toJSON value);
+    };
+    writeShellScript = name: text: builtins.toFile name text;
+    runCommand = name: _env: script: builtins.toFile name script;
+  };
+in
+{
+  inherit pkgs;
+
+  module = {
+    options = {
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      warnings = mkOption { type = types.listOf types.str; default = [ ]; };
+
+      networking.hostName = mkOption { type = types.str; default = "nixos"; };
+      networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+
+      users.users = mkOption {
+        type = types.attrsOf (types.submodule {
+          options = {
+            isSystemUser = mkOption { type = types.bool; default = false; };
+            group = mkOption { type = types.str; default = ""; };
+            home = mkOption { type = types.path; default = "/var/empty"; };
+            description = mkOption { type = types.str; default = ""; };
+          };
+        });
+        default = { };
+      };
+      users.groups = mkOption { type = types.attrsOf (types.submodule { }); default = { }; };
+
+      environment.etc = mkOption {
+        type = types.attrsOf (types.submodule {
+          options.source = mkOption { type = types.path; };
+        });
+        default = { };
+      };
+      environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
+
+      systemd.services = mkOption { type = types.attrsOf service; default = { }; };
+      systemd.sockets = mkOption { type = types.attrsOf socket; default = { }; };
+      systemd.tmpfiles.rules = listOfStr;
+
+      services.keepalived = {
+        enable = mkOption { type = types.bool; default = false; };
+        openFirewall = mkOption { type = types.bool; default = false; };
+        enableScriptSecurity = mkOption { type = types.bool; default = false; };
+        vrrpScripts = mkOption { type = types.attrsOf vrrpScript; default = { }; };
+        vrrpInstances = mkOption { type = types.attrsOf vrrpInstance; default = { }; };
+        extraGlobalDefs = mkOption { type = types.lines; default = ""; };
+        extraConfig = mkOption { type = types.lines; default = ""; };
+      };
+    };
+
+    config._module.args.pkgs = pkgs;
+  };
+}

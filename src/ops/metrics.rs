@@ -1,0 +1,78 @@
+//! Prometheus metrics: the recorder every `metrics::` macro in the crate
+//! writes to, and the gauges computed at scrape time. Names are
+//! `erlmcp_*` with the base unit in the name.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Request latency buckets, 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Installs the global recorder once; later calls return the same handle.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(h) => {
+                    describe();
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the metrics recorder");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "erlmcp_requests_total",
+        "MCP requests served, by method and outcome"
+    );
+    describe_histogram!(
+        "erlmcp_request_duration_seconds",
+        Unit::Seconds,
+        "Time to serve an MCP request, by method"
+    );
+    describe_gauge!("erlmcp_sessions_active", "Legacy sessions held in memory");
+    describe_gauge!("erlmcp_sse_streams_open", "Server-sent event streams open");
+    describe_gauge!("erlmcp_requests_in_flight", "MCP requests being served");
+    describe_gauge!(
+        "erlmcp_database_size_bytes",
+        Unit::Bytes,
+        "Size of the SQLite database file"
+    );
+    describe_gauge!(
+        "erlmcp_wal_size_bytes",
+        Unit::Bytes,
+        "Size of the SQLite write-ahead log"
+    );
+    describe_counter!(
+        "erlmcp_child_restarts_total",
+        "Supervised children restarted, by child"
+    );
+    describe_gauge!("erlmcp_build_info", "Always 1; labels carry the version");
+    describe_gauge!(
+        "erlmcp_start_time_seconds",
+        Unit::Seconds,
+        "When this process started (Unix time)"
+    );
+    describe_counter!(
+        "erlmcp_config_reloads_total",
+        "Configuration reloads, by outcome"
+    );
+}

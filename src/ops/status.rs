@@ -1,0 +1,203 @@
+//! `/status`: a JSON snapshot of the daemon, and the short human summary
+//! `erlmcp status` prints from it. Also the gauges computed at scrape time.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::OpsState;
+use crate::store;
+use crate::supervisor::tree::ChildState;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub node: String,
+    pub role: String,
+    pub ready: bool,
+    pub uptime_secs: u64,
+    pub mcp_listen: String,
+    pub sessions: usize,
+    pub sse_streams: usize,
+    pub requests_in_flight: usize,
+    pub database_bytes: u64,
+    pub wal_bytes: u64,
+    pub data_dir: String,
+    pub config: Option<String>,
+    pub last_reload: Option<String>,
+    pub children: BTreeMap<String, ChildStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildStatus {
+    pub running: bool,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+}
+
+impl From<ChildState> for ChildStatus {
+    fn from(c: ChildState) -> Self {
+        ChildStatus {
+            running: c.running,
+            restarts: c.restarts,
+            last_exit: c.last_exit,
+        }
+    }
+}
+
+fn file_size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// (database, WAL) sizes in bytes.
+fn db_sizes(s: &OpsState) -> (u64, u64) {
+    let db = s.server.store.path();
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    (file_size(db), file_size(std::path::Path::new(&wal)))
+}
+
+pub fn snapshot(s: &OpsState) -> Status {
+    let (database_bytes, wal_bytes) = db_sizes(s);
+    Status {
+        version: crate::mcp::server::SERVER_VERSION.into(),
+        node: s.node.clone(),
+        role: s.role().into(),
+        ready: s.ready.load(Ordering::Relaxed),
+        uptime_secs: s.started.elapsed().as_secs(),
+        mcp_listen: s.mcp_addr.to_string(),
+        sessions: s.server.sessions.live_count(),
+        sse_streams: s.http.open_streams(),
+        requests_in_flight: s.server.in_flight(),
+        database_bytes,
+        wal_bytes,
+        data_dir: s
+            .server
+            .store
+            .path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        config: s.config_path.as_ref().map(|p| p.display().to_string()),
+        last_reload: s
+            .last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        children: s
+            .tree
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect(),
+    }
+}
+
+pub async fn handler(State(s): State<Arc<OpsState>>) -> Response {
+    let body = serde_json::to_value(snapshot(&s)).unwrap_or_default();
+    super::json_response(StatusCode::OK, body)
+}
+
+/// Gauges whose value is read at scrape time.
+pub fn update_gauges(s: &OpsState) {
+    let (db, wal) = db_sizes(s);
+    metrics::gauge!("erlmcp_database_size_bytes").set(db as f64);
+    metrics::gauge!("erlmcp_wal_size_bytes").set(wal as f64);
+    metrics::gauge!("erlmcp_sessions_active").set(s.server.sessions.live_count() as f64);
+    metrics::gauge!("erlmcp_requests_in_flight").set(s.server.in_flight() as f64);
+    metrics::gauge!("erlmcp_build_info", "version" => crate::mcp::server::SERVER_VERSION).set(1.0);
+    metrics::gauge!("erlmcp_start_time_seconds").set(s.started_unix as f64);
+    let _ = store::now_secs();
+}
+
+/// One line for systemd's STATUS= and a log line.
+pub fn one_line(s: &Status) -> String {
+    format!(
+        "{} on {}; {} sessions, {} SSE streams, {} in flight; db {}",
+        s.role,
+        s.mcp_listen,
+        s.sessions,
+        s.sse_streams,
+        s.requests_in_flight,
+        human_bytes(s.database_bytes)
+    )
+}
+
+/// The summary `erlmcp status` prints.
+pub fn human(s: &Status) -> String {
+    let mut out = format!(
+        "erlmcp {} on {} ({}), {}, up {}\n",
+        s.version,
+        s.node,
+        s.role,
+        if s.ready { "ready" } else { "NOT READY" },
+        human_duration(s.uptime_secs)
+    );
+    out.push_str(&format!(
+        "  MCP        http://{}/mcp, {} sessions, {} SSE streams, {} requests in flight\n",
+        s.mcp_listen, s.sessions, s.sse_streams, s.requests_in_flight
+    ));
+    out.push_str(&format!(
+        "  database   {}/erlmcp.db, {} (+{} WAL)\n",
+        s.data_dir,
+        human_bytes(s.database_bytes),
+        human_bytes(s.wal_bytes)
+    ));
+    if let Some(r) = &s.last_reload {
+        out.push_str(&format!("  reload     {r}\n"));
+    }
+    let restarted: Vec<String> = s
+        .children
+        .iter()
+        .filter(|(_, c)| c.restarts > 0 || !c.running)
+        .map(|(n, c)| {
+            format!(
+                "{n} ({} restarts{}{})",
+                c.restarts,
+                if c.running { "" } else { ", STOPPED" },
+                c.last_exit
+                    .as_ref()
+                    .map(|e| format!(", last: {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if restarted.is_empty() {
+        out.push_str(&format!(
+            "  children   {} running, none restarted\n",
+            s.children.len()
+        ));
+    } else {
+        out.push_str(&format!("  children   {}\n", restarted.join("; ")));
+    }
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}

@@ -1,0 +1,116 @@
+# What the VM tests share: the test skeleton around a scenario script, the
+# erlmcp node, and the bridge from the harness's machine declarations.
+#
+# Conventions shared with the local harness (vm-tests/harness): machines are
+# named by role (server, client, primary, standby); NixOS numbers them in
+# name order on VLAN 1, 192.168.1.N on eth1, and every machine resolves the
+# others by name; MCP listens on 8080 (/mcp), the operations listener on 9718.
+{ lib, erlmcpModule }:
+
+rec {
+  mcpPort = 8080;
+  opsPort = 9718;
+
+  # scenarios/<story>.machines.json: the harness's declaration of the story's
+  # machines, or null when the story has none.
+  harnessMachines = story:
+    let file = ./scenarios + "/${story}.machines.json"; in
+    if builtins.pathExists file then (builtins.fromJSON (builtins.readFile file)).machines else null;
+
+  # A harness machine declaration as a NixOS module. The node in
+  # vm-tests/<story>.nix stays the source of truth: this checks that it
+  # agrees with the declaration (erlmcp on or off, replication role) and
+  # applies what the harness varies per story (config overrides, which win
+  # over the node's settings as in the harness; memory; cpus).
+  fromHarness = story: name: spec: { config, ... }:
+    let
+      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" ] (builtins.attrNames spec);
+      wantsErlmcp = spec.erlmcp or false;
+      role = spec.role or name;
+      replicationRole = if lib.elem role [ "primary" "standby" ] then role else null;
+      where = "vm-tests/${story}.nix machine ${name} (scenarios/${story}.machines.json)";
+      show = r: if r == null then "none" else r;
+      # Keys the module derives from its options (the sockets follow them).
+      derived = builtins.filter (path: lib.hasAttrByPath path (spec.config or { }))
+        [ [ "http" "listen" ] [ "ops" "listen" ] [ "data_dir" ] ];
+    in
+    {
+      assertions = [
+        {
+          assertion = unsupported == [ ];
+          message = "${where}: the NixOS tests do not read ${lib.concatStringsSep ", " unsupported}; declare the NixOS side in vm-tests/${story}.nix and handle the key in vm-tests/common.nix.";
+        }
+        {
+          assertion = config.services.erlmcp.enable == wantsErlmcp;
+          message = "${where}: erlmcp is ${if wantsErlmcp then "declared" else "not declared"} for the harness but ${if config.services.erlmcp.enable then "enabled" else "not enabled"} in the NixOS test.";
+        }
+        {
+          assertion = !wantsErlmcp || config.services.erlmcp.replication.role == replicationRole;
+          message = "${where}: the harness role ${role} means replication role ${show replicationRole}, the NixOS node has ${show config.services.erlmcp.replication.role}.";
+        }
+        {
+          assertion = derived == [ ];
+          message = "${where}: config sets ${lib.concatMapStringsSep ", " (lib.concatStringsSep ".") derived}; on NixOS these follow services.erlmcp.{listenAddress,port,ops.*}: set those in the node instead.";
+        }
+      ];
+      virtualisation.memorySize = lib.mkIf (spec ? memory) spec.memory;
+      virtualisation.cores = lib.mkIf (spec ? cpus) spec.cpus;
+      services.erlmcp.settings = lib.mkIf (spec ? config)
+        (lib.mapAttrsRecursive (_: lib.mkOverride 90) spec.config);
+    };
+
+  # The test around scenarios/<story>.py. `nodes` must name the same machines
+  # as the story's machines.json, when it has one.
+  mkTest = { story, nodes }:
+    let
+      declared = harnessMachines story;
+      names = set: lib.sort lib.lessThan (builtins.attrNames set);
+    in
+    assert lib.assertMsg (declared == null || names declared == names nodes)
+      "vm-tests/${story}.nix declares machines ${toString (names nodes)} but scenarios/${story}.machines.json declares ${toString (names declared)}.";
+    {
+      name = "erlmcp-${story}";
+      defaults = {
+        imports = [ erlmcpModule ];
+        documentation.enable = false;
+      };
+      nodes = lib.mapAttrs
+        (name: node: {
+          imports = [ node ]
+            ++ lib.optional (declared != null) (fromHarness story name declared.${name});
+        })
+        nodes;
+      testScript = builtins.readFile (./scenarios + "/${story}.py");
+    };
+
+  # Tools the scenario scripts call on every machine.
+  tools = pkgs: [ pkgs.curl pkgs.jq pkgs.sqlite pkgs.python3 ];
+
+  # A machine that only talks to the others.
+  client = { pkgs, ... }: {
+    environment.systemPackages = tools pkgs;
+  };
+
+  # An erlmcp node reachable from the LAN on the harness's ports.
+  erlmcpNode = { config, pkgs, ... }: {
+    environment.systemPackages = tools pkgs;
+    services.erlmcp = {
+      enable = true;
+      listenAddress = "0.0.0.0";
+      port = mcpPort;
+      openFirewall = true;
+      ops = {
+        listenAddress = "0.0.0.0";
+        port = opsPort;
+        openFirewall = true;
+      };
+      # Clients use the machine's name or address in the Host header.
+      settings.http.allowed_hosts = [
+        config.networking.hostName
+        config.networking.primaryIPAddress
+        "localhost"
+        "127.0.0.1"
+      ];
+    };
+  };
+}

@@ -1,0 +1,89 @@
+"""The virtual LAN: network namespaces, veth pairs and a bridge.
+
+Addressing follows the NixOS test framework so a scenario may hard-code
+addresses and still run unchanged under `runNixOSTest`: machines sorted by
+name get 192.168.1.1, .2, ... on a /24 (NixOS puts VLAN 1 on 192.168.1.0/24
+and numbers nodes in name order), and /etc/hosts in every machine maps each
+role name to its address.
+
+nspawn backend: one namespace per machine (`emh-<name>`) with `eth0` inside,
+its veth peer `v-<name>` enslaved to bridge `br0` in the lab namespace
+`emh-lab`.  `block()` takes `v-<name>` down: to the machine it looks like an
+unplugged cable (eth0 loses carrier).
+
+qemu backend: the QEMU processes themselves run inside the lab namespace, so
+the multicast socket LAN between VMs lives on that namespace's loopback and
+nothing reaches the host's interfaces.  (See qemu.py.)
+"""
+
+import ipaddress
+
+from .util import run
+
+PREFIX = "emh-"
+LAB_NS = PREFIX + "lab"
+SUBNET = ipaddress.ip_network("192.168.1.0/24")
+
+
+def addresses(names):
+    """{name: "192.168.1.N"} in the NixOS order (sorted names, from 1)."""
+    return {n: str(SUBNET.network_address + i) for i, n in enumerate(sorted(names), 1)}
+
+
+def hosts_file(names):
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for name, addr in addresses(names).items():
+        lines.append(f"{addr}\t{name}")
+    return "\n".join(lines) + "\n"
+
+
+def machine_ns(name):
+    return PREFIX + name
+
+
+def host_veth(name):
+    return ("v-" + name)[:15]
+
+
+def ip(*args, what="ip"):
+    return run(["ip", *args], what)
+
+
+class Lab:
+    """The lab namespace with its bridge; machines are plugged in one by one."""
+
+    def __init__(self, state):
+        self.state = state
+        self.up = False
+
+    def create(self):
+        if self.up:
+            return
+        # a stale namespace of ours (same name) would make `add` fail
+        run(["ip", "netns", "del", LAB_NS], check=False)
+        ip("netns", "add", LAB_NS, what="creating the lab network namespace")
+        self.state.add("netns", LAB_NS)
+        ip("-n", LAB_NS, "link", "set", "lo", "up")
+        ip("-n", LAB_NS, "link", "add", "br0", "type", "bridge", "stp_state", "0",
+           "forward_delay", "0")
+        ip("-n", LAB_NS, "link", "set", "br0", "up")
+        self.up = True
+
+    def plug(self, name, address):
+        """Create netns `emh-<name>` with eth0 = `address`/24 on the bridge."""
+        ns, peer = machine_ns(name), host_veth(name)
+        run(["ip", "netns", "del", ns], check=False)
+        ip("netns", "add", ns, what=f"creating network namespace {ns}")
+        self.state.add("netns", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", peer,
+           "netns", LAB_NS, what=f"creating the veth pair of {name}")
+        ip("-n", LAB_NS, "link", "set", peer, "master", "br0")
+        ip("-n", LAB_NS, "link", "set", peer, "up")
+        ip("-n", ns, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        return f"/run/netns/{ns}"
+
+    def set_link(self, name, up):
+        ip("-n", LAB_NS, "link", "set", host_veth(name), "up" if up else "down",
+           what=f"{'unblocking' if up else 'blocking'} {name}")

@@ -1,0 +1,230 @@
+"""Unit tests of the harness's pure parts (no root, no machines).
+
+    python3 -m unittest discover -s vm-tests/tests -v
+"""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import initrd, netlab, provision, tomlgen  # noqa: E402
+from harness.errors import HarnessError, RequestedAssertionFailed  # noqa: E402
+from harness.log import Logger  # noqa: E402
+from harness.machine import Machine, Result  # noqa: E402
+
+
+class TomlTest(unittest.TestCase):
+    def test_round_trip(self):
+        doc = {
+            "a": 1, "s": 'quote " and \\ and\nnewline', "f": 0.25, "b": False,
+            "list": [1, 2, 3], "strs": ["x", "y"], "weird key": "v",
+            "t": {"k": True, "sub": {"deep": "yes"}},
+            "arr": [{"n": 1}, {"n": 2, "inner": {"q": "z"}}],
+        }
+        self.assertEqual(tomllib.loads(tomlgen.dumps(doc)), doc)
+
+    def test_merge_deep_and_delete(self):
+        base = {"http": {"listen": "0.0.0.0:8080", "path": "/mcp"}, "x": 1}
+        got = tomlgen.merge(base, {"http": {"listen": "127.0.0.1:1"}, "x": None, "y": 2})
+        self.assertEqual(got, {"http": {"listen": "127.0.0.1:1", "path": "/mcp"}, "y": 2})
+        self.assertEqual(base["http"]["listen"], "0.0.0.0:8080")  # not mutated
+
+    def test_rejects_null_in_list(self):
+        with self.assertRaises(TypeError):
+            tomlgen.dumps({"a": [None]})
+
+    def test_role_config_renders(self):
+        cfg = provision.role_config("standby", {"log": {"level": "debug"}},
+                                    node_name="standby", address="192.168.1.3")
+        parsed = tomllib.loads(tomlgen.dumps(cfg))
+        self.assertEqual(parsed["node_name"], "standby")
+        self.assertEqual(parsed["data_dir"], "/var/lib/erlmcp")
+        self.assertEqual(parsed["http"]["listen"], "0.0.0.0:8080")
+        self.assertIn("192.168.1.3", parsed["http"]["allowed_hosts"])
+        self.assertEqual(parsed["log"]["level"], "debug")
+
+
+class NetlabTest(unittest.TestCase):
+    def test_nixos_addressing(self):
+        # NixOS numbers nodes in name order on 192.168.<vlan>.<n>
+        self.assertEqual(netlab.addresses(["standby", "primary", "client"]),
+                         {"client": "192.168.1.1", "primary": "192.168.1.2",
+                          "standby": "192.168.1.3"})
+
+    def test_hosts_file(self):
+        hosts = netlab.hosts_file(["server", "client"])
+        self.assertIn("192.168.1.1\tclient\n", hosts)
+        self.assertIn("192.168.1.2\tserver\n", hosts)
+        self.assertTrue(hosts.startswith("127.0.0.1\tlocalhost"))
+
+    def test_interface_names_fit(self):
+        self.assertLessEqual(len(netlab.host_veth("a" * 40)), 15)
+
+
+class MachinesJsonTest(unittest.TestCase):
+    def _story(self, decl):
+        d = tempfile.mkdtemp()
+        script = os.path.join(d, "s.py")
+        open(script, "w").close()
+        if decl is not None:
+            with open(os.path.join(d, "s.machines.json"), "w") as f:
+                f.write(decl if isinstance(decl, str) else json.dumps(decl))
+        return script
+
+    def test_valid(self):
+        m = provision.load_machines(self._story({"machines": {"server": {"erlmcp": True},
+                                                              "client": {}}}))
+        self.assertEqual(sorted(m), ["client", "server"])
+        self.assertTrue(provision.needs_erlmcp(m))
+
+    def test_errors_are_clear(self):
+        for decl, text in [(None, "is missing"), ("{", "invalid JSON"),
+                           ({"machines": {}}, "non-empty"),
+                           ({"machines": {"bad-name": {}}}, "Python identifier"),
+                           ({"machines": {"s": {"unit": []}}}, "unknown keys")]:
+            with self.assertRaises(HarnessError) as cm:
+                provision.load_machines(self._story(decl))
+            self.assertIn(text, str(cm.exception))
+
+    def test_selftest_declaration(self):
+        m = provision.load_machines("harness-selftest")
+        self.assertEqual(sorted(m), ["client", "server"])
+        for unit in m["server"]["units"]:
+            self.assertTrue(os.path.isfile(os.path.join(provision.VM_TESTS, unit)))
+
+
+def _read_cpio(data):
+    entries, i = {}, 0
+    while True:
+        hdr = data[i:i + 110]
+        assert hdr[:6] == b"070701", hdr[:6]
+        f = [int(hdr[6 + 8 * k:14 + 8 * k], 16) for k in range(13)]
+        mode, size, namesize = f[1], f[6], f[11]
+        i += 110
+        name = data[i:i + namesize - 1].decode()
+        i += namesize + (-(110 + namesize) % 4)
+        body = data[i:i + size]
+        i += size + (-size % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (mode, body, (f[9], f[10]))
+
+
+class InitrdTest(unittest.TestCase):
+    def test_module_order_and_archive(self):
+        tree = tempfile.mkdtemp()
+        moddir = os.path.join(tree, "lib/modules/9.9")
+        os.makedirs(os.path.join(moddir, "kernel"))
+        dep = {
+            "kernel/crc32c_generic.ko": [],
+            "kernel/virtio.ko": [], "kernel/virtio_ring.ko": [],
+            "kernel/virtio_pci.ko": ["kernel/virtio_ring.ko", "kernel/virtio.ko"],
+            "kernel/virtio_blk.ko": ["kernel/virtio_ring.ko", "kernel/virtio.ko"],
+            "kernel/ext4.ko": ["kernel/crc16.ko", "kernel/jbd2.ko"],
+            "kernel/crc16.ko": [], "kernel/jbd2.ko": [],
+        }
+        with open(os.path.join(moddir, "modules.dep"), "w") as f:
+            for k, v in dep.items():
+                f.write(f"{k}: {' '.join(v)}\n")
+                open(os.path.join(moddir, k), "wb").write(b"MOD " + k.encode())
+        busybox = os.path.join(tree, "busybox")
+        open(busybox, "wb").write(b"\x7fELF fake")
+        out = os.path.join(tree, "initrd")
+        mods = initrd.build(tree, "9.9", busybox, out)
+        names = [os.path.basename(m) for m in mods]
+        for before, after in [("virtio.ko", "virtio_pci.ko"), ("jbd2.ko", "ext4.ko"),
+                              ("crc32c_generic.ko", "ext4.ko")]:
+            self.assertLess(names.index(before), names.index(after))
+        self.assertEqual(len(names), len(set(names)))
+        entries = _read_cpio(gzip.decompress(open(out, "rb").read()))
+        self.assertEqual(entries["init"][0] & 0o777, 0o755)
+        self.assertIn(b"switch_root", entries["init"][1])
+        self.assertEqual(entries["dev/console"][2], (5, 1))
+        self.assertEqual(entries["modules.order"][1].decode().split(), names)
+        # the init script is valid shell
+        subprocess.run(["sh", "-n", "-c", entries["init"][1].decode()], check=True)
+
+
+class FakeMachine(Machine):
+    """Runs commands with the host's bash: tests the API's semantics."""
+
+    backend = "fake"
+
+    def __init__(self):
+        d = tempfile.mkdtemp()
+        super().__init__("fake", d, Logger(stream=open(os.devnull, "w")), d, d)
+        self.up = False
+
+    def is_up(self):
+        return self.up
+
+    def _start(self):
+        self.up = True
+
+    def connect(self):
+        pass
+
+    def _exec(self, shell_command, timeout):
+        p = subprocess.run(["bash", "-c", shell_command], capture_output=True, text=True)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+
+class MachineApiTest(unittest.TestCase):
+    def setUp(self):
+        self.m = FakeMachine()
+
+    def test_execute_returns_status_and_stdout_only(self):
+        self.assertEqual(self.m.execute("echo out; echo err >&2; exit 3"), (3, "out\n"))
+        self.assertEqual(self.m.execute("false", check_return=False), (-1, ""))
+
+    def test_pipefail_and_nounset(self):
+        self.assertNotEqual(self.m.execute("false | true")[0], 0)
+        self.assertNotEqual(self.m.execute("echo $UNSET_VARIABLE_X")[0], 0)
+
+    def test_succeed_message_has_output(self):
+        with self.assertRaises(RequestedAssertionFailed) as cm:
+            self.m.succeed("echo so; echo se >&2; exit 4")
+        msg = str(cm.exception)
+        for part in ("exit code 4", "so", "se"):
+            self.assertIn(part, msg)
+        self.assertEqual(self.m.succeed("echo a", "echo b"), "a\nb\n")
+
+    def test_fail(self):
+        self.m.fail("exit 1")
+        with self.assertRaises(RequestedAssertionFailed):
+            self.m.fail("true")
+
+    def test_timeout_kills(self):
+        t0 = time.monotonic()
+        status, _ = self.m.execute("sleep 30", timeout=1)
+        self.assertEqual(status, 124)
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_wait_until(self):
+        flag = os.path.join(self.m.workdir, "flag")
+        self.m.succeed(f"(sleep 1; touch {flag}) >/dev/null 2>&1 &")
+        self.m.wait_until_succeeds(f"test -e {flag}", timeout=10)
+        self.m.wait_until_fails(f"test ! -e {flag}", timeout=10)
+        with self.assertRaises(RequestedAssertionFailed):
+            self.m.wait_until_succeeds("false", timeout=1)
+
+    def test_unit_info_parsing(self):
+        self.m._exec = lambda cmd, timeout: Result(
+            0, "ActiveState=active\nDescription=a=b\n" if "show" in cmd else "")
+        info = self.m.get_unit_info("x.service")
+        self.assertEqual(info["Description"], "a=b")
+        self.m._exec = lambda cmd, timeout: Result(0, "ActiveState=failed\n")
+        with self.assertRaises(RequestedAssertionFailed):
+            self.m.wait_for_unit("x.service", timeout=2)
+
+
+if __name__ == "__main__":
+    unittest.main()
