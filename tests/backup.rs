@@ -420,15 +420,8 @@ fn kill_9_during_a_restore_leaves_the_old_or_the_new_database_and_the_daemon_sta
     }
 
     // The daemon starts on what is there and serves.
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut daemon = spawn(&data, &["serve", "--listen", &listen], &[]);
-    wait_for("the daemon to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(&listen).is_ok()
-    });
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "daemon exit {status:?}");
+    let d = start_daemon(&data, &[], &t.path().join("daemon.log"));
+    stop_daemon(d);
     assert_eq!(integrity(&db), "ok");
 }
 
@@ -438,7 +431,6 @@ fn the_daemon_schedules_backups_stops_mid_backup_and_holds_off_offline_restores(
     let data = t.path().join("data");
     make_db(&data, "A", 400, 400);
     let dir = data.join("backups");
-    let listen = format!("127.0.0.1:{}", free_port());
     let slow = [
         ("ERLMCP_BACKUP__ENABLED", "true"),
         ("ERLMCP_BACKUP__SCHEDULE", "1h"),
@@ -447,15 +439,14 @@ fn the_daemon_schedules_backups_stops_mid_backup_and_holds_off_offline_restores(
     ];
     // No backup yet: the first is due at once. Stopping mid-copy is quick
     // and leaves nothing behind.
-    let mut daemon = spawn(&data, &["serve", "--listen", &listen], &slow);
+    let d = start_daemon(&data, &slow, &t.path().join("d1.log"));
     wait_for(
         "the scheduled backup to start",
         Duration::from_secs(20),
         || names(&dir).iter().any(|n| n.ends_with(".staging.tmp")),
     );
     let asked = std::time::Instant::now();
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    stop_daemon(d);
     assert!(
         asked.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -467,10 +458,12 @@ fn the_daemon_schedules_backups_stops_mid_backup_and_holds_off_offline_restores(
         ("ERLMCP_BACKUP__ENABLED", "true"),
         ("ERLMCP_BACKUP__SCHEDULE", "1h"),
     ];
-    let mut daemon = spawn(&data, &["serve", "--listen", &listen], &enabled);
+    let d = start_daemon(&data, &enabled, &t.path().join("d2.log"));
     wait_for("a scheduled backup", Duration::from_secs(20), || {
         statuses(&data).iter().any(|(_, s)| s == "good")
     });
+    // Its ops listener is not in the (default) configuration: the restore
+    // works on the files, and the daemon's lock stops it.
     let out = erlmcp(&data, &["restore", "latest"], &[]);
     assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
     assert!(
@@ -478,7 +471,124 @@ fn the_daemon_schedules_backups_stops_mid_backup_and_holds_off_offline_restores(
         "{}",
         describe(&out)
     );
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    stop_daemon(d);
     assert!(audit_kinds(&data.join("erlmcp.db")).contains(&("backup".into(), "ok".into())));
+}
+
+/// A daemon with its MCP and ops listeners on free ports.
+struct Daemon {
+    child: std::process::Child,
+    mcp: String,
+    ops: String,
+}
+
+fn start_daemon(data: &Path, env: &[(&str, &str)], log: &Path) -> Daemon {
+    let (mcp, ops) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut all = env.to_vec();
+    all.push(("ERLMCP_HTTP__JSON_RESPONSE", "true"));
+    let child = spawn_logged(
+        data,
+        &["serve", "--listen", &mcp, "--ops-listen", &ops],
+        &all,
+        log,
+    );
+    wait_for("the daemon to be ready", Duration::from_secs(20), || {
+        ops_get(&ops, "/readyz").0 == 200
+    });
+    Daemon { child, mcp, ops }
+}
+
+fn stop_daemon(mut d: Daemon) {
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    assert!(d.child.wait().unwrap().success());
+}
+
+#[test]
+fn through_the_running_daemon_restore_swaps_and_lost_sessions_get_a_clean_404() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let db = make_db(&data, "A", 50, 50);
+    let d = start_daemon(&data, &[], &t.path().join("daemon.log"));
+    let via = |args: &[&str], code: i32| {
+        let mut all = args.to_vec();
+        all.extend(["--ops", d.ops.as_str()]);
+        json(&data, &all, &[], code)
+    };
+
+    let kept = new_session(&d.mcp);
+    let id = id_of(&via(&["backup", "create"], 0));
+    let lost = new_session(&d.mcp);
+    set_marker(&data, "B");
+    assert_eq!(via(&["backup", "list"], 0)[0]["status"], "good");
+    assert_eq!(via(&["backup", "verify", &id], 0)[0]["ok"], true);
+
+    // Without --ops, the configured ops listener is found and used (an
+    // offline restore would be refused: the daemon holds the directory).
+    let config = t.path().join("erlmcp.toml");
+    std::fs::write(&config, format!("[ops]\nlisten = \"{}\"\n", d.ops)).unwrap();
+    let r = json(
+        &data,
+        &["restore", "latest", "--config", config.to_str().unwrap()],
+        &[],
+        0,
+    );
+    assert_eq!(r["id"].as_str(), Some(id.as_str()));
+    assert_eq!(marker_of(&db), "A");
+
+    assert_eq!(
+        ping(&d.mcp, &kept),
+        200,
+        "a session the backup has lives on"
+    );
+    assert_eq!(ping(&d.mcp, &lost), 404, "a session it lacks: clean 404");
+    let refused = via(&["restore", "no-such-backup"], 66);
+    assert!(
+        refused["error"].as_str().unwrap().contains("no backup"),
+        "{refused}"
+    );
+
+    let (_, metrics) = ops_get(&d.ops, "/metrics");
+    for name in [
+        "erlmcp_backup_last_success_timestamp_seconds",
+        "erlmcp_backup_size_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    let (_, status) = ops_get(&d.ops, "/status");
+    assert!(status.contains(&format!("last backup {id} ok")), "{status}");
+    stop_daemon(d);
+    let audit = audit_kinds(&db);
+    assert!(
+        audit.contains(&("restore".into(), "ok".into())),
+        "{audit:?}"
+    );
+    assert!(
+        audit.contains(&("restore".into(), "refused".into())),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn kill_9_of_the_daemon_during_an_online_restore_leaves_the_old_database() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let db = make_db(&data, "A", 50, 50);
+    create(&data, &[]);
+    set_marker(&data, "B");
+    let log = t.path().join("daemon.log");
+    let pause = [("TEST_ERLMCP_PAUSE_AT", "restore.before_swap:20000")];
+    let mut d = start_daemon(&data, &pause, &log);
+    let cli = spawn(&data, &["restore", "latest", "--ops", &d.ops], &[]);
+    wait_for("the pause point", Duration::from_secs(20), || {
+        log_says(&log, "pausing at")
+    });
+    kill9(&mut d.child);
+    drop(cli);
+    assert_eq!(marker_of(&db), "B");
+    assert_eq!(integrity(&db), "ok");
+    let d = start_daemon(&data, &[], &t.path().join("again.log"));
+    stop_daemon(d);
 }

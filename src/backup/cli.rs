@@ -81,10 +81,28 @@ fn via(at: &Where) -> Result<(Via, Config), AppError> {
     }
     let _ = crate::logging::init(&c.log.level);
     if let Some(addr) = at.ops {
+        // Named explicitly: trust it, unless it serves another directory
+        // than an explicit --data-dir.
+        if at.data_dir.is_some()
+            && let Some(theirs) = daemon_data_dir(addr)
+            && !same_dir(&theirs, &c.data_dir)
+        {
+            return Err(AppError::Reported {
+                message: format!(
+                    "the daemon at {addr} serves {}, not {}",
+                    theirs.display(),
+                    c.data_dir.display()
+                ),
+                code: crate::exit::USAGE,
+            });
+        }
         return Ok((Via::Daemon(addr), c));
     }
+    // Found through the configuration: only if it is the daemon of *this*
+    // data directory (another one may own the default port).
     if let Some(addr) = configured_ops(&c)
         && ops_client::answers(addr)
+        && daemon_data_dir(addr).is_some_and(|d| same_dir(&d, &c.data_dir))
     {
         return Ok((Via::Daemon(addr), c));
     }
@@ -92,8 +110,23 @@ fn via(at: &Where) -> Result<(Via, Config), AppError> {
 }
 
 /// The ops listener named by the configuration, if it has one.
-fn configured_ops(_c: &Config) -> Option<SocketAddr> {
-    None
+fn configured_ops(c: &Config) -> Option<SocketAddr> {
+    c.ops.enabled.then_some(c.ops.listen)
+}
+
+/// The data directory the daemon at `addr` reports in `/status`.
+fn daemon_data_dir(addr: SocketAddr) -> Option<PathBuf> {
+    match ops_client::call(addr, "GET", "/status", None) {
+        Ok((200, v)) => v["data_dir"].as_str().map(PathBuf::from),
+        _ => None,
+    }
+}
+
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 pub fn backup(args: BackupArgs) -> Result<(), AppError> {
