@@ -54,10 +54,20 @@
             # The tests run once, in the nextest check.
             doCheck = false;
             meta = {
-              description = "Model Context Protocol server with durable state, backups, replication and failover";
+              description = "Model Context Protocol server with durable state, supervision and verified backups";
               mainProgram = "erlmcp";
               platforms = lib.platforms.linux;
             };
+          });
+
+          # The same binary with the test-only fault hooks (an ops endpoint
+          # that hangs the store writer), for the VM tests' watchdog story.
+          erlmcpFaultInjection = craneLib.buildPackage (commonArgs // {
+            inherit cargoArtifacts;
+            pname = "erlmcp-fault-injection";
+            cargoExtraArgs = "--locked --features fault-injection";
+            doCheck = false;
+            meta.mainProgram = "erlmcp";
           });
 
           # Offline-safe: the graph and where crates come from. Advisories need
@@ -76,13 +86,13 @@
           };
         in
         {
-          inherit craneLib erlmcp;
+          inherit craneLib erlmcp erlmcpFaultInjection;
           checks = {
             inherit erlmcp;
 
             erlmcp-clippy = craneLib.cargoClippy (commonArgs // {
               inherit cargoArtifacts;
-              cargoClippyExtraArgs = "--all-targets -- --deny warnings";
+              cargoClippyExtraArgs = "--all-targets --all-features -- --deny warnings";
             });
 
             erlmcp-fmt = craneLib.cargoFmt { inherit src; };
@@ -92,6 +102,8 @@
               partitions = 1;
               partitionType = "count";
               cargoNextestPartitionsExtraArgs = "--no-tests=pass";
+              # The supervision tests need the test-only fault hooks.
+              cargoNextestExtraArgs = "--features fault-injection";
             });
 
             erlmcp-deny = craneLib.cargoDeny {
@@ -147,6 +159,7 @@
           vmTests = import ./vm-tests {
             inherit pkgs;
             erlmcpModule = self.nixosModules.default;
+            erlmcpPackage = crate.erlmcpFaultInjection;
           };
           moduleEval = import ./nixos-modules/tests/eval.nix {
             inherit lib;

@@ -51,9 +51,11 @@ pub fn init(level: &str) -> LogControl {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let journald = if stderr_is_journal() {
-        tracing_journald::layer()
-            .ok()
-            .map(|j| j.with_syslog_identifier("erlmcp".into()))
+        tracing_journald::layer().ok().map(|j| {
+            // Plain field names (SESSION=, METHOD=), not F_SESSION=.
+            j.with_syslog_identifier("erlmcp".into())
+                .with_field_prefix(None)
+        })
     } else {
         None
     };

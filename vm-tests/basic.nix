@@ -5,7 +5,11 @@
 common.mkTest {
   story = "basic";
   nodes = {
-    server = common.erlmcpNode;
+    server = { lib, ... }: {
+      imports = [ common.erlmcpNode ];
+      # As the harness's drop-in: a short watchdog for the hung-process subtest.
+      systemd.services.erlmcp.serviceConfig.WatchdogSec = lib.mkForce "6s";
+    };
     client = common.client;
   };
 }

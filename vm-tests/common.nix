@@ -5,7 +5,7 @@
 # named by role (server, client, primary, standby); NixOS numbers them in
 # name order on VLAN 1, 192.168.1.N on eth1, and every machine resolves the
 # others by name; MCP listens on 8080 (/mcp), the operations listener on 9718.
-{ lib, erlmcpModule }:
+{ lib, erlmcpModule, erlmcpPackage }:
 
 rec {
   mcpPort = 8080;
@@ -24,7 +24,9 @@ rec {
   # over the node's settings as in the harness; memory; cpus).
   fromHarness = story: name: spec: { config, ... }:
     let
-      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" ] (builtins.attrNames spec);
+      # `files` and `units` are the harness's way to add drop-ins and units;
+      # a NixOS node declares the same in vm-tests/<story>.nix.
+      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" ] (builtins.attrNames spec);
       wantsErlmcp = spec.erlmcp or false;
       role = spec.role or name;
       replicationRole = if lib.elem role [ "primary" "standby" ] then role else null;
@@ -59,6 +61,10 @@ rec {
         (lib.mapAttrsRecursive (_: lib.mkOverride 90) spec.config);
     };
 
+  prelude = story:
+    let file = ./scenarios + "/${story}.machines.json"; in
+    if builtins.pathExists file then (builtins.fromJSON (builtins.readFile file)).prelude or [ ] else [ ];
+
   # The test around scenarios/<story>.py. `nodes` must name the same machines
   # as the story's machines.json, when it has one.
   mkTest = { story, nodes }:
@@ -80,7 +86,10 @@ rec {
             ++ lib.optional (declared != null) (fromHarness story name declared.${name});
         })
         nodes;
-      testScript = builtins.readFile (./scenarios + "/${story}.py");
+      # The story's helper scripts ("prelude" in its machines.json) come
+      # first, as the harness does.
+      testScript = lib.concatMapStrings (f: builtins.readFile (./scenarios + "/${f}") + "\n") (prelude story)
+        + builtins.readFile (./scenarios + "/${story}.py");
     };
 
   # Tools the scenario scripts call on every machine.
@@ -96,6 +105,8 @@ rec {
     environment.systemPackages = tools pkgs;
     services.erlmcp = {
       enable = true;
+      # With the test-only fault hooks the stories use.
+      package = erlmcpPackage;
       listenAddress = "0.0.0.0";
       port = mcpPort;
       openFirewall = true;

@@ -2,7 +2,7 @@
 # local harness also runs on Debian machines (vm-tests/scenarios/<story>.py,
 # written against the NixOS test driver's machine API). A story is tested
 # here once both its script and its ./<story>.nix exist.
-{ pkgs, erlmcpModule }:
+{ pkgs, erlmcpModule, erlmcpPackage }:
 
 let
   inherit (pkgs) lib;
@@ -13,7 +13,7 @@ let
     builtins.pathExists (./. + "/${story}.nix")
     && builtins.pathExists (./scenarios + "/${story}.py");
 
-  common = import ./common.nix { inherit lib erlmcpModule; };
+  common = import ./common.nix { inherit lib erlmcpModule erlmcpPackage; };
 
   test = story: pkgs.testers.runNixOSTest (import (./. + "/${story}.nix") { inherit common; });
 in

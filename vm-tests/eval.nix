@@ -36,6 +36,7 @@ let
   tests = import ./. {
     inherit pkgs;
     erlmcpModule = ../nixos-modules/erlmcp.nix;
+    erlmcpPackage = pkgs.erlmcp or null;
   };
 
   # Node numbers in name order, as nixos/lib/testing/network.nix assigns them.

@@ -90,6 +90,7 @@ let
       "${system}: a VM test per ready story" = all (n: checks ? "vm-${n}") (names (import ../../vm-tests {
         pkgs = pkgsFor system;
         erlmcpModule = outputs.nixosModules.default;
+        erlmcpPackage = pkg;
       }));
       "${system}: devShell from the crate checks" = !(outputs.devShells.${system}.default.args.checks ? module-eval);
       "${system}: formatter" = outputs.formatter.${system}.name == "nixpkgs-fmt";

@@ -17,6 +17,37 @@ use super::outbound::{Peer, SharedSink};
 use super::server::Server;
 use super::session::Session;
 
+/// A result: a JSON value, or JSON text serialized earlier and shared
+/// (a cached `tools/list`), written out as it is.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Value(Value),
+    Raw(Arc<Box<RawValue>>),
+}
+
+impl Reply {
+    /// The result as a value (parsing cached text when needed).
+    pub fn into_value(self) -> Value {
+        match self {
+            Reply::Value(v) => v,
+            Reply::Raw(r) => serde_json::from_str(r.get()).unwrap_or(Value::Null),
+        }
+    }
+
+    fn is_tool_error(&self) -> bool {
+        matches!(self, Reply::Value(v) if v.get("isError") == Some(&Value::Bool(true)))
+    }
+}
+
+impl serde::Serialize for Reply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reply::Value(v) => v.serialize(s),
+            Reply::Raw(r) => r.serialize(s),
+        }
+    }
+}
+
 /// Who sent a request, which fixes its protocol version and capabilities.
 pub enum Caller {
     /// A legacy session (HTTP with `Mcp-Session-Id`, or stdio after `initialize`).
@@ -62,7 +93,7 @@ impl Server {
         caller: &Caller,
         sink: Option<SharedSink>,
         cancel: CancellationToken,
-    ) -> Result<Value, McpError> {
+    ) -> Result<Reply, McpError> {
         let started = Instant::now();
         let _in_flight = self.begin();
         let ctx = match self.context(call, caller, sink, cancel.clone()) {
@@ -76,9 +107,17 @@ impl Server {
         if let Some(p) = &ctx.peer {
             p.track(&call.id, cancel.clone());
         }
-        let outcome = tokio::select! {
-            r = self.route(&call.method, &ctx, call.params.as_deref()) => r,
-            _ = cancel.cancelled() => Err(McpError::new(-32800, "Request cancelled")),
+        let outcome = match self.cached(&call.method, &ctx, call.params.as_deref()) {
+            Some(reply) => Ok(reply),
+            None => tokio::select! {
+                r = self.route(&call.method, &ctx, call.params.as_deref()) => r.map(|v| {
+                    match caller {
+                        Caller::Modern { .. } => Reply::Value(self.decorate_modern(&call.method, v)),
+                        Caller::Session(_) => Reply::Value(v),
+                    }
+                }),
+                _ = cancel.cancelled() => Err(McpError::new(-32800, "Request cancelled")),
+            },
         };
         if let Some(p) = &ctx.peer {
             p.untrack(&call.id);
@@ -92,10 +131,36 @@ impl Server {
             outcome = match &outcome { Ok(_) => "ok", Err(e) => e.message.as_str() },
             "request"
         );
-        match caller {
-            Caller::Modern { .. } => outcome.map(|r| self.decorate_modern(&call.method, r)),
-            Caller::Session(_) => outcome,
+        outcome
+    }
+
+    /// `tools/list` without a cursor, when every tool fits one page: the
+    /// whole result is serialized once per protocol version and catalog.
+    fn cached(
+        &self,
+        method: &str,
+        ctx: &RequestContext,
+        params: Option<&RawValue>,
+    ) -> Option<Reply> {
+        // A text search is enough: a false hit (a client named "cursor")
+        // only skips the cache.
+        if method != "tools/list" || params.is_some_and(|p| p.get().contains("\"cursor\"")) {
+            return None;
         }
+        let catalog = self.catalog();
+        if catalog.tool_count() > self.settings().page_size {
+            return None;
+        }
+        let raw = catalog.cached_list(ctx.version, || {
+            let v = methods::tools::list(self, ctx, None).ok()?;
+            let v = if ctx.version.is_stateless() {
+                self.decorate_modern(method, v)
+            } else {
+                v
+            };
+            serde_json::value::to_raw_value(&v).ok()
+        })?;
+        Some(Reply::Raw(raw))
     }
 
     fn context(
@@ -276,10 +341,10 @@ fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-pub fn record_metrics(method: &str, outcome: &Result<Value, McpError>, started: Instant) {
+pub fn record_metrics(method: &str, outcome: &Result<Reply, McpError>, started: Instant) {
     let method = method_label(method);
     let outcome = match outcome {
-        Ok(v) if v.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+        Ok(r) if r.is_tool_error() => "tool_error",
         Ok(_) => "ok",
         Err(_) => "error",
     };

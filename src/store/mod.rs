@@ -59,7 +59,21 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// How long a batched write may wait for company.
+pub const BATCH_DELAY: Duration = Duration::from_millis(20);
+/// How many batched writes trigger a flush at once.
+pub const BATCH_MAX: usize = 512;
+
+type BatchedJob = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
+
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<BatchedJob>,
+    scheduled: bool,
+}
+
 struct Inner {
+    batch: std::sync::Mutex<Batch>,
     path: PathBuf,
     writer: flume::Sender<writer::Command>,
     /// Kept so a new writer thread can take over the same queue.
@@ -107,6 +121,7 @@ impl Store {
             .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
+                batch: Default::default(),
                 path,
                 writer: wtx,
                 writer_queue: wrx,
@@ -195,6 +210,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        // Batched writes made before this one commit no later than it: an
+        // acknowledged write vouches for everything logged before it.
+        self.flush_batch();
         let (job, rx) = writer::job(f);
         self.inner
             .writer
@@ -222,13 +240,60 @@ impl Store {
         }
     }
 
-    /// Like [`Store::write_detached`], from synchronous code: queues at once,
-    /// or hands the job to a task when the queue is full.
-    pub fn write_detached_now<F>(&self, what: &'static str, f: F)
+    /// Buffers a small write nobody waits for (an SSE event, an audit row)
+    /// and commits it with others: at most [`BATCH_DELAY`] later, or at
+    /// once when [`BATCH_MAX`] are waiting. One job and one commit carry
+    /// the lot, instead of one per row. Callable from synchronous code
+    /// inside the runtime. A crash loses at most the last batch.
+    pub fn write_batched<F>(&self, f: F)
     where
         F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
     {
-        let cmd = writer::Command::Job(writer::detached(what, f));
+        let full = {
+            let mut b = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.jobs.push(Box::new(f));
+            if b.jobs.len() >= BATCH_MAX {
+                true
+            } else {
+                if !b.scheduled {
+                    b.scheduled = true;
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(BATCH_DELAY).await;
+                        store.flush_batch();
+                    });
+                }
+                false
+            }
+        };
+        if full {
+            self.flush_batch();
+        }
+    }
+
+    /// Queues the buffered small writes as one job.
+    pub fn flush_batch(&self) {
+        let jobs = {
+            let mut b = self.inner.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.scheduled = false;
+            std::mem::take(&mut b.jobs)
+        };
+        if jobs.is_empty() {
+            return;
+        }
+        let n = jobs.len();
+        let cmd = writer::Command::Job(writer::detached("batched writes", move |tx| {
+            let mut failed = 0;
+            for job in jobs {
+                if job(tx).is_err() {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                tracing::warn!(failed, of = n, "some batched writes failed");
+            }
+            Ok(())
+        }));
         match self.inner.writer.try_send(cmd) {
             Ok(()) => {}
             Err(flume::TrySendError::Full(cmd)) => {
@@ -238,7 +303,7 @@ impl Store {
                 });
             }
             Err(flume::TrySendError::Disconnected(_)) => {
-                tracing::warn!(what, "store closed; background write dropped");
+                tracing::warn!(rows = n, "store closed; batched writes dropped");
             }
         }
     }
@@ -313,8 +378,10 @@ impl Store {
         )
     }
 
-    /// Moves the WAL into the main file and truncates it.
+    /// Moves the WAL into the main file and truncates it (after committing
+    /// any batched writes).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.flush_batch();
         self.exclusive(|conn| {
             conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             Ok(())
@@ -374,11 +441,15 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<(), StoreErr
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    // A 64 MiB page cache and memory-mapped reads keep the writer's working
+    // set (indexes of the event log, the graph) off pread().
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;"
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA mmap_size = 268435456;"
     ))?;
     Ok(())
 }
@@ -388,7 +459,10 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+    conn.execute_batch(
+        "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;
+         PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;",
+    )?;
     // A reader must never checkpoint or delete the WAL on close: after a
     // restore swapped the file, that WAL name belongs to the new database.
     conn.set_db_config(

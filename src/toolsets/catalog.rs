@@ -130,6 +130,9 @@ impl ToolEntry {
 }
 
 pub struct Catalog {
+    /// The serialized `tools/list` result, per protocol version (filled on
+    /// first use; a reload builds a new catalog, so it never goes stale).
+    list_cache: [std::sync::OnceLock<Option<Arc<Box<serde_json::value::RawValue>>>>; 4],
     toolsets: Vec<Arc<dyn Toolset>>,
     tools: Vec<ToolEntry>,
     tool_index: HashMap<String, usize>,
@@ -192,6 +195,7 @@ impl Catalog {
             }
         }
         Ok(Catalog {
+            list_cache: Default::default(),
             toolsets,
             tools,
             tool_index,
@@ -208,6 +212,22 @@ impl Catalog {
     pub fn tool(&self, name: &str) -> Option<(&ToolEntry, &Arc<dyn Toolset>)> {
         let e = &self.tools[*self.tool_index.get(name)?];
         Some((e, &self.toolsets[e.toolset]))
+    }
+
+    pub fn tool_count(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// The cached `tools/list` result for `version`, made by `make` once.
+    pub fn cached_list(
+        &self,
+        version: ProtocolVersion,
+        make: impl FnOnce() -> Option<Box<serde_json::value::RawValue>>,
+    ) -> Option<Arc<Box<serde_json::value::RawValue>>> {
+        let slot = ProtocolVersion::ALL.iter().position(|v| *v == version)?;
+        self.list_cache[slot]
+            .get_or_init(|| make().map(Arc::new))
+            .clone()
     }
 
     pub fn tools_page(

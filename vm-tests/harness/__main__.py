@@ -25,8 +25,9 @@ def build_binary(log):
 
 
 def all_stories():
-    scripts = sorted(glob.glob(os.path.join(provision.VM_TESTS, "scenarios", "*.py")))
-    return [os.path.basename(s)[:-3] for s in scripts]
+    """Every script with a machines.json is a story (others are preludes)."""
+    decls = sorted(glob.glob(os.path.join(provision.VM_TESTS, "scenarios", "*.machines.json")))
+    return [os.path.basename(d)[: -len(".machines.json")] for d in decls]
 
 
 def main(argv=None):

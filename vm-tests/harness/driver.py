@@ -61,6 +61,7 @@ class Driver:
         """Run the story; return True when it passed."""
         script_path, _ = provision.story_paths(self.story)
         specs = provision.load_machines(self.story)
+        self.prelude = provision.load_prelude(self.story)
         os.makedirs(self.out_dir, exist_ok=True)
         logfile = open(os.path.join(self.out_dir, "run.log"), "w")
         self.log.files.append(logfile)
@@ -223,8 +224,15 @@ class Driver:
         return symbols
 
     def _exec_script(self, path):
+        # A story may list helper scripts in machines.json "prelude"; they are
+        # prepended, as the NixOS tests do (vm-tests/common.nix), so the
+        # story runs with the same globals under both drivers.
+        source = ""
+        for name in self.prelude:
+            with open(os.path.join(os.path.dirname(path), name), encoding="utf-8") as f:
+                source += f.read() + "\n"
         with open(path, encoding="utf-8") as f:
-            source = f.read()
+            source += f.read()
         code = compile(source, path, "exec")
         with self.log.nested("run the scenario script"):
             try:

@@ -116,6 +116,20 @@ def load_machines(story):
     return machines
 
 
+def load_prelude(story):
+    """Helper scripts (in scenarios/) the story's machines.json lists under
+    "prelude", run before the story under both drivers."""
+    _, decl = story_paths(story)
+    with open(decl, encoding="utf-8") as f:
+        prelude = json.load(f).get("prelude", [])
+    if not isinstance(prelude, list) or not all(isinstance(p, str) for p in prelude):
+        raise HarnessError(f'{decl}: "prelude" must be a list of file names in scenarios/')
+    for name in prelude:
+        if not os.path.isfile(os.path.join(os.path.dirname(decl), name)):
+            raise HarnessError(f"{decl}: prelude {name} does not exist next to it")
+    return prelude
+
+
 def needs_erlmcp(machines):
     return any(spec.get("erlmcp") for spec in machines.values())
 

@@ -40,7 +40,7 @@ PACKAGES = [
 KERNEL_PACKAGES = ["linux-image-amd64", "udev", "kmod"]
 
 # Bump when _build() or _finish() changes what ends up in the tree.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 # Units masked in every machine: periodic jobs that only add noise and load.
 MASKED_UNITS = [
@@ -122,6 +122,7 @@ def _build(log, p, state):
         env.pop("LANGUAGE", None)
         run(["chroot", build, "/debootstrap/debootstrap", "--second-stage"], what,
             timeout=1800, env=env)
+        _systemd_from_backports(log, build, mirror, env)
         os.unlink(unsafe)
     finally:
         umount_under(build)
@@ -141,6 +142,28 @@ def _build(log, p, state):
     size = os.path.getsize(p["tarball"]) / 1e6
     log.info(f"rootfs: built and cached ({size:.0f} MB tarball) in "
              f"{time.monotonic() - start:.1f} s")
+
+
+# erlmcp's unit is Type=notify-reload, which systemd knows since 253;
+# bookworm ships 252 and bookworm-backports 254.
+BACKPORTED = ["systemd", "systemd-sysv", "libsystemd0", "libsystemd-shared",
+              "libpam-systemd", "udev", "libudev1"]
+
+
+def _systemd_from_backports(log, build, mirror, env):
+    log.info(f"rootfs: systemd from {SUITE}-backports ({', '.join(BACKPORTED)})")
+    with open(os.path.join(build, "etc/apt/sources.list.d/backports.list"), "w") as f:
+        f.write(f"deb {mirror} {SUITE}-backports main\n")
+    for d in ("proc", "sys", "dev"):
+        run(["mount", "--bind", f"/{d}", os.path.join(build, d)], f"mounting /{d} in the rootfs")
+    try:
+        run(["chroot", build, "apt-get", "-q", "update"], "apt-get update in the rootfs",
+            timeout=600, env=env)
+        run(["chroot", build, "apt-get", "-q", "-y", "install", "-t", f"{SUITE}-backports",
+             *BACKPORTED], "installing systemd from backports in the rootfs",
+            timeout=1200, env=env)
+    finally:
+        umount_under(build)
 
 
 def _finish(root):

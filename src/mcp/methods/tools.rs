@@ -60,7 +60,7 @@ pub async fn call(
         ))),
         Ok(()) => toolset.call_tool(&p.name, args, ctx).await,
     };
-    audit(server, ctx, &p.name, &outcome, started).await;
+    audit(server, ctx, &p.name, &outcome, started);
     match outcome {
         Ok(out) => Ok(out.to_json(ctx.version)),
         Err(e) => tool_error_to_result(ctx, e),
@@ -81,7 +81,7 @@ pub fn tool_error_to_result(ctx: &RequestContext, e: ToolError) -> Result<Value,
     }
 }
 
-async fn audit(
+fn audit(
     server: &Server,
     ctx: &RequestContext,
     tool: &str,
@@ -110,6 +110,5 @@ async fn audit(
     };
     server
         .store
-        .write_detached("audit", move |tx| store::audit::record(tx, &entry))
-        .await;
+        .write_batched(move |tx| store::audit::record(tx, &entry));
 }

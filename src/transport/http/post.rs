@@ -18,7 +18,7 @@ use super::stream::{self, Frame, Kind, PlainSse, SseBody, SseStream};
 use super::{
     HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_body, json_error,
 };
-use crate::mcp::dispatch::{Call, Caller};
+use crate::mcp::dispatch::{Call, Caller, Reply};
 use crate::mcp::error::McpError;
 use crate::mcp::jsonrpc::{self, Incoming, RequestId};
 use crate::mcp::meta::RequestMeta;
@@ -414,19 +414,22 @@ fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
     b.freeze()
 }
 
-fn answer(id: &RequestId, outcome: Result<Value, McpError>) -> Bytes {
+fn answer(id: &RequestId, outcome: Result<Reply, McpError>) -> Bytes {
     Bytes::from(match outcome {
         Ok(r) => jsonrpc::response(id, &r),
         Err(e) => jsonrpc::error_response(Some(id), &e),
     })
 }
 
-fn finish_json(id: &RequestId, outcome: Result<Value, McpError>) -> Response {
+fn finish_json(id: &RequestId, outcome: Result<Reply, McpError>) -> Response {
     match outcome {
         Ok(r) => json_body(StatusCode::OK, jsonrpc::response(id, &r)),
         Err(e) => json_error(modern_status(&e), Some(id), &e),
     }
 }
+
+/// Bytes that go out in one TCP segment on any common path MTU.
+const ONE_SEGMENT: usize = 1400;
 
 /// Runs `work` (in its own task, so a vanished client does not stop a
 /// legacy request) and answers with SSE. If it finishes before sending
@@ -471,6 +474,13 @@ where
             if !last.is_empty() {
                 stream::encode(&Frame::Event { id: None, data: last }, &mut out);
             }
+            // A body larger than one TCP segment may arrive in part: keep
+            // its events for a resume (see transport::http::stream).
+            if out.len() > ONE_SEGMENT
+                && let Some(s) = &resumable
+            {
+                s.log_from_now();
+            }
             return sse(Body::from(out.freeze()));
         }
         f = rx.recv() => f,
@@ -490,7 +500,9 @@ where
     if let Some(f) = first {
         stream::encode(&f, &mut prelude);
     }
-    let _keep = resumable;
+    if let Some(s) = &resumable {
+        s.log_from_now();
+    }
     let settings = state.settings();
     // A request's stream is not cut on shutdown: the drain lets it finish
     // (the listener's stop deadline bounds it).

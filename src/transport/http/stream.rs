@@ -9,6 +9,15 @@
 //!
 //! Event ids are `{kind}{stream}_{seq}`: kind `r` for a request's stream,
 //! `g` for the session's standalone (GET) stream.
+//!
+//! Writing every event to SQLite costs a row per message, so a request's
+//! stream logs lazily: a request answered in one small piece (the common
+//! case: priming event and response in one write) is delivered whole or
+//! not at all, and a client without the priming event has nothing to
+//! resume from; its events stay in memory only. Once a stream streams
+//! (something went out before the answer), grows large, or loses its
+//! connection, everything it holds is logged, and every later event too.
+//! Standalone streams log from the start.
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -91,6 +100,10 @@ struct Inner {
     delivered_attached: bool,
     /// No more events will come (the request was answered).
     done: bool,
+    /// Events are written to the log (see the module docs).
+    logging: bool,
+    /// The highest seq written to the log.
+    logged_upto: u64,
 }
 
 pub struct SseStream {
@@ -121,6 +134,8 @@ impl SseStream {
                 conn: None,
                 delivered_attached: false,
                 done: false,
+                logging: kind == Kind::Standalone,
+                logged_upto: 0,
             }),
             store,
         }
@@ -184,18 +199,43 @@ impl SseStream {
     }
 }
 
+impl SseStream {
+    /// Logs everything held in memory not logged yet, and every event from
+    /// now on.
+    pub fn log_from_now(&self) {
+        let mut inner = self.lock();
+        inner.logging = true;
+        self.log_pending(&mut inner);
+    }
+
+    fn log_pending(&self, inner: &mut Inner) {
+        let Some(store) = &self.store else { return };
+        let from = inner.logged_upto;
+        for (seq, data) in inner.recent.iter().filter(|(s, _)| *s > from) {
+            let (sid, stream, seq, text) = (self.session_id.clone(), self.id, *seq, data.clone());
+            let at = store::now_secs();
+            store.write_batched(move |tx| {
+                // Our own serialized JSON: valid UTF-8.
+                let text = std::str::from_utf8(&text).unwrap_or_default();
+                store::events::append(tx, &sid, stream, seq, text, at)
+            });
+        }
+        if let Some((last, _)) = inner.recent.back() {
+            inner.logged_upto = inner.logged_upto.max(*last);
+        }
+    }
+}
+
 impl Sink for SseStream {
     fn send(&self, message: Vec<u8>) -> bool {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let data = Bytes::from(message);
-        if let Some(store) = &self.store {
-            let (sid, stream, text) = (self.session_id.clone(), self.id, data.clone());
-            store.write_detached_now("sse event", move |tx| {
-                let text = String::from_utf8_lossy(&text);
-                store::events::append(tx, &sid, stream, seq, &text, store::now_secs())
-            });
-        }
         let mut inner = self.lock();
+        if inner.recent.len() == RECENT && !inner.logging {
+            // About to forget an event: from here on the log must hold them.
+            inner.logging = true;
+            self.log_pending(&mut inner);
+        }
         inner.recent.push_back((seq, data.clone()));
         if inner.recent.len() > RECENT {
             inner.recent.pop_front();
@@ -206,14 +246,22 @@ impl Sink for SseStream {
         };
         let sent = inner.conn.as_ref().is_some_and(|c| c.send(frame).is_ok());
         if !sent {
+            // No live connection: the client will need this from the log.
             inner.conn = None;
+            inner.logging = true;
         }
         inner.delivered_attached = sent;
+        if inner.logging {
+            self.log_pending(&mut inner);
+        }
         true
     }
 
     fn close_connection(&self, retry_ms: u64) {
-        if let Some(conn) = self.lock().conn.take() {
+        let mut inner = self.lock();
+        inner.logging = true;
+        self.log_pending(&mut inner);
+        if let Some(conn) = inner.conn.take() {
             let _ = conn.send(Frame::Close { retry_ms });
         }
     }
