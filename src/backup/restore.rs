@@ -229,6 +229,11 @@ pub fn restore_offline(
     dry_run: bool,
 ) -> Result<Restored, BackupError> {
     let started = Instant::now();
+    // Restoring into a fresh directory (a restore test) is fine.
+    std::fs::create_dir_all(&b.data_dir).map_err(|source| BackupError::Dir {
+        path: b.data_dir.display().to_string(),
+        source,
+    })?;
     let data_lock = DataDirLock::acquire(&b.data_dir, Duration::ZERO)?;
     let dir_lock = DirLock::acquire(&b.dir)?;
     let prepared = match prepare(b, target) {
