@@ -592,3 +592,19 @@ fn kill_9_of_the_daemon_during_an_online_restore_leaves_the_old_database() {
     let d = start_daemon(&data, &[], &t.path().join("again.log"));
     stop_daemon(d);
 }
+
+#[test]
+fn a_restore_test_into_a_fresh_directory_gets_a_database_the_daemon_serves() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    make_db(&data, "A", 20, 20);
+    create(&data, &[]);
+    let scratch = t.path().join("restore-test");
+    let dir = data.join("backups");
+    let env = [("ERLMCP_BACKUP__DIR", dir.to_str().unwrap())];
+    let r = json(&scratch, &["restore", "latest"], &env, 0);
+    assert!(r["previous"].is_null(), "nothing was replaced: {r}");
+    assert_eq!(marker_of(&scratch.join("erlmcp.db")), "A");
+    let d = start_daemon(&scratch, &[], &t.path().join("daemon.log"));
+    stop_daemon(d);
+}
