@@ -34,6 +34,11 @@ pub enum AppError {
     Escalated(String),
     #[error("{0}")]
     Unreachable(String),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    /// Already reported (on stdout as JSON, or on stderr); carries the code.
+    #[error("{message}")]
+    Reported { message: String, code: u8 },
 }
 
 impl AppError {
@@ -43,11 +48,14 @@ impl AppError {
             AppError::Config(_) | AppError::Toolsets(_) => exit::CONFIG,
             AppError::Store(StoreError::SchemaTooNew { .. }) => exit::DATA_TOO_NEW,
             AppError::Store(StoreError::DataDir { .. }) => exit::CANT_CREATE,
+            AppError::Store(StoreError::Locked { .. }) => exit::TEMP_FAIL,
             AppError::Store(StoreError::Sqlite(_)) => exit::CANT_CREATE,
             AppError::Store(_) => exit::FAILURE,
             AppError::Bind { .. } => exit::UNAVAILABLE,
             AppError::Io(_) | AppError::Escalated(_) => exit::FAILURE,
             AppError::Unreachable(_) => exit::UNAVAILABLE,
+            AppError::Backup(e) => e.exit_code(),
+            AppError::Reported { code, .. } => *code,
         }
     }
 }

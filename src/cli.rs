@@ -37,6 +37,11 @@ pub enum Command {
     },
     /// Ask a running daemon how it is doing (through its ops listener).
     Status(StatusArgs),
+    /// Backups: create, list, verify, prune (through the daemon's ops
+    /// listener when one answers, else on the files).
+    Backup(crate::backup::cli::BackupArgs),
+    /// Restore the database from a backup (ID or `latest`), verified first.
+    Restore(crate::backup::cli::RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +138,8 @@ fn run(cli: Cli) -> Result<(), AppError> {
             runtime()?.block_on(app::run_stdio(&config))
         }
         Command::Status(args) => status(args),
+        Command::Backup(args) => crate::backup::cli::backup(args),
+        Command::Restore(args) => crate::backup::cli::restore(args),
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Config {
     pub mcp: McpConfig,
     pub toolsets: ToolsetsConfig,
     pub prompts: Vec<PromptConfig>,
+    pub backup: BackupConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -175,6 +176,72 @@ pub struct PromptArgumentConfig {
     pub values: Vec<String>,
 }
 
+/// `[backup]`: scheduled, verified snapshots of the database (see
+/// `docs/operations/backup-and-restore.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Run the scheduler in the daemon. Off for ad-hoc runs; the packaged
+    /// units turn it on. `erlmcp backup create` works either way.
+    pub enabled: bool,
+    /// Where backups go; default `<data_dir>/backups`.
+    pub dir: Option<PathBuf>,
+    /// When: an interval (`"15m"`, `"6h"`) or calendar times (`"hourly"`,
+    /// `"daily 03:30"`, `"*:00/15"`), UTC. Grammar in [`crate::backup::schedule`].
+    pub schedule: String,
+    /// Retention: the newest N good backups are always kept ...
+    pub keep_last: usize,
+    /// ... plus the newest of each of the last N hours, days, ISO weeks.
+    pub hourly: usize,
+    pub daily: usize,
+    pub weekly: usize,
+    /// Pages copied per step of the SQLite backup API ...
+    pub step_pages: u32,
+    /// ... and the pause between steps, so the copy does not hog the disk.
+    pub step_pause_ms: u64,
+    /// zstd level (1-19).
+    pub compression_level: i32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            enabled: false,
+            dir: None,
+            schedule: "hourly".into(),
+            keep_last: 3,
+            hourly: 24,
+            daily: 7,
+            weekly: 4,
+            step_pages: 1024,
+            step_pause_ms: 2,
+            compression_level: 3,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// The backup directory for a data directory.
+    pub fn dir_for(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("backups"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        crate::backup::schedule::Schedule::parse(&self.schedule)
+            .map_err(|e| format!("backup.schedule: {e}"))?;
+        if self.step_pages == 0 {
+            return Err("backup.step_pages must be at least 1".into());
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            return Err("backup.compression_level must be between 1 and 19".into());
+        }
+        if self.keep_last == 0 {
+            return Err("backup.keep_last must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -189,6 +256,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             toolsets: ToolsetsConfig::default(),
             prompts: Vec::new(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -364,6 +432,7 @@ impl Config {
         if self.toolsets.files.enabled && self.toolsets.files.roots.is_empty() {
             return Err("toolsets.files is enabled but lists no roots".into());
         }
+        self.backup.validate()?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {
                 return Err(format!("prompts[{i}].name is empty"));
@@ -419,6 +488,22 @@ mod tests {
         assert!(c.toolsets.memory.enabled);
         assert!(!c.toolsets.conformance.enabled);
         assert_eq!(c.store.synchronous, Synchronous::Full);
+        assert!(!c.backup.enabled);
+        assert_eq!(c.backup.dir_for(Path::new("/d")), Path::new("/d/backups"));
+    }
+
+    #[test]
+    fn backup_settings_are_checked() {
+        let c = parse("[backup]\nenabled = true\nschedule = 'daily 03:30'\n", &[]).unwrap();
+        assert!(c.backup.enabled);
+        let e = parse("[backup]\nschedule = 'sometimes'\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup.schedule"), "{e}");
+        let e = parse("[backup]\nkeep_last = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep_last"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!  ├─ store        writer heartbeat; restarts a dead writer thread   (permanent, critical)
 //!  ├─ maintenance  session expiry, SSE event-log pruning             (permanent)
 //!  ├─ file-watch   watchers of the files toolset's roots             (permanent)
-//!  ├─ ops          /healthz /readyz /metrics /status listener        (permanent)
+//!  ├─ ops          /healthz /readyz /metrics /status, backup endpoints (permanent)
+//!  ├─ backup       scheduled, verified backups + prune ([backup] enabled) (permanent)
 //!  ├─ http         the MCP listener on /mcp                          (permanent)
 //!  ├─ reload       SIGHUP → configuration reload                     (permanent)
 //!  ├─ status       systemd STATUS= line                              (permanent)
@@ -234,6 +235,9 @@ fn tree_for(
     if let Some(l) = ops_listener {
         root = root.child(ops_child(ctx, l));
     }
+    if let Some(s) = crate::backup::scheduler::Scheduler::from_config(config, &ctx.store) {
+        root = root.child(backup_child(s));
+    }
     root.child(http_child(ctx, mcp).shutdown(drain))
         .child(reload_child(ctx))
         .child(status_child(ctx))
@@ -290,16 +294,36 @@ fn files_child(ctx: &Arc<Ctx>) -> ChildSpec {
     })
 }
 
+/// Takes the scheduled backups; a failing backup is an alert (metrics,
+/// log, STATUS=), never a reason for this child to exit.
+fn backup_child(scheduler: crate::backup::scheduler::Scheduler) -> ChildSpec {
+    ChildSpec::new("backup", Restart::Permanent, move |stop| {
+        let s = scheduler.clone();
+        async move {
+            s.run(stop).await;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
 fn ops_child(ctx: &Arc<Ctx>, listener: std::net::TcpListener) -> ChildSpec {
     let ctx = ctx.clone();
     let listener = Arc::new(listener);
     ChildSpec::new("ops", Restart::Permanent, move |stop| {
-        let (state, listener) = (ctx.ops.clone(), listener.clone());
+        let backups = crate::backup::ops::BackupApi {
+            backups: crate::backup::Backups::from_config(
+                &ctx.config.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
+            server: ctx.server.clone(),
+        };
+        let router = ops::router(ctx.ops.clone()).merge(crate::backup::ops::router(backups));
+        let listener = listener.clone();
         async move {
             let l =
                 tokio::net::TcpListener::from_std(listener.try_clone().map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?;
-            axum::serve(l, ops::router(state))
+            axum::serve(l, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
                 .map_err(|e| format!("ops listener: {e}"))

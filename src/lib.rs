@@ -15,6 +15,9 @@
 //! - [`store`]: SQLite. One writer thread commits in groups, a few readers,
 //!   migrations, and one module per table family (sessions, SSE events,
 //!   audit log, key-value).
+//! - [`backup`]: online, zstd-compressed, verified snapshots with JSON
+//!   manifests; retention; restore (offline on the files, or through the
+//!   daemon's store); the scheduler the daemon runs.
 //! - [`toolsets`]: what is served. One module per toolset (`memory`,
 //!   `files`, `prompts`, `conformance`), registered in
 //!   [`toolsets::registry`], merged by [`toolsets::Catalog`].
@@ -35,6 +38,7 @@
 //! handler; the transport writes the result as JSON or SSE.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;

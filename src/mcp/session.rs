@@ -209,6 +209,20 @@ impl SessionRegistry {
         Ok(was_live || was_stored)
     }
 
+    /// Drops every in-memory session (after a restore replaced the
+    /// database). Sessions the restored database still has come back from
+    /// it on their next request; the others get "unknown session" (404).
+    pub fn forget_all(&self) -> usize {
+        let ids: Vec<Arc<str>> = self.live.iter().map(|e| e.key().clone()).collect();
+        for id in &ids {
+            if let Some((_, s)) = self.live.remove(id) {
+                s.peer
+                    .fail_pending("the database was restored from a backup");
+            }
+        }
+        ids.len()
+    }
+
     pub fn live_count(&self) -> usize {
         self.live.len()
     }

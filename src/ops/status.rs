@@ -29,6 +29,9 @@ pub struct Status {
     pub data_dir: String,
     pub config: Option<String>,
     pub last_reload: Option<String>,
+    /// The last backup this process took, or its failure.
+    #[serde(default)]
+    pub last_backup: Option<String>,
     pub children: BTreeMap<String, ChildStatus>,
 }
 
@@ -88,6 +91,7 @@ pub fn snapshot(s: &OpsState) -> Status {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        last_backup: crate::backup::metrics::status_line(),
         children: s
             .tree
             .snapshot()
@@ -116,7 +120,7 @@ pub fn update_gauges(s: &OpsState) {
 
 /// One line for systemd's STATUS= and a log line.
 pub fn one_line(s: &Status) -> String {
-    format!(
+    let mut line = format!(
         "{} on {}; {} sessions, {} SSE streams, {} in flight; db {}",
         s.role,
         s.mcp_listen,
@@ -124,7 +128,12 @@ pub fn one_line(s: &Status) -> String {
         s.sse_streams,
         s.requests_in_flight,
         human_bytes(s.database_bytes)
-    )
+    );
+    if let Some(b) = &s.last_backup {
+        line.push_str("; ");
+        line.push_str(b);
+    }
+    line
 }
 
 /// The summary `erlmcp status` prints.
@@ -149,6 +158,9 @@ pub fn human(s: &Status) -> String {
     ));
     if let Some(r) = &s.last_reload {
         out.push_str(&format!("  reload     {r}\n"));
+    }
+    if let Some(b) = &s.last_backup {
+        out.push_str(&format!("  backup     {b}\n"));
     }
     let restarted: Vec<String> = s
         .children

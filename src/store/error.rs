@@ -21,6 +21,16 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "another erlmcp process holds the data directory (lock {path}); stop it, or go through its \
+         ops listener"
+    )]
+    Locked { path: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("the commit failed, nothing in this batch was stored: {0}")]
     CommitFailed(String),
     #[error("the store is shut down")]

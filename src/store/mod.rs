@@ -6,8 +6,10 @@
 //! after the commit is durable; [`Store::read`] runs it on a reader.
 
 mod error;
+pub mod lock;
 pub mod migrations;
 mod readers;
+pub mod swap;
 mod writer;
 
 pub mod audit;
@@ -79,7 +81,11 @@ struct Inner {
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     synchronous: Synchronous,
     readers: flume::Sender<readers::ReadJob>,
+    /// The reader connections, which a restore closes and re-opens.
+    reader_pool: Arc<readers::Pool>,
     stats: Arc<WriterStats>,
+    /// Held while the store is open; released when the last handle drops.
+    _lock: lock::DataDirLock,
 }
 
 /// The database file name inside the data directory.
@@ -94,24 +100,25 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        check_schema_not_newer(&conn, &path)?;
-        configure_writer(&conn, opts.synchronous)?;
-        migrations::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        // A newer database is refused before anything is created beside it,
+        // the lock file included.
+        precheck_schema(&path)?;
+        // A moment's grace: a store closed just before (restart in-process,
+        // an offline restore finishing) may still be letting go.
+        let lock = lock::DataDirLock::acquire(data_dir, Duration::from_secs(2))?;
+        let conn = open_writer(&path, opts.synchronous)?;
 
         let stats = Arc::new(WriterStats::default());
-        let (wtx, wrx) = flume::bounded(4096);
-        let thread = writer::spawn(conn, wrx.clone(), stats.clone())
-            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         let (rtx, rrx) = flume::bounded(4096);
-        readers::spawn(&path, opts.readers.max(1), rrx)?;
+        let pool = readers::spawn(&path, opts.readers.max(1), rrx)?;
+        let (wtx, wrx) = flume::bounded(4096);
+        let reopen = writer::Reopen {
+            path: path.clone(),
+            sync: opts.synchronous,
+            readers: pool.clone(),
+        };
+        let thread = writer::spawn(conn, wrx.clone(), stats.clone(), reopen)
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 batch: Default::default(),
@@ -121,7 +128,9 @@ impl Store {
                 writer_thread: std::sync::Mutex::new(Some(thread)),
                 synchronous: opts.synchronous,
                 readers: rtx,
+                reader_pool: pool,
                 stats,
+                _lock: lock,
             }),
         })
     }
@@ -152,10 +161,16 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure_writer(&conn, self.inner.synchronous)?;
+        let reopen = writer::Reopen {
+            path: self.inner.path.clone(),
+            sync: self.inner.synchronous,
+            readers: self.inner.reader_pool.clone(),
+        };
         let thread = writer::spawn(
             conn,
             self.inner.writer_queue.clone(),
             self.inner.stats.clone(),
+            reopen,
         )
         .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         *slot = Some(thread);
@@ -312,6 +327,31 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Puts `new_file` (a complete, fsynced, verified database in the data
+    /// directory) in place of the open database, between two commit
+    /// groups: checkpoint, close the writer and the readers, swap the file
+    /// (see [`swap`]), re-open (migrating an older schema). Writes and reads
+    /// queued meanwhile wait and then run against the new file. Returns
+    /// where the old database was kept.
+    pub async fn replace_with(
+        &self,
+        new_file: &Path,
+        stamp: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = writer::Command::Replace(writer::Replace {
+            new_file: new_file.to_owned(),
+            stamp: stamp.to_owned(),
+            reply: tx,
+        });
+        self.inner
+            .writer
+            .send_async(cmd)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `f` on a reader connection.
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -350,6 +390,38 @@ impl Store {
     }
 }
 
+/// Opens the write connection: refuses a newer schema, sets WAL and the
+/// pragmas, migrates to the latest schema.
+fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    check_schema_not_newer(&conn, path)?;
+    configure_writer(&conn, sync)?;
+    migrations::migrations()
+        .to_latest(&mut conn)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(conn)
+}
+
+/// A read-only look at an existing file's schema version; any other
+/// problem is left to [`open_writer`], which checks again.
+fn precheck_schema(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Ok(());
+    };
+    match check_schema_not_newer(&conn, path) {
+        Err(e @ StoreError::SchemaTooNew { .. }) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Reads `user_version` before anything else touches the file.
 fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -382,7 +454,7 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<(), StoreErr
     Ok(())
 }
 
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -390,6 +462,12 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;
          PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;",
+    )?;
+    // A reader must never checkpoint or delete the WAL on close: after a
+    // restore swapped the file, that WAL name belongs to the new database.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
     )?;
     Ok(conn)
 }

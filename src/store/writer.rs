@@ -4,12 +4,14 @@
 //! a job's caller hears back only after that commit is durable.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::readers::Pool;
+use super::{StoreError, Synchronous};
 
 /// How many queued jobs one commit may carry.
 const MAX_GROUP: usize = 512;
@@ -26,6 +28,23 @@ pub(super) enum Command {
     /// Run outside any transaction (checkpoint, backup, vacuum); the closure
     /// reports back itself.
     Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Put another database file in place of ours (restore).
+    Replace(Replace),
+}
+
+pub(super) struct Replace {
+    /// A complete, fsynced, verified database in the same directory.
+    pub new_file: PathBuf,
+    /// Names the kept pre-restore copy.
+    pub stamp: String,
+    pub reply: oneshot::Sender<Result<Option<PathBuf>, StoreError>>,
+}
+
+/// What the writer needs to close and re-open the database.
+pub(super) struct Reopen {
+    pub path: PathBuf,
+    pub sync: Synchronous,
+    pub readers: Arc<Pool>,
 }
 
 /// Writer progress, read by health checks.
@@ -40,34 +59,99 @@ pub(super) fn spawn(
     mut conn: Connection,
     rx: flume::Receiver<Command>,
     stats: Arc<WriterStats>,
+    reopen: Reopen,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("erlmcp-writer".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut group = Vec::new();
-                let mut exclusive = None;
+                let mut after = None;
                 match first {
                     Command::Job(j) => group.push(j),
-                    Command::Exclusive(f) => exclusive = Some(f),
+                    other => after = Some(other),
                 }
-                while exclusive.is_none() && group.len() < MAX_GROUP {
+                while after.is_none() && group.len() < MAX_GROUP {
                     match rx.try_recv() {
                         Ok(Command::Job(j)) => group.push(j),
-                        Ok(Command::Exclusive(f)) => exclusive = Some(f),
+                        Ok(other) => after = Some(other),
                         Err(_) => break,
                     }
                 }
                 if !group.is_empty() {
                     commit_group(&mut conn, group, &stats);
                 }
-                if let Some(f) = exclusive {
-                    f(&mut conn);
+                match after {
+                    Some(Command::Exclusive(f)) => f(&mut conn),
+                    Some(Command::Replace(r)) => {
+                        let out = replace(&mut conn, &reopen, &r.new_file, &r.stamp);
+                        let _ = r.reply.send(out);
+                    }
+                    Some(Command::Job(_)) | None => {}
                 }
             }
             // The queue is closed: leave a clean database behind.
             let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
         })
+}
+
+/// Swaps the database file between two groups. Jobs queued meanwhile wait
+/// in the channel; reads wait for their slot. On any failure before the
+/// rename the old file is re-opened; after it, the old file is put back.
+fn replace(
+    conn: &mut Connection,
+    ctx: &Reopen,
+    new_file: &Path,
+    stamp: &str,
+) -> Result<Option<PathBuf>, StoreError> {
+    let paused = ctx.readers.pause();
+    checkpoint_truncate(conn)?;
+    // Close ours: as the last connection it also removes the (empty) WAL.
+    let old = std::mem::replace(conn, Connection::open_in_memory()?);
+    if let Err((_, e)) = old.close() {
+        *conn = super::open_writer(&ctx.path, ctx.sync)?;
+        return Err(e.into());
+    }
+    let swapped = super::swap::swap_in(&ctx.path, new_file, stamp);
+    let kept = match swapped {
+        Ok(kept) => kept,
+        Err(e) => {
+            *conn = super::open_writer(&ctx.path, ctx.sync)?;
+            let _ = paused.reopen();
+            return Err(e);
+        }
+    };
+    match super::open_writer(&ctx.path, ctx.sync) {
+        Ok(c) => *conn = c,
+        Err(e) => {
+            tracing::error!(error = %e, "the restored database does not open; putting the old one back");
+            if let Some(k) = &kept {
+                std::fs::rename(k, &ctx.path).map_err(|source| StoreError::Io {
+                    what: "putting the old database back".into(),
+                    source,
+                })?;
+            }
+            *conn = super::open_writer(&ctx.path, ctx.sync)?;
+            let _ = paused.reopen();
+            return Err(e);
+        }
+    }
+    if let Err(e) = paused.reopen() {
+        tracing::warn!(error = %e, "readers will re-open on their next read");
+    }
+    Ok(kept)
+}
+
+/// Moves every WAL frame into the main file; fails when a reader elsewhere
+/// keeps part of the WAL alive.
+fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        return Err(StoreError::Invalid(
+            "the WAL could not be checkpointed: another process is reading the database".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
