@@ -177,3 +177,33 @@ fn a_request_right_behind_initialize_waits_for_it() {
     let r = c.until_response(&json!(2));
     assert!(r["result"]["tools"].is_array(), "{r}");
 }
+
+#[test]
+fn a_stdio_client_and_the_daemon_share_a_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let server = Server::start_in(&data, &[]);
+    let (mut s, _) = Session::open(&server.url(), "2025-11-25");
+    s.call(
+        "create_entities",
+        json!({ "entities": [{ "name": "from-http", "entityType": "t", "observations": [] }] }),
+    );
+    let mut c = StdioClient::start(&data, &[]);
+    c.initialize("2025-11-25");
+    let r = c.request(
+        1,
+        "tools/call",
+        json!({ "name": "create_entities", "arguments": { "entities": [
+        { "name": "from-stdio", "entityType": "t", "observations": [] } ] } }),
+    );
+    assert!(r["result"].is_object(), "{r}");
+    let g = s.call("read_graph", json!({}));
+    let mut names: Vec<&str> = g.result()["structuredContent"]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["from-http", "from-stdio"]);
+}

@@ -22,8 +22,9 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "another erlmcp process holds the data directory (lock {path}); stop it, or go through its \
-         ops listener"
+        "another erlmcp process uses the data directory (lock {path}): a running daemon, or an \
+         `erlmcp stdio` client; stop it (a restore through the daemon needs its clients stopped), \
+         or go through the daemon's ops listener"
     )]
     Locked { path: String },
     #[error("{what}: {source}")]

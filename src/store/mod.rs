@@ -105,7 +105,7 @@ impl Store {
         precheck_schema(&path)?;
         // A moment's grace: a store closed just before (restart in-process,
         // an offline restore finishing) may still be letting go.
-        let lock = lock::DataDirLock::acquire(data_dir, Duration::from_secs(2))?;
+        let lock = lock::DataDirLock::shared(data_dir, Duration::from_secs(2))?;
         let conn = open_writer(&path, opts.synchronous)?;
 
         let stats = Arc::new(WriterStats::default());
@@ -334,6 +334,23 @@ impl Store {
     /// queued meanwhile wait and then run against the new file. Returns
     /// where the old database was kept.
     pub async fn replace_with(
+        &self,
+        new_file: &Path,
+        stamp: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        // Another process with the file open (a stdio client) would keep
+        // writing to the old one: only swap while this is the only user.
+        if !self.inner._lock.try_upgrade() {
+            return Err(StoreError::Locked {
+                path: self.inner._lock.path().display().to_string(),
+            });
+        }
+        let out = self.replace_exclusively(new_file, stamp).await;
+        self.inner._lock.downgrade();
+        out
+    }
+
+    async fn replace_exclusively(
         &self,
         new_file: &Path,
         stamp: &str,
