@@ -428,6 +428,13 @@ in
     {
       assertions = [
         {
+          # The options exist so configurations can be written against the
+          # interface; the binary gains [replication] and `erlmcp role` with
+          # the replication work, and then this assertion goes.
+          assertion = cfg.replication.role == null && !cfg.failover.enable;
+          message = "services.erlmcp.replication and services.erlmcp.failover are not available yet: this erlmcp (${cfg.package.version or "current"}) has no replication; leave replication.role null and failover.enable false.";
+        }
+        {
           assertion = !cfg.failover.enable || cfg.replication.role != null;
           message = "services.erlmcp.failover.enable needs services.erlmcp.replication.role: keepalived moves the virtual IP between a primary and a standby, so both nodes must replicate.";
         }
