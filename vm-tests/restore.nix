@@ -1,5 +1,6 @@
-# Story "restore": backups taken on a schedule and on demand, verified, and
-# restored (latest, or by id) on the same server.
+# Story "restore": a scheduled backup holds the acknowledged writes; the
+# database is lost; `restore latest` skips a corrupted newer backup and
+# brings back exactly what the good one held.
 # Script: vm-tests/scenarios/restore.py (shared with the local harness).
 { common }:
 
@@ -8,9 +9,11 @@ common.mkTest {
   nodes = {
     server = {
       imports = [ common.erlmcpNode ];
+      # As the harness's machines.json: a backup every 10 s.
       services.erlmcp.backups = {
         enable = true;
-        schedule = "hourly";
+        schedule = "10s";
+        retention.keepLast = 10;
       };
       # Room for the database, its backups and the pre-restore copy.
       virtualisation.diskSize = 2048;

@@ -115,7 +115,7 @@ fn walk_back(b: &Backups, entries: &[catalog::Entry]) -> Result<Prepared, Backup
         match verify_candidate(b, m)? {
             Ok(file) => {
                 for s in &skipped {
-                    tracing::warn!(id = %s.id, reason = %s.reason, "restore latest: skipped");
+                    tracing::warn!(id = %s.id, reason = %s.reason, "restore latest: skipped {}: {}", s.id, s.reason);
                 }
                 return Ok(Prepared {
                     manifest: m.clone(),
