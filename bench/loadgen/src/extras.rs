@@ -123,6 +123,31 @@ pub async fn sessions(a: SessionsArgs) -> Result<(), String> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- wait
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+/// Polls with `GET URL` (no session is created) until any HTTP answer.
+pub async fn wait(a: WaitArgs) -> Result<(), String> {
+    let target = http::Target::parse(&a.url)?;
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < a.timeout {
+        if let Ok(mut c) = Conn::connect(target.clone()).await {
+            if c.probe().await.is_ok() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("{} did not answer within {}s", a.url, a.timeout))
+}
+
 // ---------------------------------------------------------------- startup
 
 #[derive(Args)]

@@ -212,6 +212,18 @@ impl Conn {
         }
     }
 
+    /// `GET` the endpoint without a session: any HTTP status will do.
+    pub async fn probe(&mut self) -> Result<StatusCode, Error> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = self.target.path.clone();
+        req.headers_mut().insert(HOST, self.target.host.clone());
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        self.sender.ready().await.map_err(transport)?;
+        let resp = self.sender.send_request(req).await.map_err(transport)?;
+        Ok(resp.status())
+    }
+
     /// The body of the last reply: the JSON, or the SSE stream's raw text.
     pub fn last_body(&self) -> &[u8] {
         &self.buf

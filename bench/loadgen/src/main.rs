@@ -46,6 +46,8 @@ enum Cmd {
     Memory(extras::MemoryArgs),
     /// Print a free TCP port on 127.0.0.1 (for scripts).
     Port,
+    /// Wait until URL answers an HTTP request at all (any status; opens no session).
+    Wait(extras::WaitArgs),
 }
 
 #[derive(Args)]
@@ -110,6 +112,7 @@ fn main() {
         Some(Cmd::Sessions(a)) => runtime(a.threads).block_on(extras::sessions(a)),
         Some(Cmd::Startup(a)) => runtime(1).block_on(extras::startup(a)),
         Some(Cmd::Memory(a)) => runtime(1).block_on(extras::memory(a)),
+        Some(Cmd::Wait(a)) => runtime(1).block_on(extras::wait(a)),
         Some(Cmd::Port) => std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| println!("{}", a.port()))
