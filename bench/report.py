@@ -66,7 +66,8 @@ def main(out_dir):
     w("# erlmcp performance\n")
     w(
         f"Latest run: **{meta['date']}** on **{meta['cores']} cores** ({meta['cpu']}, Linux {meta['kernel']}), "
-        f"shared by the load generator and the server under test.\n"
+        f"shared by the load generator and the server under test; load average (1/5/15 min) "
+        f"{meta.get('loadavg', '?')}.\n"
     )
     w(f"Command (from the repository root): `{meta['command']}`\n")
     w(
