@@ -23,15 +23,24 @@ use crate::{
 
 /// When to stop, shared by every worker.
 pub struct Control {
+    /// A request unanswered this long is an error (HTTP: the connection is
+    /// replaced; stdio: the run ends).
+    pub timeout: Duration,
     pub measure_start: Instant,
     pub end: Option<Instant>,
     pub tickets: Option<AtomicI64>,
 }
 
 impl Control {
-    pub fn new(warmup: Duration, duration: Option<Duration>, requests: Option<u64>) -> Self {
+    pub fn new(
+        warmup: Duration,
+        duration: Option<Duration>,
+        requests: Option<u64>,
+        timeout: Duration,
+    ) -> Self {
         let measure_start = Instant::now() + warmup;
         Self {
+            timeout,
             measure_start,
             end: duration.map(|d| measure_start + d),
             tickets: requests.map(|n| AtomicI64::new(n as i64)),
@@ -131,7 +140,18 @@ pub async fn http_worker(
             break;
         }
         id += 1;
-        let res = conn.post(tpl.body(id), session.as_ref(), Some(id)).await;
+        let res = match tokio::time::timeout(
+            ctl.timeout,
+            conn.post(tpl.body(id), session.as_ref(), Some(id)),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(http::Error::Transport(format!(
+                "no complete response within {:?}",
+                ctl.timeout
+            ))),
+        };
         let done = Instant::now();
         match res {
             Ok(r) => {
@@ -210,13 +230,18 @@ pub async fn stdio_run(proc_: StdioProc, n: usize, tpl: Arc<Template>, ctl: Arc<
     }
     while live > 0 {
         line.clear();
-        match r.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => {
+        match tokio::time::timeout(ctl.timeout, r.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 t.error(|| "server closed stdout".into());
                 t.errors += live as u64;
                 break;
             }
-            Ok(_) => {}
+            Err(_) => {
+                t.error(|| format!("no response within {:?}", ctl.timeout));
+                t.errors += live as u64;
+                break;
+            }
+            Ok(Ok(_)) => {}
         }
         let (id, ok) = match rpc::classify(&line) {
             Class::Response { id, ok } => (id, ok),

@@ -87,6 +87,9 @@ struct LoadArgs {
     /// Append the stdio server's stderr to this file (default: discard).
     #[arg(long)]
     server_stderr: Option<String>,
+    /// Seconds after which an unanswered request counts as an error.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
     /// Exit non-zero if any request failed or none completed (smoke tests).
     #[arg(long)]
     check: bool,
@@ -145,10 +148,15 @@ async fn run_load(a: LoadArgs) -> Result<(), String> {
         let mut joins = tokio::task::JoinSet::new();
         for _ in 0..n {
             let target = target.clone();
+            let limit = Duration::from_secs_f64(a.timeout);
             joins.spawn(async move {
-                let mut c = http::Conn::connect(target).await?;
-                let sid = c.handshake().await?;
-                Ok::<_, http::Error>((c, sid))
+                tokio::time::timeout(limit, async move {
+                    let mut c = http::Conn::connect(target).await?;
+                    let sid = c.handshake().await?;
+                    Ok::<_, http::Error>((c, sid))
+                })
+                .await
+                .unwrap_or_else(|_| Err(http::Error::Transport("handshake timed out".into())))
             });
         }
         while let Some(j) = joins.join_next().await {
@@ -158,7 +166,7 @@ async fn run_load(a: LoadArgs) -> Result<(), String> {
             opened.push((c, sid));
         }
         let sse = opened.first().map(|(c, _)| c.init_sse).unwrap_or(false);
-        let ctl = Arc::new(load::Control::new(warmup, duration, a.requests));
+        let ctl = Arc::new(load::Control::new(warmup, duration, a.requests, Duration::from_secs_f64(a.timeout)));
         let mut workers = tokio::task::JoinSet::new();
         for (c, sid) in opened {
             workers.spawn(load::http_worker(c, sid, tpl.clone(), ctl.clone()));
@@ -171,8 +179,10 @@ async fn run_load(a: LoadArgs) -> Result<(), String> {
     } else if let Some(cmd) = &a.stdio_cmd {
         let mut p = stdio::StdioProc::spawn(cmd, a.server_stderr.as_deref())
             .map_err(|e| format!("spawn {cmd}: {e}"))?;
-        p.handshake().await?;
-        let ctl = Arc::new(load::Control::new(warmup, duration, a.requests));
+        tokio::time::timeout(Duration::from_secs_f64(a.timeout), p.handshake())
+            .await
+            .map_err(|_| "stdio handshake timed out".to_string())??;
+        let ctl = Arc::new(load::Control::new(warmup, duration, a.requests, Duration::from_secs_f64(a.timeout)));
         let t = load::stdio_run(p, n, tpl, ctl.clone()).await;
         ("stdio", t, ctl)
     } else {
