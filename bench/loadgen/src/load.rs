@@ -77,6 +77,8 @@ pub struct Tally {
     pub errors: u64,
     pub last_done: Option<Instant>,
     pub first_error: Option<String>,
+    /// Whether replies came as SSE streams (HTTP).
+    pub sse: bool,
 }
 
 impl Tally {
@@ -87,6 +89,7 @@ impl Tally {
             errors: 0,
             last_done: None,
             first_error: None,
+            sse: false,
         }
     }
 
@@ -122,6 +125,7 @@ impl Tally {
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
+        self.sse |= o.sse;
     }
 }
 
@@ -155,6 +159,7 @@ pub async fn http_worker(
         let done = Instant::now();
         match res {
             Ok(r) => {
+                t.sse |= conn.last_was_sse;
                 if !r.ok && t.first_error.is_none() {
                     t.error(|| {
                         format!(

@@ -165,7 +165,6 @@ async fn run_load(a: LoadArgs) -> Result<(), String> {
                 .map_err(|e| format!("session setup: {e}"))?;
             opened.push((c, sid));
         }
-        let sse = opened.first().map(|(c, _)| c.init_sse).unwrap_or(false);
         let ctl = Arc::new(load::Control::new(warmup, duration, a.requests, Duration::from_secs_f64(a.timeout)));
         let mut workers = tokio::task::JoinSet::new();
         for (c, sid) in opened {
@@ -175,7 +174,8 @@ async fn run_load(a: LoadArgs) -> Result<(), String> {
         while let Some(t) = workers.join_next().await {
             total.merge(t.map_err(|e| e.to_string())?);
         }
-        (if sse { "http-sse" } else { "http-json" }, total, ctl)
+        let label = if total.sse { "http-sse" } else { "http-json" };
+        (label, total, ctl)
     } else if let Some(cmd) = &a.stdio_cmd {
         let mut p = stdio::StdioProc::spawn(cmd, a.server_stderr.as_deref())
             .map_err(|e| format!("spawn {cmd}: {e}"))?;
