@@ -108,6 +108,8 @@ def main(out_dir):
                     ratios.append(fmt_ratio(e / o) if (e and o and s != "erlmcp") else "—")
                 w(f"| {t} | {m} | {NAMES.get(s, s)} |" + "".join(cells) + " " + " / ".join(ratios) + " |")
     w("")
+    w("tools/list is not the same payload everywhere: erlmcp lists every tool of its enabled toolsets "
+      "(conformance fixture, memory, files), the peers and the ceiling list the one fixture tool.\n")
 
     # The load generator's own headroom.
     w("## Load generator ceiling\n")
