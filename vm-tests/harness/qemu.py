@@ -10,7 +10,7 @@ extracted from vmlinuz once and cached, which boots faster under TCG) with a
 tiny initrd (initrd.py: static busybox + virtio/ext4 modules, no udev),
 `-accel tcg,thread=multi -cpu max`.  KVM is used when a one-off
 probe boot with it works (cached in /var/cache/erlmcp-ci/kvm-probe.json);
-ERLMCP_CI_ACCEL=tcg|kvm overrides.  On this kind of host /dev/kvm is
+CI_ERLMCP_ACCEL=tcg|kvm overrides.  On this kind of host /dev/kvm is
 kvm_pvm and cannot run stock Debian kernels ("KVM internal error.
 Suberror: 1").
 
@@ -91,7 +91,7 @@ class QemuImage:
     def __init__(self, log, state, tree):
         self.log, self.state, self.tree = log, state, tree
         self.kernel = self.initrd = None
-        self.accel = os.environ.get("ERLMCP_CI_ACCEL", "auto")
+        self.accel = os.environ.get("CI_ERLMCP_ACCEL", "auto")
 
     def prepare(self):
         kernels = sorted(glob.glob(os.path.join(self.tree, "boot", "vmlinuz-*")))
@@ -109,7 +109,7 @@ class QemuImage:
                 cached = vmlinuz
         self.kernel = cached
         if self.accel not in ("auto", "tcg", "kvm"):
-            raise HarnessError(f"ERLMCP_CI_ACCEL={self.accel}: use auto, tcg or kvm")
+            raise HarnessError(f"CI_ERLMCP_ACCEL={self.accel}: use auto, tcg or kvm")
         if self.accel == "auto":
             self.accel = "kvm" if self._kvm_works() else "tcg"
         self.log.info(f"qemu: kernel {os.path.basename(self.kernel)}, accel {self.accel}")

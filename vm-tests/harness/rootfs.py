@@ -20,7 +20,7 @@ import time
 from . import host
 from .util import remove_tree, run, umount_under
 
-CACHE_DIR = os.environ.get("ERLMCP_CI_CACHE", "/var/cache/erlmcp-ci")
+CACHE_DIR = os.environ.get("CI_ERLMCP_CACHE", "/var/cache/erlmcp-ci")
 SUITE = "bookworm"
 VARIANT = "minbase"
 
@@ -95,7 +95,7 @@ def _unpack(log, p):
 
 def _build(log, p, state):
     start = time.monotonic()
-    mirror = os.environ.get("ERLMCP_CI_MIRROR") or host.debian_mirror(SUITE)
+    mirror = os.environ.get("CI_ERLMCP_MIRROR") or host.debian_mirror(SUITE)
     build = p["build"]
     if state is not None:
         state.add("tree", build)  # a killed build leaves mounts (proc, sys)
