@@ -499,3 +499,74 @@ fn notifications_made_while_the_client_was_away_are_replayed_after_a_restart() {
     }
     assert!(got.contains("memory://knowledge-graph"), "{got}");
 }
+
+/// Reads an SSE connection until `needle` shows up; panics if it ends first.
+fn read_until(raw: &mut std::net::TcpStream, needle: &str) -> String {
+    let (mut got, mut buf) = (String::new(), [0u8; 4096]);
+    while !got.contains(needle) {
+        let n = raw.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "the stream ended before {needle:?} came: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
+
+fn open_get(port: u16, session: &str, last_event_id: Option<&str>) -> std::net::TcpStream {
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(
+        raw,
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {session}\r\n{resume}\r\n"
+    )
+    .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw
+}
+
+/// The event log is written in batches, so a crash can lose its last rows
+/// after their events reached the client (here: deleted by hand, which is
+/// what such a crash leaves). Events after the restart must still get ids
+/// above the client's, or a resume from the client's id would skip them.
+#[test]
+fn a_crash_that_lost_logged_events_does_not_reuse_their_ids() {
+    let mut server = Server::start(&[]);
+    let (mut s, _) = Session::open(&server.url(), "2025-11-25");
+    s.request(
+        "resources/subscribe",
+        json!({ "uri": "memory://knowledge-graph" }),
+    );
+    let mut raw = open_get(server.port, &s.id, None);
+    read_until(&mut raw, "data:");
+    s.call(
+        "create_entities",
+        json!({ "entities": [{ "name": "a", "entityType": "t", "observations": [] }] }),
+    );
+    let got = read_until(&mut raw, "notifications/resources/updated");
+    let seen = got
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .unwrap()
+        .to_owned();
+    drop(raw);
+    std::thread::sleep(Duration::from_millis(200));
+    server.crash();
+    let db = rusqlite::Connection::open(server.data.join("erlmcp.db")).unwrap();
+    let lost = db
+        .execute("DELETE FROM sse_events WHERE session_id = ?1", [&s.id])
+        .unwrap();
+    assert!(lost > 0, "the live event was never logged");
+    drop(db);
+    server.restart();
+    s.call(
+        "create_entities",
+        json!({ "entities": [{ "name": "b", "entityType": "t", "observations": [] }] }),
+    );
+    let mut raw = open_get(server.port, &s.id, Some(&seen));
+    let got = read_until(&mut raw, "notifications/resources/updated");
+    let replayed: Vec<&str> = got.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert!(
+        !replayed.contains(&seen.as_str()),
+        "a new event reused the id {seen}: {got}"
+    );
+}

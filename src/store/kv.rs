@@ -33,3 +33,15 @@ pub fn get_or_insert(
     put(tx, key, &v)?;
     Ok(v)
 }
+
+/// Adds one to the counter under `key` (stored as a decimal string; absent
+/// counts as 0) and returns the new value.
+pub fn increment(tx: &Transaction<'_>, key: &str) -> Result<u64, StoreError> {
+    let current = get(tx, key)?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let next = current + 1;
+    put(tx, key, next.to_string().as_bytes())?;
+    Ok(next)
+}

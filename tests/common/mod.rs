@@ -95,8 +95,18 @@ impl Server {
 
     /// SIGKILL, then start again on the same port and data directory.
     pub fn crash_and_restart(&mut self) {
+        self.crash();
+        self.restart();
+    }
+
+    /// SIGKILL; the data directory stays as the crash left it.
+    pub fn crash(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
         self.child = spawn_serve(&self.data, self.port, &self.args, &[]);
         assert!(
             self.wait_ready(),

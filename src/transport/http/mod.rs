@@ -69,6 +69,9 @@ pub struct HttpState {
     open_streams: AtomicUsize,
 }
 
+/// The `kv` counter of server starts that numbers restored SSE streams.
+const INCARNATION_KEY: &str = "http.incarnation";
+
 impl HttpState {
     pub fn new(
         server: Arc<Server>,
@@ -112,7 +115,20 @@ impl HttpState {
     /// After a restart: re-creates the standalone stream of every session
     /// that had one, detached, so notifications (resource updates, list
     /// changes) are logged for the client to replay when its GET returns.
+    ///
+    /// Events are logged in batches, so a crash can lose the log's last few
+    /// rows after their events reached the client. Numbering on from the
+    /// last logged seq would then give new events ids the client already
+    /// holds, and a resume from such an id would skip them. So each start of
+    /// the server (a durable counter) gets its own range of seqs above every
+    /// earlier one: `incarnation << 32` and up.
     pub async fn restore_streams(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let incarnation = self
+            .server
+            .store
+            .write(|tx| crate::store::kv::increment(tx, INCARNATION_KEY))
+            .await?;
+        let floor = incarnation << 32;
         let rows = self
             .server
             .store
@@ -129,7 +145,7 @@ impl HttpState {
                 .store
                 .read(move |c| crate::store::events::last_seq(c, &s, stream))
                 .await?;
-            get::adopt_standalone(self, &session, stream, last + 1);
+            get::adopt_standalone(self, &session, stream, (last + 1).max(floor));
             restored += 1;
         }
         Ok(restored)

@@ -69,7 +69,7 @@ fn is_json(h: &HeaderMap) -> bool {
 }
 
 /// Reads at most `limit` bytes; more is 413, a broken body 400.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Response> {
     let too_large = || {
         json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,12 +77,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
             &McpError::invalid_request(format!("request body larger than {limit} bytes")),
         )
     };
-    match http_body_util::Limited::new(body, limit).collect().await {
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        drain(body).await;
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(&mut body, limit)
+        .collect()
+        .await
+    {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
+            drain(body).await;
             Err(too_large())
         }
         Err(e) => Err(json_error(
@@ -91,6 +99,24 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
             &McpError::invalid_request(format!("cannot read the request body: {e}")),
         )),
     }
+}
+
+/// Reads and discards the rest of an oversize body, within bounds. A client
+/// still sending when the connection closes gets a reset instead of our
+/// 413, and most clients then report a broken pipe, not the reason.
+async fn drain(mut body: Body) {
+    const MAX_BYTES: usize = 64 << 20;
+    const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MAX_TIME, discard).await;
 }
 
 /// How the request is to be served.
@@ -406,7 +432,9 @@ async fn legacy(
 }
 
 /// The priming event of a resumable stream, with the retry hint.
-fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
+/// The priming event with the reconnect delay: a client whose stream drops
+/// (a restart) waits that long before it resumes, not its own default.
+pub(super) fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
     let mut b = BytesMut::new();
     if let Frame::Event { id: Some(id), .. } = sse.priming() {
         b.extend_from_slice(format!("id: {id}\nretry: {retry_ms}\ndata: \n\n").as_bytes());
