@@ -348,8 +348,28 @@ pub fn record_metrics(method: &str, outcome: &Result<Reply, McpError>, started: 
         Ok(_) => "ok",
         Err(_) => "error",
     };
-    metrics::counter!("erlmcp_requests_total", "method" => method, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("erlmcp_request_duration_seconds", "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let (requests, duration) = request_metrics(method, outcome);
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
+}
+
+/// The request metrics' handles by label. The macros look a metric up by
+/// name and labels on every call, a measurable share of a request; the label
+/// sets are few and fixed, so each is looked up once.
+fn request_metrics(
+    method: &'static str,
+    outcome: &'static str,
+) -> (metrics::Counter, metrics::Histogram) {
+    type Handles =
+        dashmap::DashMap<(&'static str, &'static str), (metrics::Counter, metrics::Histogram)>;
+    static HANDLES: std::sync::LazyLock<Handles> = std::sync::LazyLock::new(Handles::default);
+    if let Some(h) = HANDLES.get(&(method, outcome)) {
+        return h.clone();
+    }
+    let handles = (
+        metrics::counter!("erlmcp_requests_total", "method" => method, "outcome" => outcome),
+        metrics::histogram!("erlmcp_request_duration_seconds", "method" => method),
+    );
+    HANDLES.insert((method, outcome), handles.clone());
+    handles
 }

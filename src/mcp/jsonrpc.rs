@@ -195,6 +195,12 @@ pub const MAX_DEPTH: usize = 128;
 
 /// True if brackets outside strings nest deeper than `max`.
 fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    // Fewer opening brackets in all than `max` cannot nest deeper; counting
+    // them is a vectorised pass, the exact scan below is byte by byte.
+    let opening = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if opening <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;

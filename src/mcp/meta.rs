@@ -55,7 +55,13 @@ impl RequestMeta {
         let Some(p) = params else {
             return RequestMeta::default();
         };
-        let f = serde_json::from_str::<WithMeta>(p.get())
+        // Most params carry no `_meta`; a key can only be spelled another
+        // way with a `\u` escape, so without either there is nothing to read.
+        let text = p.get();
+        if !text.contains("_meta") && !text.contains("\\u") {
+            return RequestMeta::default();
+        }
+        let f = serde_json::from_str::<WithMeta>(text)
             .ok()
             .and_then(|w| w.meta)
             .unwrap_or_default();
@@ -152,6 +158,19 @@ mod tests {
                 "io.modelcontextprotocol/clientCapabilities":{}}}"#,
         );
         assert_eq!(old.modern().err().unwrap().code, -32022);
+    }
+
+    #[test]
+    fn meta_is_read_however_its_key_is_spelled() {
+        assert!(
+            meta(r#"{"name":"x","arguments":{}}"#)
+                .progress_token
+                .is_none()
+        );
+        let plain = meta(r#"{"_meta":{"progressToken":"t"}}"#);
+        assert_eq!(plain.progress_token, Some(Value::from("t")));
+        let escaped = meta(r#"{"\u005fmeta":{"progressToken":7}}"#);
+        assert_eq!(escaped.progress_token, Some(Value::from(7)));
     }
 
     #[test]

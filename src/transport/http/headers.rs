@@ -26,20 +26,15 @@ pub fn accepts(headers: &HeaderMap) -> (bool, bool) {
     let mut json = false;
     let mut sse = false;
     for part in accept.split(',') {
-        let mime = part
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match mime.as_str() {
-            "application/json" | "application/*" => json = true,
-            "text/event-stream" | "text/*" => sse = true,
-            "*/*" => {
-                json = true;
-                sse = true;
-            }
-            _ => {}
+        let mime = part.split(';').next().unwrap_or("").trim();
+        let is = |m: &str| mime.eq_ignore_ascii_case(m);
+        if is("*/*") {
+            json = true;
+            sse = true;
+        } else if is("application/json") || is("application/*") {
+            json = true;
+        } else if is("text/event-stream") || is("text/*") {
+            sse = true;
         }
     }
     (json, sse)

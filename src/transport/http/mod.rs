@@ -16,7 +16,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use dashmap::DashMap;
@@ -176,16 +175,25 @@ impl Drop for OpenStream {
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
+    // Origin/Host are checked in the handler, not a middleware layer: the
+    // layer boxed and moved every request's future once more, for one call.
     Router::new()
         .route("/mcp", any(endpoint))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            check_origin,
-        ))
+        .fallback(not_found)
         .with_state(state)
 }
 
+async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Some(refused) = origin_refusal(&state, &req) {
+        return refused;
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
 async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Some(refused) = origin_refusal(&state, &req) {
+        return refused;
+    }
     match *req.method() {
         axum::http::Method::POST => post::handle(state, req).await,
         axum::http::Method::GET => get::handle(state, req).await,
@@ -199,12 +207,15 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
 }
 
-async fn check_origin(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
-    if let Err(why) = state.settings().guard.check(req.headers()) {
-        tracing::warn!(reason = %why, "request refused (DNS rebinding protection)");
-        return json_error(StatusCode::FORBIDDEN, None, &McpError::invalid_request(why));
-    }
-    next.run(req).await
+/// DNS rebinding protection: the 403 for an Origin or Host not allowed.
+fn origin_refusal(state: &HttpState, req: &Request) -> Option<Response> {
+    let why = state.settings().guard.check(req.headers()).err()?;
+    tracing::warn!(reason = %why, "request refused (DNS rebinding protection)");
+    Some(json_error(
+        StatusCode::FORBIDDEN,
+        None,
+        &McpError::invalid_request(why),
+    ))
 }
 
 /// A JSON-RPC error as an HTTP response with `status`.
