@@ -75,6 +75,10 @@ with subtest("SIGKILL: systemd restarts it and the session survives"):
     write(s, "after-kill")
 
 with subtest("a hung process is killed by the watchdog and restarted"):
+    # The unit itself must arm the watchdog: the test only shortens it (a
+    # drop-in here, mkForce on NixOS), so a unit without one must fail here.
+    server.succeed("grep -q '^WatchdogSec=' \"$(systemctl show -P FragmentPath erlmcp.service)\"")
+    t.assertNotEqual(server.succeed("systemctl show -P WatchdogUSec erlmcp.service").strip(), "0")
     pid = main_pid()
     server.succeed("curl -sf -X POST http://127.0.0.1:9718/fault/hang-writer")
     server.wait_until_succeeds(f"test $(systemctl show -P MainPID erlmcp.service) -ne {pid} "
