@@ -215,7 +215,7 @@ in
             type = types.str;
             default = config.networking.hostName;
             defaultText = literalExpression "config.networking.hostName";
-            description = "This node's name in logs, backups and replication.";
+            description = "This node's name in logs and in backup manifests.";
           };
 
           data_dir = mkOption {
