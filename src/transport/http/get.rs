@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
-use super::post::{WithOpen, prime, sse};
+use super::post::{WithOpen, sse};
 use super::stream::{self, EventId, Frame, Kind, SseBody, SseStream};
 use super::{HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_error};
 use crate::mcp::error::McpError;
@@ -106,7 +106,7 @@ async fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response 
     };
     let rx = sse.attach_fresh();
     let prelude = if session.version.primes_sse_streams() {
-        prime(&sse, state.settings().sse_retry_ms)
+        sse.priming(state.settings().sse_retry_ms)
     } else {
         Bytes::new()
     };

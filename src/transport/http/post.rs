@@ -404,7 +404,7 @@ async fn legacy(
         .streams
         .insert((session.id.clone(), stream_id), sse.clone());
     let prelude = if session.version.primes_sse_streams() {
-        prime(&sse, state.settings().sse_retry_ms)
+        sse.priming(state.settings().sse_retry_ms)
     } else {
         Bytes::new()
     };
@@ -429,17 +429,6 @@ async fn legacy(
         (Bytes::new(), None)
     };
     sse_response(state, work, tx, rx, prelude, None, Some(sse)).await
-}
-
-/// The priming event of a resumable stream, with the retry hint.
-/// The priming event with the reconnect delay: a client whose stream drops
-/// (a restart) waits that long before it resumes, not its own default.
-pub(super) fn prime(sse: &SseStream, retry_ms: u64) -> Bytes {
-    let mut b = BytesMut::new();
-    if let Frame::Event { id: Some(id), .. } = sse.priming() {
-        b.extend_from_slice(format!("id: {id}\nretry: {retry_ms}\ndata: \n\n").as_bytes());
-    }
-    b.freeze()
 }
 
 fn answer(id: &RequestId, outcome: Result<Reply, McpError>) -> Bytes {

@@ -146,12 +146,11 @@ impl SseStream {
     }
 
     /// The priming event: an id and empty data, so a client can resume
-    /// from the very start.
-    pub fn priming(&self) -> Frame {
-        Frame::Event {
-            id: Some(EventId::format(self.kind, self.id, 0)),
-            data: Bytes::new(),
-        }
+    /// from the very start, and the reconnect delay, so a client whose
+    /// stream drops (a restart) waits that long rather than its own default.
+    pub fn priming(&self, retry_ms: u64) -> Bytes {
+        let id = EventId::format(self.kind, self.id, 0);
+        Bytes::from(format!("id: {id}\nretry: {retry_ms}\ndata: \n\n"))
     }
 
     /// Attaches a new connection; events after `after_seq` still in memory
