@@ -11,7 +11,7 @@
 use erlmcp::backup::restore::{self, Target};
 use erlmcp::backup::{Backups, snapshot};
 use erlmcp::config::Config;
-use erlmcp::store::{Store, StoreOptions, migrations};
+use erlmcp::store::{Store, StoreConfig, migrations};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ async fn main() {
     build_db(&data, (a.gib * (1u64 << 30) as f64) as u64);
     let db = data.join("erlmcp.db");
     let db_bytes = std::fs::metadata(&db).unwrap().len() as f64;
-    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let store = Store::open(&data, &StoreConfig::default()).unwrap();
     let c = Config {
         data_dir: data.clone(),
         ..Config::default()
@@ -269,7 +269,7 @@ async fn main() {
         let _ = std::fs::remove_file(p);
     }
     let t = Instant::now();
-    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let store = Store::open(&data, &StoreConfig::default()).unwrap();
     store.checkpoint().await.unwrap();
     println!(
         "store open after restore: {:.2} s",

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::store::Synchronous;
-
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
@@ -85,6 +83,17 @@ pub struct SupervisorConfig {
     /// the process exits non-zero and systemd restarts it).
     pub max_restarts: usize,
     pub within_secs: u64,
+}
+
+/// How hard a commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a crash of erlmcp, not of the OS.
+    Normal,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -187,7 +196,7 @@ pub struct BackupConfig {
     /// Where backups go; default `<data_dir>/backups`.
     pub dir: Option<PathBuf>,
     /// When: an interval (`"15m"`, `"6h"`) or calendar times (`"hourly"`,
-    /// `"daily 03:30"`, `"*:00/15"`), UTC. Grammar in [`crate::backup::schedule`].
+    /// `"daily 03:30"`, `"*:00/15"`), UTC. Grammar in `crate::clock::schedule`.
     pub schedule: String,
     /// Retention: the newest N good backups are always kept ...
     pub keep_last: usize,
@@ -227,7 +236,7 @@ impl BackupConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        crate::backup::schedule::Schedule::parse(&self.schedule)
+        crate::clock::Schedule::parse(&self.schedule)
             .map_err(|e| format!("backup.schedule: {e}"))?;
         if self.step_pages == 0 {
             return Err("backup.step_pages must be at least 1".into());

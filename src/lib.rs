@@ -3,50 +3,48 @@
 //! An MCP (Model Context Protocol) server that is built to be operated: one
 //! binary with durable state in SQLite, run under systemd.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`mcp`]: the protocol. The JSON-RPC envelope ([`mcp::jsonrpc`]),
-//!   versions and their negotiation ([`mcp::version`]), sessions
-//!   ([`mcp::session`]), the per-request context handlers use
-//!   ([`mcp::context`]), the dispatcher ([`mcp::dispatch`]) and one module per
-//!   method group ([`mcp::methods`]). Knows nothing of sockets.
-//! - [`transport`]: how messages arrive — [`transport::stdio`] (newline
-//!   delimited) and [`transport::http`] (Streamable HTTP on `/mcp`).
-//! - [`store`]: SQLite. One writer thread commits in groups, a few readers,
-//!   migrations, and one module per table family (sessions, SSE events,
-//!   audit log, key-value).
-//! - [`backup`]: online, zstd-compressed, verified snapshots with JSON
-//!   manifests; retention; restore (offline on the files, or through the
-//!   daemon's store); the scheduler the daemon runs.
-//! - [`toolsets`]: what is served. One module per toolset (`memory`,
-//!   `files`, `prompts`, `conformance`), registered in
-//!   [`toolsets::registry`], merged by [`toolsets::Catalog`].
-//! - [`supervisor`]: the OTP-style supervision tree, heartbeats, the systemd
-//!   watchdog, sd_notify and socket activation.
-//! - [`daemon`]: `erlmcp serve` as a tree of supervised children, with
-//!   reload (SIGHUP) and graceful stop (SIGTERM).
-//! - [`ops`]: the operations listener: health, readiness, metrics, status.
-//! - [`config`]: the TOML file, defaults and `ERLMCP_*` overrides;
-//!   [`logging`]: journald or stderr.
-//! - [`cli`]: the command line; [`app`] wires the pieces shared by `serve`
-//!   and `stdio`.
+//! Modules stand in layers; **a module imports only from layers below
+//! its own** (`tests/layers` checks every `crate::` path in CI). From the
+//! top:
 //!
-//! A request's path: a transport parses the envelope
-//! ([`mcp::jsonrpc::parse`]), decides its era (legacy session or modern
-//! per-request `_meta`) and calls [`mcp::server::Server::handle`], which
-//! builds a [`mcp::context::RequestContext`] and routes to the method's
-//! handler; the transport writes the result as JSON or SSE.
+//! | layer | modules | job |
+//! |---|---|---|
+//! | 9 | [`cli`] | one file per subcommand; the only layer that prints for humans |
+//! | 8 | [`node`] | a running process: wiring, the supervised children, reload, shutdown |
+//! | 7 | [`ops`] | the operations listener: one file per endpoint group, and its client |
+//! | 6 | [`transport`] | stdio and Streamable HTTP |
+//! | 5 | [`backup`] | domain subsystems: no HTTP, no printing |
+//! | 4 | [`toolsets`] | implementations (memory, files, prompts, conformance) and their registry |
+//! | 3 | [`mcp`] | the protocol core and the toolset contract |
+//! | 2 | [`store`], [`supervisor`] | SQLite; the OTP-style tree and systemd |
+//! | 1 | [`config`], [`logging`] | the configuration file; where logs go |
+//! | 0 | [`clock`], [`fsx`], [`exit`] | time, crash-safe file steps, exit codes |
+//!
+//! Modules of one layer do not import each other.
+//!
+//! # A request's path
+//!
+//! A transport parses the envelope ([`mcp::jsonrpc::parse`]), decides its
+//! era (legacy session or modern per-request `_meta`) and calls
+//! [`mcp::server::Server::handle`], which builds a
+//! [`mcp::context::RequestContext`] and routes to the method's handler; the
+//! transport writes the result as JSON or SSE. `docs/architecture.md` has
+//! the code map and the invariants.
 
-pub mod app;
-pub mod backup;
 pub mod cli;
+pub(crate) mod node;
+pub(crate) mod ops;
+pub(crate) mod transport;
+// `pub` where integration tests use the library directly.
+pub mod backup;
+pub mod clock;
 pub mod config;
-pub mod daemon;
-pub mod exit;
-pub mod logging;
-pub mod mcp;
-pub mod ops;
+pub(crate) mod exit;
+pub(crate) mod fsx;
+pub(crate) mod logging;
+pub(crate) mod mcp;
 pub mod store;
-pub mod supervisor;
-pub mod toolsets;
-pub mod transport;
+pub(crate) mod supervisor;
+pub(crate) mod toolsets;

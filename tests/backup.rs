@@ -3,9 +3,10 @@
 //! backup directory, a full disk, kill -9 during a backup and during a
 //! restore, a flipped byte, a truncated manifest, a schema too new.
 
-mod backup_support;
+mod common;
 
-use backup_support::*;
+use common::backup::*;
+use common::free_port;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;

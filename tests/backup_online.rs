@@ -2,13 +2,13 @@
 //! is one consistent snapshot and is never restarted by commits; a restore
 //! through the open store swaps the file under queued writes and readers.
 
-mod backup_support;
+mod common;
 
-use backup_support::*;
+use common::backup::*;
 use erlmcp::backup::restore::{self, Target};
 use erlmcp::backup::{Backups, Pacing, snapshot};
 use erlmcp::config::Config;
-use erlmcp::store::{Store, StoreOptions};
+use erlmcp::store::{Store, StoreConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -48,7 +48,7 @@ async fn an_online_backup_is_one_consistent_snapshot_under_steady_writes() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     make_db(&data, "A", 2000, 300);
-    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let store = Store::open(&data, &StoreConfig::default()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -111,7 +111,7 @@ async fn a_restore_through_the_open_store_swaps_under_queued_writes() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     make_db(&data, "A", 100, 50);
-    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let store = Store::open(&data, &StoreConfig::default()).unwrap();
     let b = backups(
         &data,
         Pacing {
@@ -181,7 +181,7 @@ async fn the_scheduler_backs_up_audits_and_metrics_tell_success_and_failure() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     make_db(&data, "A", 20, 20);
-    let store = Store::open(&data, &StoreOptions::default()).unwrap();
+    let store = Store::open(&data, &StoreConfig::default()).unwrap();
     let b = backups(
         &data,
         Pacing {
@@ -191,7 +191,7 @@ async fn the_scheduler_backs_up_audits_and_metrics_tell_success_and_failure() {
     );
     let sched = erlmcp::backup::scheduler::Scheduler {
         backups: b.clone(),
-        schedule: erlmcp::backup::schedule::Schedule::parse("1h").unwrap(),
+        schedule: erlmcp::clock::Schedule::parse("1h").unwrap(),
         store: store.clone(),
     };
     let stop = tokio_util::sync::CancellationToken::new();

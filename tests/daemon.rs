@@ -340,3 +340,41 @@ fn status_command_summarizes_the_daemon() {
         .unwrap();
     assert_eq!(out.status.code(), Some(69), "no daemon: unavailable");
 }
+
+/// The maintenance task reads its settings live: after a reload that
+/// shortens `session_idle_timeout_secs`, an idle session is ended at once
+/// (before the fix it kept the value it started with).
+#[test]
+fn a_reload_changes_the_idle_timeout_the_running_maintenance_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("erlmcp.toml");
+    std::fs::write(&cfg, "[http]\nsession_idle_timeout_secs = 3600\n").unwrap();
+    let (mcp, ops) = (free_port(), free_port());
+    let mut child = spawn_daemon(
+        &tmp.path().join("d"),
+        mcp,
+        ops,
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+    );
+    wait_port(mcp);
+    let url = format!("http://127.0.0.1:{mcp}/mcp");
+    let (s, _) = Session::open(&url, "2025-11-25");
+    let live = || ops_get(ops, "/status").result_json()["sessions"].as_u64();
+    assert_eq!(live(), Some(1));
+    std::thread::sleep(Duration::from_millis(2100));
+    std::fs::write(&cfg, "[http]\nsession_idle_timeout_secs = 1\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the idle session outlived the reloaded timeout"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = s.request_raw_ping();
+    assert_eq!(r, 404, "the ended session is gone for good");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

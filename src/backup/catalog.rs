@@ -2,13 +2,13 @@
 //! verification), invalid ones (unreadable manifest, missing data) and
 //! partial ones (a crash between writing the data and the manifest).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::manifest::{self, Manifest};
 use super::{BackupError, Backups};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Status {
     /// Verified when written (and since, if re-verified).
@@ -21,12 +21,32 @@ pub enum Status {
     Partial,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub id: String,
     #[serde(flatten)]
     pub status: Status,
     pub manifest: Option<Manifest>,
+}
+
+impl Status {
+    /// One word for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Good => "good",
+            Status::Bad { .. } => "bad",
+            Status::Invalid { .. } => "invalid",
+            Status::Partial => "partial",
+        }
+    }
+
+    /// Why a backup is not good, if it is not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Bad { reason } | Status::Invalid { reason } => Some(reason),
+            Status::Good | Status::Partial => None,
+        }
+    }
 }
 
 impl Entry {
@@ -129,13 +149,13 @@ pub fn clean_leftovers(b: &Backups) -> Result<Vec<String>, BackupError> {
     for item in items.flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name != ".lock" {
-            super::files::remove_if_exists(&item.path())?;
+            crate::fsx::remove_if_exists(&item.path())?;
             removed.push(name);
         }
     }
     for e in list(b)? {
         if e.status == Status::Partial {
-            super::files::remove_if_exists(&b.data_file(&e.id))?;
+            crate::fsx::remove_if_exists(&b.data_file(&e.id))?;
             removed.push(format!("{}.db.zst", e.id));
         }
     }
@@ -148,7 +168,7 @@ pub fn clean_leftovers(b: &Backups) -> Result<Vec<String>, BackupError> {
 /// Deletes every file of backup `id`, manifest first (so a crash midway
 /// leaves a partial, not a "good" backup without data).
 pub fn delete(b: &Backups, id: &str) -> Result<(), BackupError> {
-    super::files::remove_if_exists(&b.manifest_file(id))?;
-    super::files::remove_if_exists(&b.data_file(id))?;
-    super::files::remove_if_exists(&b.bad_marker(id))
+    crate::fsx::remove_if_exists(&b.manifest_file(id))?;
+    crate::fsx::remove_if_exists(&b.data_file(id))?;
+    Ok(crate::fsx::remove_if_exists(&b.bad_marker(id))?)
 }

@@ -66,11 +66,15 @@ pub struct BadMarker {
 
 pub fn mark_bad(b: &super::Backups, id: &str, reason: &str) -> Result<(), BackupError> {
     let marker = BadMarker {
-        at: crate::store::now_secs(),
+        at: crate::clock::now_secs(),
         reason: reason.to_owned(),
     };
     let bytes = serde_json::to_vec(&marker).unwrap_or_default();
-    super::files::write_atomic(&b.bad_marker(id), &b.temp_file(id, "bad"), &bytes)
+    Ok(crate::fsx::write_atomic(
+        &b.bad_marker(id),
+        &b.temp_file(id, "bad"),
+        &bytes,
+    )?)
 }
 
 pub fn read_bad(path: &Path) -> Option<BadMarker> {

@@ -29,7 +29,7 @@ pub fn succeeded(m: &Manifest, seconds: f64) {
 pub fn failed(error: &str) {
     metrics::counter!("erlmcp_backup_failures_total").increment(1);
     set(Last::Failed {
-        at: crate::store::now_secs(),
+        at: crate::clock::now_secs(),
         error: error.to_owned(),
     });
 }
@@ -57,7 +57,10 @@ pub fn status_line() -> Option<String> {
             )
         }
         Last::Failed { at, error } => {
-            format!("last backup FAILED at {}: {error}", super::rfc3339(at))
+            format!(
+                "last backup FAILED at {}: {error}",
+                crate::clock::rfc3339(at)
+            )
         }
     })
 }

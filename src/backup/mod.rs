@@ -15,20 +15,16 @@
 //! the next run removes leftovers safely ([`catalog::clean_leftovers`]).
 //!
 //! One file per step: [`snapshot`] (create), [`verify`], [`catalog`]
-//! (listing), [`retention`] (prune), [`restore`], [`schedule`] (when),
-//! [`scheduler`] (the daemon's loop), [`manifest`], [`files`] (atomic
-//! writes, the lock), [`metrics`].
+//! (listing), [`retention`] (prune), [`restore`], [`scheduler`] (the daemon's loop), [`manifest`], [`lock`] (the
+//! directory's lock), [`metrics`].
 
+pub(crate) mod audit;
 pub mod catalog;
-pub mod cli;
-pub mod files;
+pub(crate) mod lock;
 pub mod manifest;
 pub mod metrics;
-pub mod ops;
-pub mod ops_client;
 pub mod restore;
-pub mod retention;
-pub mod schedule;
+pub(crate) mod retention;
 pub mod scheduler;
 pub mod snapshot;
 pub mod verify;
@@ -41,9 +37,6 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::store::{DB_FILE, StoreError};
-
-pub use catalog::{Entry, Status};
-pub use manifest::Manifest;
 
 #[derive(Debug, Error)]
 pub enum BackupError {
@@ -84,6 +77,8 @@ pub enum BackupError {
     },
     #[error("the backup was cancelled (the server is stopping)")]
     Cancelled,
+    #[error("the backup task crashed: {0}")]
+    Crashed(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
@@ -106,6 +101,21 @@ fn skipped_text(skipped: &[Skipped]) -> String {
         .map(|s| format!("{} ({})", s.id, s.reason))
         .collect();
     format!("; skipped: {}", list.join(", "))
+}
+
+impl From<crate::fsx::FsError> for BackupError {
+    fn from(e: crate::fsx::FsError) -> BackupError {
+        if e.is_disk_full() {
+            return BackupError::DiskFull {
+                path: e.path.display().to_string(),
+            };
+        }
+        BackupError::Io {
+            what: e.what,
+            path: e.path.display().to_string(),
+            source: e.source,
+        }
+    }
 }
 
 impl BackupError {
@@ -149,9 +159,10 @@ impl BackupError {
             }
             BackupError::Dir { .. } => exit::CANT_CREATE,
             BackupError::DiskFull { .. } | BackupError::Io { .. } => exit::IO_ERROR,
-            BackupError::Sqlite(_) | BackupError::Store(_) | BackupError::Cancelled => {
-                exit::FAILURE
-            }
+            BackupError::Sqlite(_)
+            | BackupError::Store(_)
+            | BackupError::Cancelled
+            | BackupError::Crashed(_) => exit::FAILURE,
         }
     }
 }
@@ -221,17 +232,11 @@ impl Backups {
     }
 }
 
-/// `2025-01-01T03:30:00Z` for Unix seconds.
-pub fn rfc3339(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// A backup id for a time in milliseconds: `20250101T033000Z-123a7`, the
 /// UTC second, then the millisecond and a random byte. Ids sort by time,
 /// and two backups in the same second stay apart.
 pub fn new_id(millis: i64) -> String {
-    let stamp: String = rfc3339(millis / 1000)
+    let stamp: String = crate::clock::rfc3339(millis / 1000)
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect();

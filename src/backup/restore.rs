@@ -10,14 +10,15 @@
 //! any moment, the data directory holds the old database or the new one.
 
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::catalog::{self, Status};
-use super::files::{self, DirLock};
+use super::lock::DirLock;
 use super::manifest::Manifest;
 use super::{BackupError, Backups, Skipped, verify};
+use crate::fsx;
 use crate::store::audit::{self, AuditEntry};
 use crate::store::lock::DataDirLock;
 use crate::store::{self, DB_FILE, Store, migrations, swap};
@@ -47,7 +48,7 @@ pub struct Prepared {
 }
 
 /// What a restore did (or, dry, would do).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Restored {
     pub id: String,
     pub dry_run: bool,
@@ -177,12 +178,12 @@ fn verify_candidate(b: &Backups, m: &Manifest) -> Result<Result<PathBuf, String>
     match verdict {
         Ok(Ok(_)) => Ok(Ok(tmp)),
         Ok(Err(reason)) => {
-            files::remove_if_exists(&tmp)?;
+            fsx::remove_if_exists(&tmp)?;
             verify::record_failure(b, &m.id, &reason)?;
             Ok(Err(reason))
         }
         Err(e) => {
-            let _ = files::remove_if_exists(&tmp);
+            let _ = fsx::remove_if_exists(&tmp);
             Err(e)
         }
     }
@@ -196,7 +197,7 @@ fn clean_temps(data_dir: &Path) -> Result<(), BackupError> {
     for item in items.flatten() {
         if item.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             tracing::warn!(file = %item.path().display(), "removing the leftover of an interrupted restore");
-            files::remove_if_exists(&item.path())?;
+            fsx::remove_if_exists(&item.path())?;
         }
     }
     Ok(())
@@ -204,7 +205,7 @@ fn clean_temps(data_dir: &Path) -> Result<(), BackupError> {
 
 /// A name for the kept pre-restore database.
 fn stamp() -> String {
-    super::rfc3339(store::now_secs())
+    crate::clock::rfc3339(crate::clock::now_secs())
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect()
@@ -244,7 +245,7 @@ pub fn restore_offline(
         }
     };
     if dry_run {
-        files::remove_if_exists(&prepared.file)?;
+        fsx::remove_if_exists(&prepared.file)?;
         return Ok(restored(&prepared, true, None, started));
     }
     let db = b.data_dir.join(DB_FILE);
@@ -300,7 +301,7 @@ fn migrate(db: &Path) -> Result<(), BackupError> {
 
 fn done_entry(r: &Restored) -> AuditEntry {
     AuditEntry {
-        at_ms: store::now_millis(),
+        at_ms: crate::clock::now_millis(),
         session_id: None,
         kind: "restore".into(),
         subject: r.id.clone(),
@@ -316,7 +317,7 @@ fn refused_entry(target: &Target, e: &BackupError) -> AuditEntry {
         Target::Id(id) => id.clone(),
     };
     AuditEntry {
-        at_ms: store::now_millis(),
+        at_ms: crate::clock::now_millis(),
         session_id: None,
         kind: "restore".into(),
         subject,
@@ -374,7 +375,7 @@ pub async fn restore_online(
         }
     };
     if dry_run {
-        files::remove_if_exists(&prepared.file)?;
+        fsx::remove_if_exists(&prepared.file)?;
         return Ok(restored(&prepared, true, None, started));
     }
     tokio::task::spawn_blocking(|| super::pause_point("restore.before_swap"))
@@ -383,7 +384,7 @@ pub async fn restore_online(
     let previous = match store.replace_with(&prepared.file, &stamp()).await {
         Ok(p) => p,
         Err(e) => {
-            let _ = files::remove_if_exists(&prepared.file);
+            let _ = fsx::remove_if_exists(&prepared.file);
             return Err(e.into());
         }
     };

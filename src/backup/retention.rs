@@ -5,11 +5,11 @@
 //! says. Bad and invalid backups are deleted by a prune (their reasons are
 //! in the log and the prune report).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 use super::catalog::{self, Entry, Status};
-use super::files::DirLock;
+use super::lock::DirLock;
 use super::{BackupError, Backups};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,10 +20,10 @@ pub struct Policy {
     pub weekly: usize,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     /// Kept backups and why (`last`, `hourly`, `daily`, `weekly`, `newest`).
-    pub keep: Vec<(String, Vec<&'static str>)>,
+    pub keep: Vec<(String, Vec<String>)>,
     /// Deleted backups and why.
     pub delete: Vec<(String, String)>,
 }
@@ -73,7 +73,8 @@ pub fn plan(entries: &[Entry], p: &Policy) -> Plan {
             out.delete
                 .push((id.to_string(), "outside the retention policy".into()));
         } else {
-            out.keep.push((id.to_string(), why));
+            out.keep
+                .push((id.to_string(), why.into_iter().map(String::from).collect()));
         }
     }
     for e in entries {

@@ -6,9 +6,9 @@
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::schedule::Schedule;
 use super::{BackupError, Backups, catalog, retention, snapshot};
-use crate::store::{self, Store};
+use crate::clock::Schedule;
+use crate::store::Store;
 
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
@@ -50,7 +50,7 @@ impl Scheduler {
                 Some(Err(())) => retry,
                 last => {
                     let last = last.and_then(|r| r.ok());
-                    let now = store::now_secs();
+                    let now = crate::clock::now_secs();
                     let next = self.schedule.next_after(now, last);
                     Duration::from_secs((next - now).max(0) as u64)
                 }
@@ -95,12 +95,8 @@ impl Scheduler {
         let started = std::time::Instant::now();
         let created = tokio::task::spawn_blocking(move || snapshot::create(&b))
             .await
-            .unwrap_or_else(|e| {
-                Err(BackupError::Store(store::StoreError::Invalid(
-                    e.to_string(),
-                )))
-            });
-        super::ops::audit_backup(&self.store, &created, started.elapsed()).await;
+            .unwrap_or_else(|e| Err(BackupError::Crashed(e.to_string())));
+        super::audit::record(&self.store, &created, started.elapsed()).await;
         let ok = created.is_ok();
         if ok {
             let b = self.backups.clone();

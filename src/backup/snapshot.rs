@@ -18,7 +18,7 @@
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::catalog;
-use super::files::{self, DirLock};
+use super::lock::DirLock;
 use super::manifest::{FORMAT, Manifest};
 use super::{BackupError, Backups, Pacing, verify};
+use crate::fsx;
 
 /// How the online copy went.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CopyStats {
     pub pages: i64,
     pub steps: u64,
@@ -43,7 +44,7 @@ pub struct CopyStats {
     pub schema_version: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Created {
     pub manifest: Manifest,
     pub copy: CopyStats,
@@ -85,13 +86,13 @@ fn create_locked(b: &Backups) -> Result<Created, BackupError> {
     }
     let _lock = DirLock::acquire(&b.dir)?;
     let cleaned = catalog::clean_leftovers(b)?;
-    let id = super::new_id(crate::store::now_millis());
+    let id = super::new_id(crate::clock::now_millis());
     let out = build(b, &db, &id);
     if out.is_err() {
         // Leave nothing half-made behind (the next run would clean it too).
         remove_temps(b, &id);
         if !b.manifest_file(&id).exists() {
-            let _ = files::remove_if_exists(&b.data_file(&id));
+            let _ = fsx::remove_if_exists(&b.data_file(&id));
         }
     }
     let (manifest, copy, verify_ms) = out?;
@@ -105,19 +106,19 @@ fn create_locked(b: &Backups) -> Result<Created, BackupError> {
 
 fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64), BackupError> {
     let started = Instant::now();
-    let created_at = crate::store::now_secs();
+    let created_at = crate::clock::now_secs();
     let staging = b.temp_file(id, "staging");
     let copy = copy_online(db, &staging, b.pacing, &b.cancel)?;
     super::pause_point("backup.after_copy");
     let zst_tmp = b.temp_file(id, "zst");
     let packed = compress(&staging, &zst_tmp, b.level)?;
-    files::remove_if_exists(&staging)?;
-    files::publish(&zst_tmp, &b.data_file(id))?;
+    fsx::remove_if_exists(&staging)?;
+    fsx::publish(&zst_tmp, &b.data_file(id))?;
     let manifest = Manifest {
         format: FORMAT,
         id: id.to_owned(),
         created_at,
-        created: super::rfc3339(created_at),
+        created: crate::clock::rfc3339(created_at),
         erlmcp_version: env!("CARGO_PKG_VERSION").to_owned(),
         schema_version: copy.schema_version,
         node_name: b.node_name.clone(),
@@ -130,7 +131,7 @@ fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64),
     };
     let verify_started = Instant::now();
     let verdict = verify::check_into(b, &manifest, &b.temp_file(id, "verify"), false);
-    files::remove_if_exists(&b.temp_file(id, "verify"))?;
+    fsx::remove_if_exists(&b.temp_file(id, "verify"))?;
     if let Err(reason) = verdict? {
         // Keep it, marked, for an operator to look at; it never counts.
         verify::record_failure(b, id, &reason)?;
@@ -153,17 +154,17 @@ fn remove_temps(b: &Backups, id: &str) {
     };
     for item in items.flatten() {
         if item.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = files::remove_if_exists(&item.path());
+            let _ = fsx::remove_if_exists(&item.path());
         }
     }
 }
 
 fn write_manifest(b: &Backups, m: &Manifest) -> Result<(), BackupError> {
-    files::write_atomic(
+    Ok(fsx::write_atomic(
         &b.manifest_file(&m.id),
         &b.temp_file(&m.id, "json"),
         &m.to_bytes(),
-    )
+    )?)
 }
 
 /// Copies one consistent snapshot of `db` into `dest` with the backup API,

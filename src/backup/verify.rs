@@ -7,7 +7,7 @@
 //! which says nothing about the backup and marks nothing.
 
 use rusqlite::{Connection, OpenFlags};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -15,9 +15,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::catalog::{self, Status};
-use super::files::{self, DirLock};
+use super::lock::DirLock;
 use super::manifest::{self, Manifest};
 use super::{BackupError, Backups};
+use crate::fsx;
 
 /// Why a backup is bad, in words for an operator.
 pub type Failure = String;
@@ -31,7 +32,7 @@ pub struct Verified {
 }
 
 /// One backup's verdict, as `erlmcp backup verify` reports it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub id: String,
     pub ok: bool,
@@ -197,7 +198,7 @@ fn verify_entry(b: &Backups, e: catalog::Entry) -> Result<Report, BackupError> {
         Ok(v) => {
             if matches!(e.status, Status::Bad { .. }) {
                 tracing::warn!(id = %e.id, "backup passed verification again; its bad mark is cleared");
-                files::remove_if_exists(&b.bad_marker(&e.id))?;
+                fsx::remove_if_exists(&b.bad_marker(&e.id))?;
             }
             Report {
                 id: e.id,
@@ -221,7 +222,7 @@ fn verify_entry(b: &Backups, e: catalog::Entry) -> Result<Report, BackupError> {
 pub fn verify_one(b: &Backups, m: &Manifest) -> Result<Result<Verified, Failure>, BackupError> {
     let tmp = b.temp_file(&m.id, "verify");
     let out = check_into(b, m, &tmp, false);
-    files::remove_if_exists(&tmp)?;
+    fsx::remove_if_exists(&tmp)?;
     let out = out?;
     if let Err(reason) = &out {
         record_failure(b, &m.id, reason)?;

@@ -1,6 +1,6 @@
 //! What a client told us about itself: identity, capabilities, log level.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The client's `clientInfo` and capabilities, from `initialize` (legacy) or
 /// from a request's `_meta` (modern).
@@ -86,9 +86,4 @@ impl LogLevel {
             _ => return None,
         })
     }
-}
-
-/// Reads a string field of a JSON object.
-pub fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    obj.get(key).and_then(Value::as_str)
 }

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{ClientInfo, LogLevel};
 use super::error::McpError;
-use super::jsonrpc::{self, RequestId};
+use super::jsonrpc;
 use super::outbound::{Peer, SharedSink};
 use super::session::Session;
 use super::version::ProtocolVersion;
-use crate::toolsets::ToolError;
+use crate::mcp::toolset::ToolError;
 
 /// The interim result of a multi round-trip request.
 #[derive(Debug, Default)]
@@ -90,7 +90,6 @@ impl StateSigner {
 /// Everything a handler may use about the request in hand.
 pub struct RequestContext {
     pub version: ProtocolVersion,
-    pub id: RequestId,
     pub session: Option<Arc<Session>>,
     pub peer: Option<Arc<Peer>>,
     pub client: Arc<ClientInfo>,

@@ -26,14 +26,6 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The result as a value (parsing cached text when needed).
-    pub fn into_value(self) -> Value {
-        match self {
-            Reply::Value(v) => v,
-            Reply::Raw(r) => serde_json::from_str(r.get()).unwrap_or(Value::Null),
-        }
-    }
-
     fn is_tool_error(&self) -> bool {
         matches!(self, Reply::Value(v) if v.get("isError") == Some(&Value::Bool(true)))
     }
@@ -195,7 +187,6 @@ impl Server {
         };
         Ok(RequestContext {
             version,
-            id: call.id.clone(),
             session,
             peer,
             client,

@@ -51,11 +51,6 @@ impl RequestId {
         RequestId(Arc::from(format!("\"erlmcp-{n}\"")))
     }
 
-    /// The raw JSON text (`1`, `"abc"`).
-    pub fn as_json(&self) -> &str {
-        &self.0
-    }
-
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
@@ -102,16 +97,7 @@ pub enum Incoming {
     },
 }
 
-impl Incoming {
-    pub fn method(&self) -> Option<&str> {
-        match self {
-            Incoming::Request { method, .. } | Incoming::Notification { method, .. } => {
-                Some(method)
-            }
-            Incoming::Response { .. } => None,
-        }
-    }
-}
+impl Incoming {}
 
 /// Why a message could not be accepted, with the id when one was readable.
 #[derive(Debug)]
@@ -370,7 +356,7 @@ mod tests {
     #[test]
     fn request_notification_and_response_are_told_apart() {
         let r = parse(br#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#).unwrap();
-        assert!(matches!(r, Incoming::Request { ref id, .. } if id.as_json() == "7"));
+        assert!(matches!(r, Incoming::Request { ref id, .. } if id.to_string() == "7"));
         let n = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert!(matches!(n, Incoming::Notification { .. }));
         let s = parse(br#"{"jsonrpc":"2.0","id":"a","result":{"x":1}}"#).unwrap();
@@ -414,7 +400,7 @@ mod tests {
     #[test]
     fn invalid_request_keeps_a_readable_id() {
         let r = rejected(r#"{"jsonrpc":"1.0","id":"x","method":"ping"}"#);
-        assert_eq!(r.id.unwrap().as_json(), "\"x\"");
+        assert_eq!(r.id.unwrap().to_string(), "\"x\"");
     }
 
     #[test]

@@ -27,16 +27,6 @@ pub trait Sink: Send + Sync + 'static {
 
 pub type SharedSink = Arc<dyn Sink>;
 
-/// A sink that drops everything: where notifications go when the client
-/// keeps no stream open to receive them.
-pub struct NullSink;
-
-impl Sink for NullSink {
-    fn send(&self, _message: Vec<u8>) -> bool {
-        false
-    }
-}
-
 /// One client connection's bookkeeping: requests we sent it and await,
 /// requests it sent us that are still running (so `notifications/cancelled`
 /// can stop them), and the stream for messages unrelated to any request.
@@ -107,10 +97,6 @@ impl Peer {
         }
     }
 
-    pub fn inflight_count(&self) -> usize {
-        self.inflight.len()
-    }
-
     /// Sets (or clears) the stream for unrelated server messages; returns the
     /// previous one.
     pub fn set_server_stream(&self, sink: Option<SharedSink>) -> Option<SharedSink> {
@@ -123,13 +109,6 @@ impl Peer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    pub fn has_server_stream(&self) -> bool {
-        self.server_stream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
     }
 
     /// Sends a message unrelated to any request; false if no stream takes it.

@@ -5,13 +5,15 @@ use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
+use super::catalog::Catalog;
 use super::context::StateSigner;
 use super::notify::{Change, Hub, Registration, Subscriber};
 use super::session::SessionRegistry;
 use super::version::ProtocolVersion;
+use crate::config::McpConfig;
 use crate::store::{self, Store, StoreError};
-use crate::toolsets::Catalog;
 
 /// Settings the dispatcher reads on every request; swapped whole on reload.
 #[derive(Clone, Debug)]
@@ -28,14 +30,14 @@ pub struct Settings {
     pub list_ttl_ms: u64,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+impl Settings {
+    pub fn from_config(c: &McpConfig) -> Settings {
         Settings {
-            page_size: 100,
-            client_request_timeout: Duration::from_secs(60),
-            instructions: None,
-            audit_tool_calls: true,
-            list_ttl_ms: 60_000,
+            page_size: c.page_size,
+            client_request_timeout: Duration::from_secs(c.client_request_timeout_secs),
+            instructions: c.instructions.clone(),
+            audit_tool_calls: c.audit_tool_calls,
+            list_ttl_ms: c.list_ttl_ms,
         }
     }
 }
@@ -50,20 +52,14 @@ pub struct Server {
     pub store: Store,
     pub signer: Arc<StateSigner>,
     pub hub: Arc<Hub>,
-    in_flight: std::sync::atomic::AtomicUsize,
+    /// Every request being served holds a token of it; a drain closes it
+    /// and waits for the last token to drop.
+    in_flight: TaskTracker,
     _sessions_hear_changes: Registration,
 }
 
-/// Counts a request as in flight while alive.
-pub struct InFlight<'a>(&'a Server);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+/// Marks a request in flight while alive.
+pub struct InFlight(#[allow(dead_code)] TaskTrackerToken);
 
 impl Server {
     pub async fn new(
@@ -88,21 +84,26 @@ impl Server {
             store,
             signer: Arc::new(StateSigner::new(key)),
             hub,
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: TaskTracker::new(),
             _sessions_hear_changes: reg,
         }))
     }
 
-    /// Marks a request in flight until the guard drops (graceful drain waits
-    /// for the count to reach zero).
-    pub fn begin(&self) -> InFlight<'_> {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(self)
+    /// Marks a request in flight until the guard drops.
+    pub fn begin(&self) -> InFlight {
+        InFlight(self.in_flight.token())
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+        self.in_flight.len()
+    }
+
+    /// Waits, up to `deadline`, for every request in flight to finish;
+    /// returns how many were still running then.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.in_flight.close();
+        let _ = tokio::time::timeout(deadline, self.in_flight.wait()).await;
+        self.in_flight.len()
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {

@@ -153,7 +153,12 @@ impl SessionRegistry {
         client: ClientInfo,
     ) -> Result<Arc<Session>, StoreError> {
         let id: Arc<str> = Arc::from(new_session_id());
-        let session = Arc::new(Session::new(id.clone(), version, client, store::now_secs()));
+        let session = Arc::new(Session::new(
+            id.clone(),
+            version,
+            client,
+            crate::clock::now_secs(),
+        ));
         if let Some(store) = &self.store {
             let row = session.to_row();
             store
@@ -255,15 +260,10 @@ impl SessionRegistry {
             .await
     }
 
-    /// Whether sessions are persisted (HTTP) or live only in this process (stdio).
-    pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
-    }
-
     /// Writes last-seen times and drops sessions idle longer than `idle_secs`,
     /// from memory and from the database. Returns how many expired.
     pub async fn maintain(&self, idle_secs: i64) -> Result<usize, StoreError> {
-        let now = store::now_secs();
+        let now = crate::clock::now_secs();
         let cutoff = now - idle_secs;
         let idle: Vec<Arc<str>> = self
             .live

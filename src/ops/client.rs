@@ -1,78 +1,116 @@
-//! Talking to a running daemon's ops listener (`erlmcp status`, and the
-//! backup commands when a daemon runs).
+//! The command line's side of a daemon's ops listener: one HTTP request,
+//! a JSON answer read into the type the endpoint serializes, or the
+//! endpoint's [`ErrorBody`].
 
-use std::net::SocketAddr;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use thiserror::Error;
 
+use super::ErrorBody;
+use crate::exit;
+
+/// How long the command line waits to reach the listener before deciding
+/// there is no daemon.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Error)]
-pub enum ClientError {
-    #[error("no erlmcp daemon answers on {addr}: {reason}")]
+pub(crate) enum ClientError {
+    #[error("cannot reach the daemon's ops listener at {addr}: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
-    #[error("the daemon on {addr} answered {status}: {body}")]
-    Status {
+    /// The daemon refused or failed, and said why.
+    #[error("{}", .body.error)]
+    Refused { body: ErrorBody },
+    #[error("the daemon at {addr} answered {status}: {body}")]
+    Unexpected {
         addr: SocketAddr,
         status: u16,
         body: String,
     },
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
+impl ClientError {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Unreachable { .. } => exit::TEMP_FAIL,
+            ClientError::Refused { body } => body.exit_code,
+            ClientError::Unexpected { .. } => exit::FAILURE,
+        }
+    }
 }
 
-fn finish(
+/// A client of the ops listener at one address.
+pub(crate) struct OpsClient {
     addr: SocketAddr,
-    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<serde_json::Value, ClientError> {
-    let resp = r.map_err(|e| ClientError::Unreachable {
-        addr,
-        reason: e.to_string(),
-    })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .read_to_string()
-        .map_err(|e| ClientError::Unreachable {
+    agent: ureq::Agent,
+}
+
+impl OpsClient {
+    /// `timeout` bounds a whole call; `None` for calls that may take
+    /// minutes (a backup of a large database).
+    pub(crate) fn new(addr: SocketAddr, timeout: Option<Duration>) -> OpsClient {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(timeout)
+            .build()
+            .into();
+        OpsClient { addr, agent }
+    }
+
+    /// True when something accepts connections at the address.
+    pub(crate) fn answers(&self) -> bool {
+        TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).is_ok()
+    }
+
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.finish(self.agent.get(&self.url(path)).call())
+    }
+
+    pub(crate) fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("request bodies are plain data");
+        let req = self
+            .agent
+            .post(&self.url(path))
+            .header("Content-Type", "application/json");
+        self.finish(req.send(&body[..]))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let addr = self.addr;
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
             addr,
             reason: e.to_string(),
-        })?;
-    if !(200..300).contains(&status) {
-        return Err(ClientError::Status { addr, status, body });
+        };
+        let resp = r.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().map_err(unreachable)?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&text).map_err(|e| ClientError::Unexpected {
+                addr,
+                status,
+                body: format!("not the expected answer ({e}): {text}"),
+            });
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Refused { body }),
+            Err(_) => Err(ClientError::Unexpected {
+                addr,
+                status,
+                body: text,
+            }),
+        }
     }
-    serde_json::from_str(&body).map_err(|e| ClientError::Status {
-        addr,
-        status,
-        body: format!("not JSON ({e}): {body}"),
-    })
-}
-
-pub fn get(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<serde_json::Value, ClientError> {
-    finish(
-        addr,
-        agent(timeout).get(&format!("http://{addr}{path}")).call(),
-    )
-}
-
-pub fn post(
-    addr: SocketAddr,
-    path: &str,
-    body: &serde_json::Value,
-    timeout: Duration,
-) -> Result<serde_json::Value, ClientError> {
-    finish(
-        addr,
-        agent(timeout)
-            .post(&format!("http://{addr}{path}"))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes()),
-    )
 }

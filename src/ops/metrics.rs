@@ -2,8 +2,15 @@
 //! writes to, and the gauges computed at scrape time. Names are
 //! `erlmcp_*` with the base unit in the name.
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use super::OpsState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -13,8 +20,30 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+pub(super) fn routes() -> Router<Arc<OpsState>> {
+    Router::new().route("/metrics", get(text))
+}
+
+async fn text(State(s): State<Arc<OpsState>>) -> Response {
+    let Some(handle) = &s.metrics else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response();
+    };
+    super::status::update_gauges(&s);
+    handle.run_upkeep();
+    let mut r = handle.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 /// Installs the global recorder once; later calls return the same handle.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -70,6 +99,15 @@ fn describe() {
         "erlmcp_start_time_seconds",
         Unit::Seconds,
         "When this process started (Unix time)"
+    );
+    describe_counter!(
+        "erlmcp_store_commits_total",
+        "Commit groups the store writer made durable"
+    );
+    describe_counter!("erlmcp_store_jobs_total", "Writes carried by those commits");
+    describe_counter!(
+        "erlmcp_store_failed_commits_total",
+        "Commit groups that failed (every write in them failed too)"
     );
     describe_counter!(
         "erlmcp_config_reloads_total",

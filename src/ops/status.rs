@@ -1,16 +1,17 @@
-//! `/status`: a JSON snapshot of the daemon, and the short human summary
-//! `erlmcp status` prints from it. Also the gauges computed at scrape time.
+//! `/status`: a JSON snapshot of the daemon (what `erlmcp status` prints,
+//! and systemd's `STATUS=` line), and the gauges computed at scrape time.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::OpsState;
-use crate::store;
 use crate::supervisor::tree::ChildState;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,9 +102,12 @@ pub fn snapshot(s: &OpsState) -> Status {
     }
 }
 
-pub async fn handler(State(s): State<Arc<OpsState>>) -> Response {
-    let body = serde_json::to_value(snapshot(&s)).unwrap_or_default();
-    super::json_response(StatusCode::OK, body)
+pub(super) fn routes() -> Router<Arc<OpsState>> {
+    Router::new().route("/status", get(handler))
+}
+
+async fn handler(State(s): State<Arc<OpsState>>) -> Response {
+    super::json_response(StatusCode::OK, &snapshot(&s))
 }
 
 /// Gauges whose value is read at scrape time.
@@ -115,7 +119,11 @@ pub fn update_gauges(s: &OpsState) {
     metrics::gauge!("erlmcp_requests_in_flight").set(s.server.in_flight() as f64);
     metrics::gauge!("erlmcp_build_info", "version" => crate::mcp::server::SERVER_VERSION).set(1.0);
     metrics::gauge!("erlmcp_start_time_seconds").set(s.started_unix as f64);
-    let _ = store::now_secs();
+    let w = s.server.store.writer_stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    metrics::counter!("erlmcp_store_commits_total").absolute(load(&w.commits));
+    metrics::counter!("erlmcp_store_jobs_total").absolute(load(&w.jobs));
+    metrics::counter!("erlmcp_store_failed_commits_total").absolute(load(&w.failed_commits));
 }
 
 /// One line for systemd's STATUS= and a log line.
@@ -136,60 +144,8 @@ pub fn one_line(s: &Status) -> String {
     line
 }
 
-/// The summary `erlmcp status` prints.
-pub fn human(s: &Status) -> String {
-    let mut out = format!(
-        "erlmcp {} on {} ({}), {}, up {}\n",
-        s.version,
-        s.node,
-        s.role,
-        if s.ready { "ready" } else { "NOT READY" },
-        human_duration(s.uptime_secs)
-    );
-    out.push_str(&format!(
-        "  MCP        http://{}/mcp, {} sessions, {} SSE streams, {} requests in flight\n",
-        s.mcp_listen, s.sessions, s.sse_streams, s.requests_in_flight
-    ));
-    out.push_str(&format!(
-        "  database   {}/erlmcp.db, {} (+{} WAL)\n",
-        s.data_dir,
-        human_bytes(s.database_bytes),
-        human_bytes(s.wal_bytes)
-    ));
-    if let Some(r) = &s.last_reload {
-        out.push_str(&format!("  reload     {r}\n"));
-    }
-    if let Some(b) = &s.last_backup {
-        out.push_str(&format!("  backup     {b}\n"));
-    }
-    let restarted: Vec<String> = s
-        .children
-        .iter()
-        .filter(|(_, c)| c.restarts > 0 || !c.running)
-        .map(|(n, c)| {
-            format!(
-                "{n} ({} restarts{}{})",
-                c.restarts,
-                if c.running { "" } else { ", STOPPED" },
-                c.last_exit
-                    .as_ref()
-                    .map(|e| format!(", last: {e}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    if restarted.is_empty() {
-        out.push_str(&format!(
-            "  children   {} running, none restarted\n",
-            s.children.len()
-        ));
-    } else {
-        out.push_str(&format!("  children   {}\n", restarted.join("; ")));
-    }
-    out
-}
-
-fn human_bytes(b: u64) -> String {
+/// `12.3 MiB`.
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;
@@ -201,15 +157,5 @@ fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn human_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m{s:02}s"),
-        (0, _, _) => format!("{h}h{m:02}m"),
-        _ => format!("{d}d{h:02}h"),
     }
 }

@@ -32,24 +32,12 @@ pub enum StoreError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fs(#[from] crate::fsx::FsError),
     #[error("the commit failed, nothing in this batch was stored: {0}")]
     CommitFailed(String),
     #[error("the store is shut down")]
     Closed,
     #[error("{0}")]
     Invalid(String),
-}
-
-impl StoreError {
-    /// True when the disk is full; callers report it distinctly so an
-    /// operator knows what to fix.
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DiskFull
-            }
-            StoreError::CommitFailed(msg) => msg.contains("full"),
-            _ => false,
-        }
-    }
 }

@@ -41,17 +41,6 @@ pub fn after(
     Ok(rows)
 }
 
-/// The highest stream id used by a session, so numbering continues after a
-/// restart instead of reusing ids a client may still hold.
-pub fn max_stream_id(conn: &Connection, session_id: &str) -> Result<u64, StoreError> {
-    let v: Option<i64> = conn.query_row(
-        "SELECT max(stream_id) FROM sse_events WHERE session_id = ?1",
-        [session_id],
-        |r| r.get(0),
-    )?;
-    Ok(v.unwrap_or(0) as u64)
-}
-
 /// Drops events older than `cutoff` (seconds since the epoch).
 pub fn prune(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, StoreError> {
     Ok(tx.execute("DELETE FROM sse_events WHERE created_at < ?1", [cutoff])?)

@@ -8,79 +8,58 @@
 //! The kernel drops the lock when the holder dies, kill -9 included, so a
 //! crash never leaves a stale lock behind.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use super::StoreError;
+use crate::fsx::{Flock, LockMode};
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "erlmcp.db.lock";
 
 /// Held while alive; the lock is released when dropped (the fd closes).
 #[derive(Debug)]
-pub struct DataDirLock {
-    file: File,
-    path: PathBuf,
-}
+pub struct DataDirLock(Flock);
 
 impl DataDirLock {
     /// Takes the lock exclusively, waiting up to `wait` for previous holders
     /// (a store being closed in the same process, a restore finishing).
     pub fn acquire(data_dir: &Path, wait: Duration) -> Result<DataDirLock, StoreError> {
-        Self::take(data_dir, wait, libc::LOCK_EX)
+        Self::take(data_dir, wait, LockMode::Exclusive)
     }
 
     /// Takes the lock shared, as every process with the store open does.
     pub fn shared(data_dir: &Path, wait: Duration) -> Result<DataDirLock, StoreError> {
-        Self::take(data_dir, wait, libc::LOCK_SH)
+        Self::take(data_dir, wait, LockMode::Shared)
     }
 
     /// Turns a shared lock exclusive, without waiting: false if another
     /// process holds it too. [`DataDirLock::downgrade`] undoes it.
     pub fn try_upgrade(&self) -> bool {
-        flock(&self.file, libc::LOCK_EX | libc::LOCK_NB)
+        self.0.try_set(LockMode::Exclusive)
     }
 
     pub fn downgrade(&self) {
-        let _ = flock(&self.file, libc::LOCK_SH | libc::LOCK_NB);
+        let _ = self.0.try_set(LockMode::Shared);
     }
 
-    fn take(data_dir: &Path, wait: Duration, mode: i32) -> Result<DataDirLock, StoreError> {
+    fn take(data_dir: &Path, wait: Duration, mode: LockMode) -> Result<DataDirLock, StoreError> {
         let path = data_dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| StoreError::DataDir {
+        match Flock::take(&path, mode, wait) {
+            Ok(Some(l)) => Ok(DataDirLock(l)),
+            Ok(None) => Err(StoreError::Locked {
                 path: path.display().to_string(),
-                source,
-            })?;
-        let deadline = Instant::now() + wait;
-        loop {
-            if flock(&file, mode | libc::LOCK_NB) {
-                return Ok(DataDirLock { file, path });
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Locked {
-                    path: path.display().to_string(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(25));
+            }),
+            Err(e) => Err(StoreError::DataDir {
+                path: path.display().to_string(),
+                source: e.source,
+            }),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
-}
-
-fn flock(file: &File, op: i32) -> bool {
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
 }
 
 #[cfg(test)]

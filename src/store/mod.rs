@@ -6,52 +6,27 @@
 //! after the commit is durable; [`Store::read`] runs it on a reader.
 
 mod error;
-pub mod lock;
+pub(crate) mod lock;
 pub mod migrations;
 mod readers;
-pub mod swap;
+pub(crate) mod swap;
 mod writer;
 
 pub mod audit;
-pub mod events;
+pub(crate) mod events;
 pub mod kv;
-pub mod sessions;
+pub(crate) mod sessions;
 
 pub use error::StoreError;
-pub use writer::WriterStats;
+pub(crate) use writer::WriterStats;
 
 use rusqlite::{Connection, OpenFlags, Transaction};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// How hard a commit waits for the disk (`PRAGMA synchronous`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// fsync on every commit: an acknowledged write survives power loss.
-    #[default]
-    Full,
-    /// fsync at checkpoints only: survives a crash of erlmcp, not of the OS.
-    Normal,
-}
-
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    pub synchronous: Synchronous,
-    pub readers: usize,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            synchronous: Synchronous::Full,
-            readers: 2,
-        }
-    }
-}
+pub use crate::config::{StoreConfig, Synchronous};
 
 /// A handle to the open database; cheap to clone.
 #[derive(Clone)]
@@ -94,7 +69,7 @@ pub const DB_FILE: &str = "erlmcp.db";
 impl Store {
     /// Opens (creating if needed) the database in `data_dir`, refuses one
     /// newer than this binary, migrates, and starts the writer and readers.
-    pub fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+    pub fn open(data_dir: &Path, opts: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
@@ -487,20 +462,4 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         true,
     )?;
     Ok(conn)
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -114,10 +114,6 @@ pub fn expire(tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<String>, StoreErr
     Ok(ids)
 }
 
-pub fn count(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?)
-}
-
 /// Records the session's standalone SSE stream.
 pub fn set_standalone_stream(
     tx: &Transaction<'_>,

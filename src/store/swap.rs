@@ -13,10 +13,10 @@
 //!    the commit point: killed before it, the old database is in place;
 //!    after it, the new one.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
+use crate::fsx;
 
 /// The `-wal` / `-shm` companions of a database path.
 pub fn companion(db: &Path, suffix: &str) -> PathBuf {
@@ -35,7 +35,7 @@ pub fn swap_in(db: &Path, new_file: &Path, stamp: &str) -> Result<Option<PathBuf
     let kept = keep_old(db, stamp)?;
     std::fs::rename(new_file, db)
         .map_err(|e| io(format!("renaming {} into place", new_file.display()), e))?;
-    sync_dir(dir)?;
+    fsx::sync_dir(dir)?;
     Ok(kept)
 }
 
@@ -51,11 +51,11 @@ fn drop_empty_wal(db: &Path) -> Result<(), StoreError> {
                 m.len()
             )));
         }
-        Ok(_) => remove_if_exists(&wal)?,
+        Ok(_) => fsx::remove_if_exists(&wal)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("reading {}", wal.display()), e)),
     }
-    remove_if_exists(&companion(db, "-shm"))
+    Ok(fsx::remove_if_exists(&companion(db, "-shm"))?)
 }
 
 fn keep_old(db: &Path, stamp: &str) -> Result<Option<PathBuf>, StoreError> {
@@ -63,25 +63,10 @@ fn keep_old(db: &Path, stamp: &str) -> Result<Option<PathBuf>, StoreError> {
         return Ok(None);
     }
     let kept = companion(db, &format!(".pre-restore-{stamp}"));
-    remove_if_exists(&kept)?;
+    fsx::remove_if_exists(&kept)?;
     std::fs::hard_link(db, &kept)
         .map_err(|e| io(format!("keeping the old database as {}", kept.display()), e))?;
     Ok(Some(kept))
-}
-
-fn remove_if_exists(p: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(format!("removing {}", p.display()), e)),
-    }
-}
-
-/// Makes renames and unlinks in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(format!("syncing the directory {}", dir.display()), e))
 }
 
 fn io(what: String, e: std::io::Error) -> StoreError {

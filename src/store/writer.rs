@@ -47,7 +47,7 @@ pub(super) struct Reopen {
     pub readers: Arc<Pool>,
 }
 
-/// Writer progress, read by health checks.
+/// Writer progress, exported as metrics.
 #[derive(Default)]
 pub struct WriterStats {
     pub commits: AtomicU64,

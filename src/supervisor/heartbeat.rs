@@ -29,10 +29,6 @@ impl Heartbeats {
             .filter(|(_, age)| *age > max_age)
             .collect()
     }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.last.iter().map(|e| *e.key()).collect()
-    }
 }
 
 #[cfg(test)]

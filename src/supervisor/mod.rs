@@ -18,4 +18,6 @@ pub mod tree;
 pub mod watchdog;
 
 pub use heartbeat::Heartbeats;
-pub use tree::{ChildSpec, Escalation, Exit, Intensity, Restart, Strategy, Supervisor, TreeStatus};
+pub use tree::{
+    ChildError, ChildSpec, Escalation, Intensity, Restart, Strategy, Supervisor, TreeStatus,
+};

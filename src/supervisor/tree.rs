@@ -18,6 +18,9 @@ pub enum Restart {
     /// Always.
     Permanent,
     /// Only if it ended abnormally (error or panic).
+    // The whole OTP vocabulary is kept and unit-tested here, even where the
+    // daemon's own trees use only part of it today.
+    #[allow(dead_code)]
     Transient,
     /// Never.
     Temporary,
@@ -29,8 +32,10 @@ pub enum Strategy {
     /// Only the child that ended.
     OneForOne,
     /// The child that ended and every child started after it.
+    #[allow(dead_code)]
     RestForOne,
     /// All children.
+    #[allow(dead_code)]
     OneForAll,
 }
 
@@ -65,7 +70,9 @@ impl std::fmt::Display for Exit {
     }
 }
 
-pub type ChildFuture = BoxFuture<'static, Result<(), String>>;
+/// Why a child failed: any error; the supervisor only logs and counts it.
+pub type ChildError = Box<dyn std::error::Error + Send + Sync>;
+pub type ChildFuture = BoxFuture<'static, Result<(), ChildError>>;
 type StartFn = Arc<dyn Fn(CancellationToken) -> ChildFuture + Send + Sync>;
 
 /// A child: how to start it and when to restart it. The start function gets
@@ -108,13 +115,14 @@ impl ChildSpec {
     }
 
     /// A child that is itself a supervisor; its escalation is its failure.
+    #[allow(dead_code)]
     pub fn supervisor(name: impl Into<String>, restart: Restart, sup: Supervisor) -> Self {
         let sup = Arc::new(sup);
         let shutdown =
             sup.children.iter().map(|c| c.shutdown).sum::<Duration>() + Duration::from_secs(1);
         ChildSpec::new(name, restart, move |stop| {
             let sup = sup.clone();
-            async move { sup.run(stop).await.map_err(|e| e.to_string()) }.boxed()
+            async move { Ok(sup.run(stop).await?) }.boxed()
         })
         .shutdown(shutdown)
     }
@@ -316,7 +324,7 @@ impl Supervisor {
         let handle = tokio::spawn(async move {
             let exit = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(Ok(())) => Exit::Normal,
-                Ok(Err(e)) => Exit::Failed(e),
+                Ok(Err(e)) => Exit::Failed(e.to_string()),
                 Err(p) => Exit::Panicked(panic_message(p.as_ref())),
             };
             let _ = tx.send((i, epoch, exit));
@@ -381,7 +389,7 @@ mod tests {
             async move {
                 let n = starts.fetch_add(1, Ordering::SeqCst);
                 if n < fails {
-                    return Err(format!("failure {n}"));
+                    return Err(format!("failure {n}").into());
                 }
                 stop.cancelled().await;
                 Ok(())
@@ -510,7 +518,7 @@ mod tests {
     async fn a_nested_supervisor_escalates_as_a_failed_child() {
         let inner = Supervisor::new("inner", Strategy::OneForOne, intensity(1)).child(
             ChildSpec::new("bad", Restart::Permanent, |_| {
-                async { Err("always".to_string()) }.boxed()
+                async { Err("always".into()) }.boxed()
             }),
         );
         let outer = Supervisor::new("outer", Strategy::OneForOne, intensity(2))

@@ -17,7 +17,7 @@ pub fn beat_interval() -> Duration {
 }
 
 /// Runs until `stop`; returns at once when systemd set no watchdog.
-pub async fn run(beats: Heartbeats, stop: CancellationToken) -> Result<(), String> {
+pub async fn run(beats: Heartbeats, stop: CancellationToken) -> Result<(), super::ChildError> {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         stop.cancelled().await;
         return Ok(());

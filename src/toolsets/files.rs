@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Page, ResourceDef, ResourceTemplateDef, ToolError, Toolset};
 use crate::config::FilesConfig;
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::notify::{Change, Hub};
+use crate::mcp::toolset::{Page, ResourceDef, ResourceTemplateDef, ToolError, Toolset};
 
 /// Characters escaped in file URIs (path separators stay).
 const PATH: &AsciiSet = &CONTROLS
@@ -103,7 +103,7 @@ pub async fn watch_roots(
     mut config: tokio::sync::watch::Receiver<FilesConfig>,
     hub: Arc<Hub>,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), crate::supervisor::ChildError> {
     loop {
         let cfg = config.borrow_and_update().clone();
         let watchers = if cfg.enabled {

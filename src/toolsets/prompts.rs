@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::{CompletionRef, PromptArgument, PromptDef, ToolError, Toolset};
 use crate::config::PromptConfig;
 use crate::mcp::context::RequestContext;
+use crate::mcp::toolset::{CompletionRef, PromptArgument, PromptDef, ToolError, Toolset};
 
 pub struct Prompts {
     prompts: Vec<PromptConfig>,

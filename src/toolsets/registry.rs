@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, Toolset, conformance, files, memory, prompts};
+use super::{conformance, files, memory, prompts};
 use crate::config::Config;
+use crate::mcp::catalog::Catalog;
 use crate::mcp::notify::Hub;
+use crate::mcp::toolset::Toolset;
 use crate::store::Store;
 
 /// Builds the catalog of every toolset the configuration enables.

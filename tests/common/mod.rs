@@ -3,6 +3,8 @@
 //! stdio clients that keep every message the server emits.
 #![allow(dead_code)]
 
+pub mod backup;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -338,6 +340,12 @@ impl Session {
     pub fn request(&mut self, method: &str, params: Value) -> Reply {
         self.next += 1;
         self.post(&json!({ "jsonrpc": "2.0", "id": self.next, "method": method, "params": params }))
+    }
+
+    /// The HTTP status of a `ping` on this session.
+    pub fn request_raw_ping(&self) -> u16 {
+        self.post(&json!({ "jsonrpc": "2.0", "id": "ping", "method": "ping" }))
+            .status
     }
 
     pub fn call(&mut self, tool: &str, args: Value) -> Reply {

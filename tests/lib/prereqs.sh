@@ -42,6 +42,20 @@ ensure_python() {
   "$VENV/bin/pip" install --quiet "${PYTHON_PACKAGES[@]}" >&2
 }
 
+# cargo-machete (unused dependencies), built once into the cache.
+MACHETE_VERSION=0.9.2
+MACHETE=$CI_ERLMCP_CACHE/bin/cargo-machete
+ensure_machete() {
+  if [[ -x $MACHETE ]] && [[ $("$MACHETE" --version 2>/dev/null) == "$MACHETE_VERSION" ]]; then
+    return 0
+  fi
+  echo "building cargo-machete $MACHETE_VERSION from crates.io into $CI_ERLMCP_CACHE/bin (once)"
+  local root=$CI_ERLMCP_CACHE/cargo-machete
+  nice cargo install --quiet --locked --root "$root" --version "$MACHETE_VERSION" cargo-machete >&2
+  mkdir -p "$CI_ERLMCP_CACHE/bin"
+  install -m 0755 "$root/bin/cargo-machete" "$MACHETE"
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest >&2
 }

@@ -9,7 +9,7 @@ use super::params;
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
-use crate::toolsets::CompletionRef;
+use crate::mcp::toolset::CompletionRef;
 
 /// The spec caps one completion response at 100 values.
 const MAX_VALUES: usize = 100;

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::context::RequestContext;
 use super::error::McpError;
-use crate::toolsets::ToolError;
+use crate::mcp::toolset::ToolError;
 
 /// Deserializes params (absent params read as `{}`); a mismatch is -32602.
 pub fn params<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, McpError> {

@@ -9,8 +9,8 @@ use super::{ListParams, list_result, params};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
+use crate::mcp::toolset::{ToolError, ToolOutput};
 use crate::store::{self, audit::AuditEntry};
-use crate::toolsets::{ToolError, ToolOutput};
 
 pub fn list(
     server: &Server,
@@ -100,7 +100,7 @@ fn audit(
         Err(ToolError::InputRequired(_)) => ("input_required", None),
     };
     let entry = AuditEntry {
-        at_ms: store::now_millis(),
+        at_ms: crate::clock::now_millis(),
         session_id: ctx.session_id().map(str::to_owned),
         kind: "tool".into(),
         subject: tool.to_owned(),

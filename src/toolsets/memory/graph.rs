@@ -219,18 +219,6 @@ pub fn open_nodes(conn: &Connection, names: &[String]) -> Result<Graph, StoreErr
     })
 }
 
-/// One entity by name.
-pub fn entity(conn: &Connection, name: &str) -> Result<Option<Entity>, StoreError> {
-    let id: Option<i64> = conn
-        .prepare_cached("SELECT id FROM memory_entities WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?;
-    Ok(match id {
-        Some(id) => load_entities(conn, &[id])?.pop(),
-        None => None,
-    })
-}
-
 /// A page of entity names after `after_id`, for `resources/list`.
 pub fn entity_page(
     conn: &Connection,

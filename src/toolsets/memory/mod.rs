@@ -13,13 +13,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{
-    CompletionRef, Page, ResourceDef, ResourceTemplateDef, ToolDef, ToolError, ToolOutput,
-    ToolResult, Toolset,
-};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::notify::{Change, Hub};
+use crate::mcp::toolset::{
+    CompletionRef, Page, ResourceDef, ResourceTemplateDef, ToolDef, ToolError, ToolOutput,
+    ToolResult, Toolset,
+};
 use crate::store::{Store, StoreError};
 use graph::{Entity, ObservationAdd, ObservationDelete, Relation};
 

@@ -104,7 +104,7 @@ pub fn check_modern(
 /// and must equal it after decoding.
 pub fn check_params(
     headers: &HeaderMap,
-    params: &[crate::toolsets::catalog::HeaderParam],
+    params: &[crate::mcp::catalog::HeaderParam],
     args: &Value,
 ) -> Result<(), McpError> {
     for p in params {
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn param_headers_mirror_arguments() {
-        use crate::toolsets::catalog::HeaderParam;
+        use crate::mcp::catalog::HeaderParam;
         use serde_json::json;
         let p = vec![
             HeaderParam {

@@ -164,7 +164,7 @@ async fn era(
     };
     match state.server.sessions.get(sid).await {
         Ok(Some(s)) => {
-            s.touch(crate::store::now_secs());
+            s.touch(crate::clock::now_secs());
             Ok(Era::Session(s))
         }
         Ok(None) => Err(json_error(

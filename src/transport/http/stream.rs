@@ -212,7 +212,7 @@ impl SseStream {
         let from = inner.logged_upto;
         for (seq, data) in inner.recent.iter().filter(|(s, _)| *s > from) {
             let (sid, stream, seq, text) = (self.session_id.clone(), self.id, *seq, data.clone());
-            let at = store::now_secs();
+            let at = crate::clock::now_secs();
             store.write_batched(move |tx| {
                 // Our own serialized JSON: valid UTF-8.
                 let text = std::str::from_utf8(&text).unwrap_or_default();

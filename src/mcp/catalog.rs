@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
 
-use super::{CompletionRef, Page, PromptDef, ResourceDef, ResourceTemplateDef, ToolDef, Toolset};
-use crate::mcp::error::McpError;
-use crate::mcp::version::ProtocolVersion;
+use super::error::McpError;
+use super::toolset::{
+    CompletionRef, Page, PromptDef, ResourceDef, ResourceTemplateDef, ToolDef, Toolset,
+};
+use super::version::ProtocolVersion;
 
 #[derive(Debug, Error)]
 pub enum CatalogError {

@@ -1,6 +1,5 @@
-//! Helpers for the integration tests: real database files made with the
-//! crate's own migrations, the real `erlmcp` binary as a child process.
-#![allow(dead_code)]
+//! Helpers of the backup and restore tests: real database files made with
+//! the crate's own migrations, the real `erlmcp` binary as a child process.
 
 use rusqlite::Connection;
 use serde_json::Value;
@@ -8,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_erlmcp");
+use super::{BIN, get_raw, post_raw};
 
 /// A data directory with a migrated WAL database holding `marker` in `kv`
 /// and `rows` memory entities with `pad` bytes of observation each.
@@ -167,15 +166,6 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Mounts a tmpfs of `size` (e.g. "2m") with `opts` at `dir`; false when
 /// this machine does not allow it (not root, no mount).
 pub fn mount_tmpfs(dir: &Path, size: &str, opts: &str) -> bool {
@@ -202,77 +192,35 @@ impl Drop for Mounted {
     }
 }
 
-/// One HTTP/1.1 exchange on loopback; returns the status and the head.
-pub fn http(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, raw)
-}
-
-pub const MCP_HEADERS: [(&str, &str); 3] = [
-    ("Content-Type", "application/json"),
+const MCP_HEADERS: [(&str, &str); 2] = [
     ("Accept", "application/json, text/event-stream"),
     ("MCP-Protocol-Version", "2025-06-18"),
 ];
 
+/// A new legacy session on the MCP listener at `addr`; its id.
 pub fn new_session(addr: &str) -> String {
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let (status, raw) = http(addr, "/mcp", &MCP_HEADERS, init);
-    assert_eq!(status, 200, "{raw}");
-    raw.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id:")
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no session id: {raw}"))
+    let r = post_raw(&format!("http://{addr}/mcp"), &MCP_HEADERS, init.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.header("mcp-session-id")
+        .unwrap_or_else(|| panic!("no session id: {r:?}"))
+        .to_owned()
 }
 
+/// The HTTP status of a `ping` on `session`.
 pub fn ping(addr: &str, session: &str) -> u16 {
     let mut h = MCP_HEADERS.to_vec();
     h.push(("Mcp-Session-Id", session));
-    http(
-        addr,
-        "/mcp",
-        &h,
-        r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
-    )
-    .0
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    post_raw(&format!("http://{addr}/mcp"), &h, body.as_bytes()).status
 }
 
-/// GET on the ops listener; the status and the body.
+/// GET on the ops listener; the status and the body (0 when nothing
+/// listens yet).
 pub fn ops_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+    if std::net::TcpStream::connect(addr).is_err() {
         return (0, String::new());
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    }
+    let r = get_raw(&format!("http://{addr}{path}"), &[]);
+    (r.status, r.body)
 }

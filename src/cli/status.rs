@@ -1,0 +1,115 @@
+//! `erlmcp status`: what the daemon says about itself, for a human or
+//! (`--json`) a script.
+
+use clap::Args;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::CliError;
+use crate::config::Config;
+use crate::exit;
+use crate::ops::client::{ClientError, OpsClient};
+use crate::ops::status::{Status, human_bytes};
+
+#[derive(Args, Debug)]
+pub(super) struct StatusArgs {
+    /// The daemon's ops listener (default: from --config, else 127.0.0.1:9718).
+    #[arg(long)]
+    ops: Option<SocketAddr>,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run(args: StatusArgs) -> Result<(), CliError> {
+    let addr = match args.ops {
+        Some(a) => a,
+        None => Config::load(args.config.as_deref())?.ops.listen,
+    };
+    let s: Status = match OpsClient::new(addr, Some(Duration::from_secs(5))).get("/status") {
+        Ok(s) => s,
+        // No daemon to ask is "unavailable", not "try again".
+        Err(e @ ClientError::Unreachable { .. }) => {
+            return Err(CliError::Other {
+                message: e.to_string(),
+                code: exit::UNAVAILABLE,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&s).expect("a status serializes");
+        println!("{text}");
+    } else {
+        print!("{}", human(&s));
+    }
+    Ok(())
+}
+
+fn human(s: &Status) -> String {
+    let mut out = String::new();
+    let ready = if s.ready { "ready" } else { "NOT READY" };
+    let up = human_duration(s.uptime_secs);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "erlmcp {} on {} ({}), {ready}, up {up}",
+        s.version, s.node, s.role
+    );
+    let _ = writeln!(
+        out,
+        "  MCP        http://{}/mcp, {} sessions, {} SSE streams, {} requests in flight",
+        s.mcp_listen, s.sessions, s.sse_streams, s.requests_in_flight
+    );
+    let _ = writeln!(
+        out,
+        "  database   {}/erlmcp.db, {} (+{} WAL)",
+        s.data_dir,
+        human_bytes(s.database_bytes),
+        human_bytes(s.wal_bytes)
+    );
+    if let Some(r) = &s.last_reload {
+        let _ = writeln!(out, "  reload     {r}");
+    }
+    if let Some(b) = &s.last_backup {
+        let _ = writeln!(out, "  backup     {b}");
+    }
+    let _ = writeln!(out, "  children   {}", children(s));
+    out
+}
+
+fn children(s: &Status) -> String {
+    let restarted: Vec<String> = s
+        .children
+        .iter()
+        .filter(|(_, c)| c.restarts > 0 || !c.running)
+        .map(|(n, c)| {
+            let stopped = if c.running { "" } else { ", STOPPED" };
+            let last = c.last_exit.as_ref().map(|e| format!(", last: {e}"));
+            format!(
+                "{n} ({} restarts{stopped}{})",
+                c.restarts,
+                last.unwrap_or_default()
+            )
+        })
+        .collect();
+    if restarted.is_empty() {
+        format!("{} running, none restarted", s.children.len())
+    } else {
+        restarted.join("; ")
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}

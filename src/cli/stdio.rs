@@ -1,0 +1,13 @@
+//! `erlmcp stdio`: one client on stdin/stdout, until stdin closes.
+
+use super::CliError;
+use super::common::CommonArgs;
+use crate::logging;
+use crate::node;
+
+pub(super) fn run(args: CommonArgs) -> Result<(), CliError> {
+    let config = args.config()?;
+    logging::init(&config.log.level);
+    let shutdown = node::signals::terminated();
+    Ok(super::runtime()?.block_on(node::stdio::run(&config, shutdown))?)
+}

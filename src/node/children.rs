@@ -1,0 +1,209 @@
+//! The daemon's supervision tree (root: one_for_one, intensity from
+//! `[supervisor]`):
+//!
+//! ```text
+//! root
+//!  ├─ store        writer heartbeat; restarts a dead writer thread   (permanent, critical)
+//!  ├─ maintenance  session expiry, SSE event-log pruning             (permanent)
+//!  ├─ file-watch   watchers of the files toolset's roots             (permanent)
+//!  ├─ ops          /healthz /readyz /metrics /status, backup endpoints (permanent)
+//!  ├─ backup       scheduled, verified backups + prune ([backup] enabled) (permanent)
+//!  ├─ http         the MCP listener on /mcp                          (permanent)
+//!  ├─ reload       SIGHUP → configuration reload                     (permanent)
+//!  ├─ status       systemd STATUS= line                              (permanent)
+//!  └─ watchdog     WATCHDOG=1 while every critical child beats        (permanent)
+//! ```
+
+use futures::FutureExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::ConfigSource;
+use super::maintenance::{self, Housekeeping};
+use crate::backup::scheduler::Scheduler;
+use crate::config::{Config, FilesConfig};
+use crate::logging::LogControl;
+use crate::mcp::server::Server;
+use crate::ops::{self, OpsState};
+use crate::store::Store;
+use crate::supervisor::{ChildSpec, Intensity, Restart, Strategy, Supervisor, systemd, watchdog};
+use crate::transport::http::{self, HttpState};
+
+/// What the children share.
+pub(super) struct Ctx {
+    pub(super) server: Arc<Server>,
+    pub(super) store: Store,
+    pub(super) http: Arc<HttpState>,
+    pub(super) ops: Arc<OpsState>,
+    pub(super) source: ConfigSource,
+    /// The configuration in force (what a reload compares against).
+    pub(super) config: std::sync::Mutex<Config>,
+    pub(super) files: watch::Sender<FilesConfig>,
+    pub(super) housekeeping: watch::Sender<Housekeeping>,
+    pub(super) log: LogControl,
+}
+
+pub(super) fn tree(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    mcp: std::net::TcpListener,
+    ops_listener: Option<std::net::TcpListener>,
+) -> Supervisor {
+    let intensity = Intensity {
+        max_restarts: config.supervisor.max_restarts,
+        within: Duration::from_secs(config.supervisor.within_secs),
+    };
+    let drain = Duration::from_secs(config.shutdown.drain_timeout_secs) + Duration::from_secs(2);
+    let mut root = Supervisor::new("root", Strategy::OneForOne, intensity)
+        .child(store(ctx))
+        .child(maintenance(ctx))
+        .child(file_watch(ctx));
+    if let Some(l) = ops_listener {
+        root = root.child(ops(ctx, l));
+    }
+    if let Some(s) = Scheduler::from_config(config, &ctx.store) {
+        root = root.child(backup(s));
+    }
+    root.child(mcp_listener(ctx, mcp).shutdown(drain))
+        .child(reload(ctx))
+        .child(status(ctx))
+        .child(watchdog(ctx))
+}
+
+/// Proves the writer commits (a no-op write every beat) and brings a dead
+/// writer thread back. A hung writer stops the beats, and the watchdog.
+fn store(ctx: &Arc<Ctx>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("store", Restart::Permanent, move |stop| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.store.restart_writer()?;
+            loop {
+                if !ctx.store.writer_alive() {
+                    return Err("the store writer thread ended".into());
+                }
+                if ctx.store.ping_writer(Duration::from_secs(5)).await {
+                    ctx.ops.heartbeats.beat("store");
+                } else {
+                    tracing::warn!("the store writer did not commit a ping within 5 s");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(watchdog::beat_interval()) => {}
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+fn maintenance(ctx: &Arc<Ctx>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("maintenance", Restart::Permanent, move |stop| {
+        let (server, settings) = (ctx.server.clone(), ctx.housekeeping.subscribe());
+        async move {
+            maintenance::run(server, settings, stop).await;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+fn file_watch(ctx: &Arc<Ctx>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("file-watch", Restart::Permanent, move |stop| {
+        let (rx, hub) = (ctx.files.subscribe(), ctx.server.hub.clone());
+        crate::toolsets::files::watch_roots(rx, hub, stop).boxed()
+    })
+}
+
+/// Takes the scheduled backups; a failing backup is an alert (metrics,
+/// log, STATUS=), never a reason for this child to exit.
+fn backup(scheduler: Scheduler) -> ChildSpec {
+    ChildSpec::new("backup", Restart::Permanent, move |stop| {
+        let s = scheduler.clone();
+        async move {
+            s.run(stop).await;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+fn ops(ctx: &Arc<Ctx>, listener: std::net::TcpListener) -> ChildSpec {
+    let ctx = ctx.clone();
+    let listener = Arc::new(listener);
+    ChildSpec::new("ops", Restart::Permanent, move |stop| {
+        let (router, listener) = (ops::router(ctx.ops.clone()), listener.clone());
+        async move {
+            let l = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+            axum::serve(l, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+fn mcp_listener(ctx: &Arc<Ctx>, listener: std::net::TcpListener) -> ChildSpec {
+    let ctx = ctx.clone();
+    let listener = Arc::new(listener);
+    ChildSpec::new("http", Restart::Permanent, move |stop| {
+        let (state, listener) = (ctx.http.clone(), listener.clone());
+        async move {
+            let l = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+            http::serve(l, http::router(state), stop).await?;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+fn reload(ctx: &Arc<Ctx>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("reload", Restart::Permanent, move |stop| {
+        let ctx = ctx.clone();
+        async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut hup = signal(SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = hup.recv() => super::reload::reload(&ctx).await,
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+fn status(ctx: &Arc<Ctx>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("status", Restart::Permanent, move |stop| {
+        let ops = ctx.ops.clone();
+        async move {
+            let mut last = String::new();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                let line = ops::status::one_line(&ops::status::snapshot(&ops));
+                if line != last {
+                    systemd::status(&line);
+                    last = line;
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+fn watchdog(ctx: &Arc<Ctx>) -> ChildSpec {
+    let beats = ctx.ops.heartbeats.clone();
+    ChildSpec::new("watchdog", Restart::Permanent, move |stop| {
+        watchdog::run(beats.clone(), stop).boxed()
+    })
+}

@@ -1,0 +1,138 @@
+//! `erlmcp serve` as a daemon systemd can trust: the supervision tree
+//! ([`super::children`]), the sd_notify lifecycle (READY only once the
+//! database is open, migrated and the listeners are bound; STOPPING and a
+//! bounded drain when the shutdown future resolves).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::children::{self, Ctx};
+use super::maintenance::Housekeeping;
+use super::{ConfigSource, NodeError};
+use crate::backup::Backups;
+use crate::logging::LogControl;
+use crate::ops::{self, OpsState};
+use crate::supervisor::systemd::{self, Activated};
+use crate::supervisor::{Heartbeats, TreeStatus};
+use crate::transport::http::{HttpSettings, HttpState};
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Runs the daemon until `shutdown` resolves (then drains and returns
+/// `Ok`) or the supervision tree escalates (an error).
+pub(crate) async fn run(
+    source: ConfigSource,
+    activated: Activated,
+    log: LogControl,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let config = source.load()?;
+    let (store, server) = super::build(&config).await?;
+    let mcp = match activated.mcp {
+        Some(l) => l,
+        None => bind(config.http.listen)?,
+    };
+    let mcp_addr = mcp.local_addr()?;
+    let ops_listener = match (config.ops.enabled, activated.ops) {
+        (_, Some(l)) => Some(l),
+        (true, None) => Some(bind(config.ops.listen)?),
+        (false, None) => None,
+    };
+    let root_stop = CancellationToken::new();
+    let http_state = HttpState::new(
+        server.clone(),
+        HttpSettings::from_config(&config.http),
+        root_stop.clone(),
+    );
+    let restored = http_state.restore_streams().await?;
+    if restored > 0 {
+        tracing::info!(
+            sessions = restored,
+            "server streams of earlier sessions restored"
+        );
+    }
+    let ops_state = Arc::new(OpsState {
+        server: server.clone(),
+        http: http_state.clone(),
+        backups: Backups::from_config(&config),
+        heartbeats: Heartbeats::new(),
+        tree: TreeStatus::default(),
+        started: Instant::now(),
+        started_unix: crate::clock::now_secs(),
+        ready: false.into(),
+        metrics: ops::metrics::install(),
+        mcp_addr,
+        node: config.node_name.clone(),
+        config_path: source.path.clone(),
+        last_reload: std::sync::Mutex::new(None),
+    });
+    let ctx = Arc::new(Ctx {
+        server,
+        store: store.clone(),
+        http: http_state,
+        ops: ops_state.clone(),
+        source,
+        config: std::sync::Mutex::new(config.clone()),
+        files: watch::channel(config.toolsets.files.clone()).0,
+        housekeeping: watch::channel(Housekeeping::from_config(&config)).0,
+        log,
+    });
+    let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
+    let supervisor = tokio::spawn({
+        let stop = root_stop.clone();
+        async move { root.run(stop).await }
+    });
+
+    ops_state.ready.store(true, Ordering::Relaxed);
+    systemd::ready(&ops::status::one_line(&ops::status::snapshot(&ops_state)));
+    tracing::info!(mcp = %mcp_addr, ops = %config.ops.listen, data_dir = %config.data_dir.display(),
+        toolsets = ?ctx.server.catalog().toolset_names(), "erlmcp ready");
+
+    let outcome = tokio::select! {
+        r = supervisor => Some(r),
+        _ = shutdown => None,
+    };
+    ops_state.ready.store(false, Ordering::Relaxed);
+    let result = match outcome {
+        None => {
+            let drain = Duration::from_secs(config.shutdown.drain_timeout_secs);
+            systemd::stopping();
+            tracing::info!(drain = ?drain, "stopping: no new connections, draining requests");
+            root_stop.cancel();
+            let left = ctx.server.drain(drain).await;
+            if left > 0 {
+                tracing::warn!(
+                    requests = left,
+                    "drain deadline passed with requests still running"
+                );
+            }
+            Ok(())
+        }
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(escalation))) => {
+            systemd::status(&format!("failed: {escalation}"));
+            tracing::error!(%escalation, "the supervision tree gave up");
+            Err(escalation.into())
+        }
+        Some(Err(join)) => Err(NodeError::Crashed(join.to_string())),
+    };
+    if let Err(e) = store.checkpoint().await {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+    if result.is_ok() {
+        tracing::info!("erlmcp stopped cleanly");
+    }
+    result
+}

@@ -1,0 +1,101 @@
+//! A running erlmcp process: configuration in, a served store out.
+//!
+//! - [`daemon`]: `erlmcp serve`, a tree of supervised children
+//!   ([`children`]) with the sd_notify lifecycle, until a shutdown future
+//!   resolves;
+//! - [`stdio`]: one client on stdin/stdout, as a small tree;
+//! - [`reload`]: SIGHUP, the configuration applied whole or not at all;
+//! - [`maintenance`]: housekeeping on the live configuration;
+//! - [`signals`]: the shutdown future the command line passes in.
+
+mod children;
+pub(crate) mod daemon;
+mod maintenance;
+mod reload;
+pub(crate) mod signals;
+pub(crate) mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::exit;
+use crate::mcp::notify::Hub;
+use crate::mcp::server::{Server, Settings};
+use crate::store::{Store, StoreError};
+use crate::supervisor::Escalation;
+use crate::toolsets::registry;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, Error)]
+pub(crate) enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Toolsets(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Escalated(#[from] Escalation),
+    #[error("the root supervisor crashed: {0}")]
+    Crashed(String),
+}
+
+impl NodeError {
+    /// The exit code an operator (and systemd) sees.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Config(_) | NodeError::Toolsets(_) => exit::CONFIG,
+            NodeError::Store(StoreError::SchemaTooNew { .. }) => exit::DATA_TOO_NEW,
+            NodeError::Store(StoreError::DataDir { .. }) => exit::CANT_CREATE,
+            NodeError::Store(StoreError::Locked { .. }) => exit::TEMP_FAIL,
+            NodeError::Store(StoreError::Sqlite(_)) => exit::CANT_CREATE,
+            NodeError::Store(_) => exit::FAILURE,
+            NodeError::Bind { .. } => exit::UNAVAILABLE,
+            NodeError::Io(_) | NodeError::Escalated(_) | NodeError::Crashed(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// How the configuration was obtained, so a reload can repeat it.
+#[derive(Clone)]
+pub(crate) struct ConfigSource {
+    pub(crate) path: Option<PathBuf>,
+    /// Applies the command-line flags on top of a freshly loaded file.
+    pub(crate) overrides: Arc<dyn Fn(&mut Config) + Send + Sync>,
+}
+
+impl ConfigSource {
+    pub(crate) fn load(&self) -> Result<Config, ConfigError> {
+        let mut c = Config::load(self.path.as_deref())?;
+        (self.overrides)(&mut c);
+        c.validate().map_err(|message| ConfigError::Invalid {
+            origin: "command line".into(),
+            message,
+        })?;
+        Ok(c)
+    }
+}
+
+/// Opens the store and builds the server core.
+pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeError> {
+    let store = Store::open(&config.data_dir, &config.store)?;
+    let hub = Hub::new();
+    let catalog = registry::build(config, &store, &hub).map_err(NodeError::Toolsets)?;
+    let server = Server::new(
+        store.clone(),
+        catalog,
+        Settings::from_config(&config.mcp),
+        hub,
+    )
+    .await?;
+    Ok((store, server))
+}

@@ -1,0 +1,44 @@
+//! `/healthz` (the process answers) and `/readyz` (it can serve: startup
+//! done, not stopping, the database commits a write promptly).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{OpsState, json_response};
+
+pub(super) fn routes() -> Router<Arc<OpsState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "alive" }))
+}
+
+async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
+    let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
+    let started = s.ready.load(Ordering::Relaxed);
+    let ready = started && writable;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({
+            "ready": ready,
+            "role": s.role(),
+            "database": if writable { "writable" } else { "not writable" },
+            "starting_or_stopping": !started,
+        }),
+    )
+}
