@@ -61,10 +61,6 @@ rec {
         (lib.mapAttrsRecursive (_: lib.mkOverride 90) spec.config);
     };
 
-  prelude = story:
-    let file = ./scenarios + "/${story}.machines.json"; in
-    if builtins.pathExists file then (builtins.fromJSON (builtins.readFile file)).prelude or [ ] else [ ];
-
   # The test around scenarios/<story>.py. `nodes` must name the same machines
   # as the story's machines.json, when it has one.
   mkTest = { story, nodes }:
@@ -87,9 +83,8 @@ rec {
         })
         nodes;
       # The story's helper scripts ("prelude" in its machines.json) come
-      # first, as the harness does.
-      testScript = lib.concatMapStrings (f: builtins.readFile (./scenarios + "/${f}") + "\n") (prelude story)
-        + builtins.readFile (./scenarios + "/${story}.py");
+      # first, as the harness does; tests/driver-lint lints this same text.
+      testScript = import ./test-script.nix story;
     };
 
   # Tools the scenario scripts call on every machine.

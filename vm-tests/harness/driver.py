@@ -225,14 +225,9 @@ class Driver:
 
     def _exec_script(self, path):
         # A story may list helper scripts in machines.json "prelude"; they are
-        # prepended, as the NixOS tests do (vm-tests/common.nix), so the
+        # prepended, as the NixOS tests do (vm-tests/test-script.nix), so the
         # story runs with the same globals under both drivers.
-        source = ""
-        for name in self.prelude:
-            with open(os.path.join(os.path.dirname(path), name), encoding="utf-8") as f:
-                source += f.read() + "\n"
-        with open(path, encoding="utf-8") as f:
-            source += f.read()
+        source = provision.script_source(path)
         code = compile(source, path, "exec")
         with self.log.nested("run the scenario script"):
             try:

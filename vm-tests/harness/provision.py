@@ -130,6 +130,19 @@ def load_prelude(story):
     return prelude
 
 
+def script_source(story):
+    """The story's test script: its prelude files, each followed by a
+    newline, then the story. vm-tests/test-script.nix builds the same text
+    for the NixOS test, and tests/driver-lint checks that the two agree."""
+    script, _ = story_paths(story)
+    source = ""
+    for name in load_prelude(story):
+        with open(os.path.join(os.path.dirname(script), name), encoding="utf-8") as f:
+            source += f.read() + "\n"
+    with open(script, encoding="utf-8") as f:
+        return source + f.read()
+
+
 def needs_erlmcp(machines):
     return any(spec.get("erlmcp") for spec in machines.values())
 

@@ -1,13 +1,12 @@
 # erlmcp under real systemd: startup, MCP over the LAN, the journal,
 # reload, crash restart, watchdog, socket activation. Every write the
 # server acknowledged must still be there at the end.
-import json
-
 # McpSession comes from mcp_client.py, prepended by both drivers ("prelude"
-# in basic.machines.json).
+# in basic.machines.json), and so does its `import json`: importing it here
+# again is a pyflakes error in the NixOS driver's lint.
 
 URL = "http://server:8080/mcp"
-acknowledged = []
+acknowledged: list[str] = []
 
 
 def main_pid():

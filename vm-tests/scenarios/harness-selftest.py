@@ -1,5 +1,7 @@
 # The harness checks itself: every machine-API call the stories rely on,
 # on two machines.  Written against the NixOS test driver's API only.
+# (`os` is a driver global, but the driver's type hints do not declare it.)
+import os
 
 start_all()
 
