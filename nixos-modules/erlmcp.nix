@@ -599,7 +599,10 @@ in
       };
     })
 
-    (mkIf cfg.failover.enable {
+    # Only once interface and virtual IP are set: keepalived's own options
+    # do not take null, and its assertions would then fail with a type error
+    # before the assertion above could say what is missing.
+    (mkIf (cfg.failover.enable && cfg.failover.interface != null && cfg.failover.virtualIp != null) {
       services.keepalived = {
         enable = true;
         openFirewall = mkDefault true;
