@@ -162,6 +162,9 @@ class Driver:
                 m = QemuMachine(name, workdir, self.log, self.out_dir, shared,
                                 self.state, image, root, addrs[name], names.index(name),
                                 spec.get("memory", 1024), spec.get("cpus", 1))
+                m.add_vm_files()
+            # Last: /etc as NixOS has it (read-only store, /etc/static links).
+            provision.seal(root, name, spec, names, self.binary)
             self.machines[name] = m
             self.log.info(f"{name}: {addrs[name]}, root {root}")
         if self.backend == "qemu":

@@ -16,6 +16,16 @@ with subtest("LAN: client reaches server by name"):
     assert "hello from server" in out, out
     client.succeed("ping -c1 -W2 server")
 
+with subtest("/etc as on NixOS: declared files are read-only links into the store"):
+    server.succeed("test -L /etc/hosts && test -L /etc/systemd/system")
+    t.assertEqual(server.succeed("readlink -f /etc/hosts")[:11], "/nix/store/")
+    server.fail("echo '# edited' >> /etc/hosts")
+    server.fail("touch /etc/systemd/system/new.service")
+    server.succeed("test -x /run/booted-system/bin/switch-to-configuration")
+    server.succeed("test -d /run/booted-system/specialisation")
+    t.assertEqual(server.succeed("readlink -f /run/current-system"),
+                  server.succeed("readlink -f /run/booted-system"))
+
 with subtest("execute returns status and stdout"):
     status, out = server.execute("echo out; echo err >&2; exit 3")
     assert status == 3, status
