@@ -246,8 +246,17 @@ class Driver:
         frames = [f for f in tb if f.filename == path]
         self.log.error("scenario failed; traceback (script frames):")
         lines = source.splitlines()
+        # The script is the prelude files, then the story: name the file a
+        # line comes from.
+        with open(path, encoding="utf-8") as f:
+            story_start = len(lines) - len(f.read().splitlines())
+
+        def where(n):
+            if n > story_start:
+                return f"{os.path.basename(path)}:{n - story_start}"
+            return f"prelude line {n}"
         for f in frames:
-            self.log.error(f"  {os.path.basename(path)}:{f.lineno}: "
+            self.log.error(f"  {where(f.lineno or 0)}: "
                            f"{lines[f.lineno - 1].strip() if f.lineno else ''}")
         if not isinstance(exc, (RequestedAssertionFailed, HarnessError)):
             self.log.error("".join(traceback.format_exception(exc)).rstrip())
