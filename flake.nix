@@ -163,7 +163,9 @@
           };
           moduleEval = import ./nixos-modules/tests/eval.nix {
             inherit lib;
-            evalConfig = modules: (lib.nixosSystem {
+            # The whole evaluation (config and options): the cases compare
+            # what erlmcp's module itself defines, not merged values.
+            evalNixos = modules: lib.nixosSystem {
               modules = [
                 self.nixosModules.default
                 {
@@ -172,7 +174,7 @@
                   system.stateVersion = "26.05";
                 }
               ] ++ modules;
-            }).config;
+            };
           };
         in
         crate.checks

@@ -5,9 +5,29 @@
 # Built as a bootable qcow2 with nixpkgs' own image machinery
 # (nixos/modules/virtualisation/disk-image.nix, the module behind
 # `system.build.images.qemu`): `nix build .#appliance-image`.
-{ lib, modulesPath, pkgs, ... }:
+#
+# How an operator gets in: NixOS locks root's password
+# (users.users.root.initialHashedPassword = "!"), so nobody logs in on the
+# console of the image as built. `appliance.sshAuthorizedKeys` turns on SSH
+# for root with those keys only (no passwords); a console password is
+# `users.users.root.hashedPassword` in your own module (docs/nixos.md).
+{ config, lib, modulesPath, pkgs, ... }:
 
+let
+  cfg = config.appliance;
+in
 {
+  options.appliance.sshAuthorizedKeys = lib.mkOption {
+    type = lib.types.listOf lib.types.singleLineStr;
+    default = [ ];
+    example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... operator@laptop" ];
+    description = ''
+      Public SSH keys that may log in as root. When the list is not empty,
+      sshd runs (port 22, opened in the firewall) and accepts these keys
+      only: no passwords, no keyboard-interactive logins.
+    '';
+  };
+
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
     (modulesPath + "/profiles/minimal.nix")
@@ -52,18 +72,25 @@
     settings.http.allowed_hosts = lib.mkDefault [ "*" ];
   };
 
-  # Off by default. To administer over SSH, in a module of your own
-  # (see docs/nixos.md, "Your own appliance"):
-  #   services.openssh.enable = true;
-  #   users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 ..." ];
-  services.openssh.enable = lib.mkDefault false;
+  # SSH only with the operator's keys (appliance.sshAuthorizedKeys).
+  services.openssh = {
+    enable = lib.mkDefault (cfg.sshAuthorizedKeys != [ ]);
+    openFirewall = true;
+    settings = {
+      PermitRootLogin = "prohibit-password";
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+    };
+  };
+  users.users.root.openssh.authorizedKeys.keys = cfg.sshAuthorizedKeys;
 
-  # root has no password (NixOS's default): the console shows where erlmcp
-  # is and how to look at it. Give root a password or an SSH key in your own
-  # module to administer the machine.
+  # The console login prompt says where erlmcp is; root's password stays
+  # locked (NixOS's default) unless your own module sets one.
   services.getty.helpLine = ''
 
     erlmcp appliance: MCP on http://<this machine>:8080/mcp
+    root logs in with an SSH key (appliance.sshAuthorizedKeys); the console
+    needs a password set in your configuration (users.users.root.hashedPassword).
     state: systemctl status erlmcp; journalctl -u erlmcp; erlmcp backup list
   '';
 

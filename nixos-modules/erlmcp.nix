@@ -1,5 +1,7 @@
 # services.erlmcp: the erlmcp MCP server as a hardened, socket-activated
-# systemd service, with scheduled backups, replication and keepalived failover.
+# systemd service, with scheduled backups. Replication and keepalived
+# failover are declared here already; an assertion refuses them until the
+# binary has them (see `assertions`).
 #
 # The configuration file is generated from `settings` (RFC 42) and checked at
 # build time with `erlmcp check-config`, which rejects unknown keys: the module
@@ -599,7 +601,10 @@ in
       };
     })
 
-    (mkIf cfg.failover.enable {
+    # Only once interface and virtual IP are set: keepalived's own options
+    # do not take null, and its assertions would then fail with a type error
+    # before the assertion above could say what is missing.
+    (mkIf (cfg.failover.enable && cfg.failover.interface != null && cfg.failover.virtualIp != null) {
       services.keepalived = {
         enable = true;
         openFirewall = mkDefault true;

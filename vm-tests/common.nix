@@ -21,12 +21,16 @@ rec {
   # vm-tests/<story>.nix stays the source of truth: this checks that it
   # agrees with the declaration (erlmcp on or off, replication role) and
   # applies what the harness varies per story (config overrides, which win
-  # over the node's settings as in the harness; memory; cpus).
+  # over the node's settings as in the harness; memory; cpus; and the
+  # configurations a story switches to, "specialisations": each becomes a
+  # NixOS specialisation that changes erlmcp's settings, so
+  # /run/booted-system/specialisation/NAME/bin/switch-to-configuration test
+  # reloads erlmcp here as in the harness).
   fromHarness = story: name: spec: { config, ... }:
     let
       # `files` and `units` are the harness's way to add drop-ins and units;
       # a NixOS node declares the same in vm-tests/<story>.nix.
-      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" ] (builtins.attrNames spec);
+      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" "specialisations" ] (builtins.attrNames spec);
       wantsErlmcp = spec.erlmcp or false;
       role = spec.role or name;
       replicationRole = if lib.elem role [ "primary" "standby" ] then role else null;
@@ -59,11 +63,19 @@ rec {
       virtualisation.cores = lib.mkIf (spec ? cpus) spec.cpus;
       services.erlmcp.settings = lib.mkIf (spec ? config)
         (lib.mapAttrsRecursive (_: lib.mkOverride 90) spec.config);
+      # The story switches with switch-to-configuration (on by default;
+      # said here because the story depends on it).
+      system.switch.enable = lib.mkIf (spec ? specialisations) true;
+      # Over the settings above, as the harness merges them.
+      specialisation = lib.mapAttrs
+        (_: s: {
+          configuration = {
+            services.erlmcp.settings = lib.mapAttrsRecursive (_: lib.mkOverride 80) (s.config or { });
+            services.erlmcp.validateConfig = lib.mkIf (s ? validateConfig) s.validateConfig;
+          };
+        })
+        (spec.specialisations or { });
     };
-
-  prelude = story:
-    let file = ./scenarios + "/${story}.machines.json"; in
-    if builtins.pathExists file then (builtins.fromJSON (builtins.readFile file)).prelude or [ ] else [ ];
 
   # The test around scenarios/<story>.py. `nodes` must name the same machines
   # as the story's machines.json, when it has one.
@@ -87,9 +99,8 @@ rec {
         })
         nodes;
       # The story's helper scripts ("prelude" in its machines.json) come
-      # first, as the harness does.
-      testScript = lib.concatMapStrings (f: builtins.readFile (./scenarios + "/${f}") + "\n") (prelude story)
-        + builtins.readFile (./scenarios + "/${story}.py");
+      # first, as the harness does; tests/driver-lint lints this same text.
+      testScript = import ./test-script.nix story;
     };
 
   # Tools the scenario scripts call on every machine.

@@ -30,6 +30,15 @@ let
       virtualisation.memorySize = mkOption { type = types.ints.positive; default = 1024; };
       virtualisation.cores = mkOption { type = types.ints.positive; default = 1; };
       virtualisation.diskSize = mkOption { type = types.ints.positive; default = 1024; };
+      # nixos/modules/system/activation/switchable-system.nix
+      system.switch.enable = mkOption { type = types.bool; default = true; };
+      # nixos/modules/system/activation/specialisation.nix
+      specialisation = mkOption {
+        type = types.attrsOf (types.submodule {
+          options.configuration = mkOption { type = types.deferredModule; default = { }; };
+        });
+        default = { };
+      };
     };
   };
 
@@ -40,20 +49,27 @@ let
   };
 
   # Node numbers in name order, as nixos/lib/testing/network.nix assigns them.
-  evalNode = test: names: name:
+  nodeModules = test: names: name: [
+    stub.module
+    testNode
+    test.defaults
+    test.nodes.${name}
+    {
+      _module.args.pkgs = lib.mkForce pkgs;
+      networking.hostName = name;
+      networking.primaryIPAddress = "192.168.1.${toString (1 + lib.lists.findFirstIndex (n: n == name) null names)}";
+    }
+  ];
+  evalNode = test: names: name: (lib.evalModules { modules = nodeModules test names name; }).config;
+
+  # A specialisation: the node's configuration plus its own
+  # (inheritParentConfig, NixOS's default).
+  evalSpecialisation = test: names: name: configuration:
     (lib.evalModules {
-      modules = [
-        stub.module
-        testNode
-        test.defaults
-        test.nodes.${name}
-        {
-          _module.args.pkgs = lib.mkForce pkgs;
-          networking.hostName = name;
-          networking.primaryIPAddress = "192.168.1.${toString (1 + lib.lists.findFirstIndex (n: n == name) null names)}";
-        }
-      ];
+      modules = nodeModules test names name ++ [ configuration { specialisation = lib.mkForce { }; } ];
     }).config;
+
+  failed = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
 
   report = test:
     let names = builtins.attrNames test.nodes; in
@@ -61,11 +77,25 @@ let
       inherit (test) name;
       script = builtins.stringLength test.testScript > 0;
       nodes = lib.genAttrs names (name:
-        let c = evalNode test names name; in
+        let
+          c = evalNode test names name;
+          specialisations = lib.mapAttrs
+            (_: sp:
+              let sc = evalSpecialisation test names name sp.configuration; in
+              {
+                failedAssertions = failed sc;
+                inherit (sc.services.erlmcp) settings validateConfig;
+              })
+            c.specialisation;
+        in
         {
-          failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+          failedAssertions = failed c
+            ++ lib.concatLists (lib.mapAttrsToList
+            (sname: sp: map (m: "specialisation ${sname}: ${m}") sp.failedAssertions)
+            specialisations);
           erlmcp = c.services.erlmcp.enable;
           settings = if c.services.erlmcp.enable then c.services.erlmcp.settings else null;
+          inherit specialisations;
         });
     };
 

@@ -6,24 +6,41 @@
 #     --arg lib 'import /path/to/nixpkgs/lib'
 #
 # By default the module is evaluated with lib.evalModules against the small
-# option declarations of ./nixos-stub.nix. The flake passes `evalConfig`
-# (a full NixOS evaluation) so the same cases run against real NixOS in
-# `nix flake check`. The result lists the failed expectations; empty is green.
+# option declarations of ./nixos-stub.nix (with nixpkgs' real module files
+# where `nixosModules` has them: see there). The flake passes `evalNixos` (a
+# full NixOS evaluation, lib.nixosSystem) so the same cases run against real
+# NixOS in `nix flake check`. The result lists the failed expectations;
+# empty is green.
+#
+# NixOS writes to many of the options this module writes to (tmpfiles
+# rules, users, the firewall, packages): an expectation about what erlmcp
+# adds to such an option reads `c.own PATH`, erlmcp's own definitions, never
+# the merged value.
 { lib
-, evalConfig ? null
+, evalNixos ? null
+, nixosModules ? null
 }:
 
 let
-  inherit (lib) all any elem hasInfix hasPrefix mapAttrsToList;
+  inherit (lib) all any elem hasInfix hasPrefix hasSuffix mapAttrsToList;
 
-  stub = import ./nixos-stub.nix { inherit lib; };
-  stubbed = evalConfig == null;
+  stub = import ./nixos-stub.nix { inherit lib nixosModules; };
+  stubbed = evalNixos == null;
 
+  # The merged config, plus `own PATH`: the values nixos-modules/erlmcp.nix
+  # itself defines for the (list) option at PATH, concatenated.
   eval = modules:
-    if stubbed then
-      (lib.evalModules { modules = [ stub.module ../erlmcp.nix ] ++ modules; }).config
-    else
-      evalConfig ([ ../erlmcp.nix ] ++ modules);
+    let
+      system =
+        if stubbed then
+          lib.evalModules { modules = [ stub.module ../erlmcp.nix ] ++ modules; }
+        else
+          evalNixos ([ ../erlmcp.nix ] ++ modules);
+      own = path: lib.concatMap (d: d.value)
+        (builtins.filter (d: hasSuffix "/nixos-modules/erlmcp.nix" (toString d.file))
+          (lib.getAttrFromPath path system.options).definitionsWithLocations);
+    in
+    system.config // { inherit own; };
 
   # The assertion that keeps replication and failover off until the binary
   # has them; the cases below check the rest of the logic around it.
@@ -105,7 +122,9 @@ let
         "service requires its sockets" = elem "erlmcp.socket" (svc c).requires && elem "erlmcp-ops.socket" (svc c).requires;
         "reload on config change" = (svc c).reloadTriggers != [ ];
         "config in /etc" = c.environment.etc ? "erlmcp/erlmcp.toml";
-        "firewall closed" = !(elem 8080 c.networking.firewall.allowedTCPPorts || elem 9718 c.networking.firewall.allowedTCPPorts);
+        "firewall closed" = c.own [ "networking" "firewall" "allowedTCPPorts" ] == [ ];
+        "no tmpfiles rule" = c.own [ "systemd" "tmpfiles" "rules" ] == [ ];
+        "the package on PATH" = c.own [ "environment" "systemPackages" ] == [ c.services.erlmcp.package ];
         "no keepalived" = !c.services.keepalived.enable;
       } // lib.optionalAttrs stubbed {
         "config checked by erlmcp check-config" =
@@ -120,6 +139,13 @@ let
         "no socket" = !(c.systemd.sockets ? erlmcp);
         "no config file" = !(c.environment.etc ? "erlmcp/erlmcp.toml");
         "no user" = !(c.users.users ? erlmcp);
+        "nothing of erlmcp's in merged options" = c.own [ "systemd" "tmpfiles" "rules" ] == [ ]
+          && c.own [ "networking" "firewall" "allowedTCPPorts" ] == [ ]
+          && c.own [ "environment" "systemPackages" ] == [ ];
+        # True on NixOS, so the stub must write them too (nixos-stub.nix,
+        # nixosOwn): merged values here then look as they do on NixOS.
+        "NixOS's own tmpfiles rules" = c.systemd.tmpfiles.rules != [ ];
+        "NixOS's own users and packages" = c.users.users ? root && c.environment.systemPackages != [ ];
       };
     };
 
@@ -140,7 +166,7 @@ let
         "IPv6 listen addresses in brackets" = c.services.erlmcp.settings.http.listen == "[::]:8443"
           && c.services.erlmcp.settings.ops.listen == "[::]:9718";
         "socket on [::]" = c.systemd.sockets.erlmcp.listenStreams == [ "[::]:8443" ];
-        "firewall open" = elem 8443 c.networking.firewall.allowedTCPPorts && elem 9718 c.networking.firewall.allowedTCPPorts;
+        "firewall open" = c.own [ "networking" "firewall" "allowedTCPPorts" ] == [ 8443 9718 ];
         "freeform settings kept" = c.services.erlmcp.settings.log.level == "debug"
           && c.services.erlmcp.settings.http.allowed_hosts == [ "mcp.example.org" ]
           && c.services.erlmcp.settings.toolsets.files.roots == [{ name = "docs"; path = "/srv/docs"; }];
@@ -168,7 +194,7 @@ let
           daily = 14;
           weekly = 8;
         };
-        "directory outside the state dir is created" = elem "d /srv/backups/erlmcp 0750 erlmcp erlmcp - -" c.systemd.tmpfiles.rules;
+        "directory outside the state dir is created" = c.own [ "systemd" "tmpfiles" "rules" ] == [ "d /srv/backups/erlmcp 0750 erlmcp erlmcp - -" ];
         "and writable" = (sc c).ReadWritePaths == [ "/srv/backups/erlmcp" ];
         "TimeoutStopSec follows the drain timeout" = (sc c).TimeoutStopSec == "75s";
       };
@@ -177,7 +203,7 @@ let
     backups-in-state-dir = {
       modules = enabled { backups.enable = true; };
       expect = c: {
-        "no extra directory" = c.systemd.tmpfiles.rules == [ ] && (sc c).ReadWritePaths == [ ];
+        "no extra directory" = c.own [ "systemd" "tmpfiles" "rules" ] == [ ] && (sc c).ReadWritePaths == [ ];
         "enabled" = c.services.erlmcp.settings.backup.enabled;
       };
     };
@@ -248,6 +274,28 @@ let
         } // lib.optionalAttrs stubbed {
           "check script asks /healthz on loopback" =
             hasInfix "http://127.0.0.1:9718/healthz" (builtins.readFile s.script);
+        } // lib.optionalAttrs (!stubbed || stub.realKeepalived) {
+          # What nixpkgs' keepalived module makes of these settings.
+          "keepalived's own assertions hold" = builtins.filter (hasInfix "services.keepalived")
+            (map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions)) == [ ];
+          "VRRP allowed by keepalived's firewall rules" = hasInfix "-p vrrp" c.networking.firewall.extraCommands;
+          "keepalived.service runs the generated config" =
+            let conf = lib.last (lib.splitString " -f " c.systemd.services.keepalived.serviceConfig.ExecStart); in
+            hasPrefix "/nix/store/" conf;
+        } // lib.optionalAttrs (stubbed && stub.realKeepalived) {
+          "keepalived.conf: instance, track script, notify hooks" =
+            let
+              conf = builtins.readFile (lib.head (lib.splitString " " (lib.last
+                (lib.splitString " -f " c.systemd.services.keepalived.serviceConfig.ExecStart))));
+            in
+            hasInfix "vrrp_instance erlmcp {" conf
+            && hasInfix "vrrp_script erlmcp_health {" conf
+            && hasInfix "user erlmcp erlmcp" conf
+            && hasInfix "nopreempt" conf
+            && hasInfix "virtual_router_id 42" conf
+            && hasInfix "192.168.1.100/24" conf
+            && hasInfix "notify_master \"" conf
+            && hasInfix "enable_script_security" conf;
         };
     };
 
@@ -384,7 +432,10 @@ let
   count = set: builtins.length (builtins.attrNames set);
 in
 {
-  evaluatedWith = if stubbed then "lib.evalModules + nixos-stub.nix" else "NixOS";
+  evaluatedWith =
+    if stubbed then
+      "lib.evalModules + nixos-stub.nix" + lib.optionalString stub.realKeepalived " + nixpkgs' keepalived module"
+    else "NixOS";
   checks = lib.foldl' (n: case: n + count (case.expect (eval case.modules))) 0 (builtins.attrValues cases)
     + count assertionCases + count rejected;
   failures = caseFailures ++ assertionFailures ++ rejectionFailures;

@@ -3,10 +3,30 @@
 # evaluated with nothing but nixpkgs' `lib` (see ./eval.nix). Only the
 # options the module uses are declared: a misspelt option name fails here as
 # it would on NixOS.
-{ lib }:
+#
+# Where NixOS itself writes to one of these options on every system (its
+# own tmpfiles rules, users, /etc files, packages, units, assertions), the
+# stub writes a few of the same entries too (`nixosOwn` below), so that an
+# expectation on a merged value fails here as it would on NixOS.
+#
+# `nixosModules` is nixpkgs' nixos/modules directory, or a partial copy of
+# it (tests/nix passes $CI_ERLMCP_CACHE/nixpkgs/nixos/modules when present).
+# Module files found there are evaluated instead of their stub: today the
+# keepalived module (services/networking/keepalived), which the failover
+# options write to.
+{ lib
+, nixosModules ? null
+}:
 
 let
   inherit (lib) mkOption types;
+
+  realModule = rel:
+    if nixosModules != null && builtins.pathExists (nixosModules + "/${rel}")
+    then nixosModules + "/${rel}"
+    else null;
+
+  keepalivedModule = realModule "services/networking/keepalived/default.nix";
 
   # nixos/lib/systemd-unit-options.nix: unitOption (scalars, or lists of
   # them for repeatable settings).
@@ -34,6 +54,12 @@ let
       serviceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
       environment = mkOption { type = types.attrsOf (types.nullOr types.str); default = { }; };
       path = mkOption { type = types.listOf types.package; default = [ ]; };
+    };
+  };
+
+  timer = types.submodule {
+    options = unitCommon // {
+      timerConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
     };
   };
 
@@ -98,6 +124,10 @@ let
   pkgs = {
     erlmcp = fakeDrv "erlmcp-0.1.0";
     curl = fakeDrv "curl-8.0.0";
+    keepalived = fakeDrv "keepalived-2.3.0";
+    envsubst = fakeDrv "envsubst-1.4.0";
+    coreutils = fakeDrv "coreutils-9.0";
+    writeText = name: text: builtins.toFile name text;
     stdenv = {
       buildPlatform.canExecute = _: true;
       hostPlatform = { system = "x86_64-linux"; };
@@ -122,17 +152,52 @@ let
     writeShellScript = name: text: builtins.toFile name text;
     runCommand = name: _env: script: builtins.toFile name script;
   };
+  # What NixOS itself contributes, on every system, to options declared
+  # here (entries as in the nixos-26.05 module named on each line).
+  nixosOwn = {
+    assertions = [{ assertion = true; message = "(an assertion of NixOS itself)"; }];
+    # nixos/modules/system/boot/systemd/tmpfiles.nix
+    systemd.tmpfiles.rules = [
+      "d  /run/lock                          0755 root root - -"
+      "d  /var/db                            0755 root root - -"
+      "L  /var/lock                          -    -    -    - ../run/lock"
+    ];
+    # nixos/modules/config/users-groups.nix
+    users.users.root = { home = "/root"; group = "root"; description = "System administrator"; };
+    users.users.nobody = { isSystemUser = true; group = "nogroup"; description = "Unprivileged account (don't use!)"; };
+    users.groups = { root = { }; wheel = { }; nogroup = { }; };
+    # nixos/modules/config/networking.nix
+    environment.etc.hosts.source = builtins.toFile "hosts" "127.0.0.1 localhost\n::1 localhost\n";
+    # nixos/modules/config/system-path.nix (requiredPackages)
+    environment.systemPackages = [ pkgs.coreutils pkgs.curl ];
+    # nixos/modules/services/system/nscd.nix, on by default
+    systemd.services.nscd = { description = "Name Service Cache Daemon"; wantedBy = [ "nss-lookup.target" ]; };
+    # nixos/modules/services/system/nix-daemon.nix
+    systemd.sockets.nix-daemon = { description = "Nix Daemon Socket"; wantedBy = [ "sockets.target" ]; listenStreams = [ "/nix/var/nix/daemon-socket/socket" ]; };
+  };
 in
 {
   inherit pkgs;
 
+  # Whether the real keepalived module was evaluated (else its stub).
+  realKeepalived = keepalivedModule != null;
+
   module = {
+    imports = lib.optional (keepalivedModule != null) keepalivedModule;
+
     options = {
+      # nixos/modules/misc/meta.nix (the keepalived module sets meta.maintainers).
+      meta = mkOption { type = types.lazyAttrsOf types.raw; default = { }; };
+
       assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
       warnings = mkOption { type = types.listOf types.str; default = [ ]; };
 
       networking.hostName = mkOption { type = types.str; default = "nixos"; };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+      networking.firewall.extraCommands = mkOption { type = types.lines; default = ""; };
+      networking.firewall.extraStopCommands = mkOption { type = types.lines; default = ""; };
+      networking.firewall.extraInputRules = mkOption { type = types.lines; default = ""; };
+      networking.nftables.enable = mkOption { type = types.bool; default = false; };
 
       users.users = mkOption {
         type = types.attrsOf (types.submodule {
@@ -157,8 +222,10 @@ in
 
       systemd.services = mkOption { type = types.attrsOf service; default = { }; };
       systemd.sockets = mkOption { type = types.attrsOf socket; default = { }; };
+      systemd.timers = mkOption { type = types.attrsOf timer; default = { }; };
       systemd.tmpfiles.rules = listOfStr;
 
+    } // lib.optionalAttrs (keepalivedModule == null) {
       services.keepalived = {
         enable = mkOption { type = types.bool; default = false; };
         openFirewall = mkOption { type = types.bool; default = false; };
@@ -170,6 +237,6 @@ in
       };
     };
 
-    config._module.args.pkgs = pkgs;
+    config = nixosOwn // { _module.args.pkgs = pkgs; };
   };
 }

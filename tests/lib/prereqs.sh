@@ -1,7 +1,8 @@
 # Installs, idempotently, what the test suite needs beyond the Rust
 # toolchain. Everything downloaded is cached under $CI_ERLMCP_CACHE
 # (default /var/cache/erlmcp-ci) and reused when present.
-# Sourced by tests/run; defines NODE22, NODE_MODULES and VENV.
+# Sourced by tests/run and tests/nix; defines NODE22, NODE_MODULES, VENV and
+# DRIVER_LINT_TOOLSETS.
 
 CI_ERLMCP_CACHE=${CI_ERLMCP_CACHE:-/var/cache/erlmcp-ci}
 NODE_DIR=$CI_ERLMCP_CACHE/node
@@ -58,4 +59,37 @@ ensure_machete() {
 
 ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest >&2
+}
+
+# The NixOS test driver lints every test script with pyflakes and mypy
+# (nixos/lib/testing/driver.nix). Which versions nixos-26.05 ships is not
+# known here: nixos-unstable had mypy 1.19.1 when 26.05 branched off
+# (2026-05), mypy 2 changed defaults that matter (--local-partial-types).
+# tests/driver-lint runs both pairs; a story must pass each.
+DRIVER_LINT_TOOLSETS=(
+  "$CI_ERLMCP_CACHE/venv-driver-lint-1:mypy==1.19.1 pyflakes==3.4.0"
+  "$CI_ERLMCP_CACHE/venv-driver-lint-2:mypy==2.4.1 pyflakes==4.1.0"
+)
+
+ensure_driver_lint() {
+  local entry dir pins
+  for entry in "${DRIVER_LINT_TOOLSETS[@]}"; do
+    dir=${entry%%:*}
+    pins=${entry#*:}
+    if [[ -f $dir/pins && $(<"$dir/pins") == "$pins" && -x $dir/bin/mypy && -x $dir/bin/pyflakes ]]; then
+      continue
+    fi
+    echo "installing $pins into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    # shellcheck disable=SC2086 # one word per pinned package
+    "$dir/bin/pip" install --quiet $pins >&2
+    echo "$pins" >"$dir/pins"
+  done
+}
+
+# The toolset directories (for tests/driver-lint/run).
+driver_lint_dirs() {
+  local entry
+  for entry in "${DRIVER_LINT_TOOLSETS[@]}"; do echo "${entry%%:*}"; done
 }

@@ -162,6 +162,9 @@ class Driver:
                 m = QemuMachine(name, workdir, self.log, self.out_dir, shared,
                                 self.state, image, root, addrs[name], names.index(name),
                                 spec.get("memory", 1024), spec.get("cpus", 1))
+                m.add_vm_files()
+            # Last: /etc as NixOS has it (read-only store, /etc/static links).
+            provision.seal(root, name, spec, names, self.binary)
             self.machines[name] = m
             self.log.info(f"{name}: {addrs[name]}, root {root}")
         if self.backend == "qemu":
@@ -225,14 +228,9 @@ class Driver:
 
     def _exec_script(self, path):
         # A story may list helper scripts in machines.json "prelude"; they are
-        # prepended, as the NixOS tests do (vm-tests/common.nix), so the
+        # prepended, as the NixOS tests do (vm-tests/test-script.nix), so the
         # story runs with the same globals under both drivers.
-        source = ""
-        for name in self.prelude:
-            with open(os.path.join(os.path.dirname(path), name), encoding="utf-8") as f:
-                source += f.read() + "\n"
-        with open(path, encoding="utf-8") as f:
-            source += f.read()
+        source = provision.script_source(path)
         code = compile(source, path, "exec")
         with self.log.nested("run the scenario script"):
             try:
@@ -248,8 +246,17 @@ class Driver:
         frames = [f for f in tb if f.filename == path]
         self.log.error("scenario failed; traceback (script frames):")
         lines = source.splitlines()
+        # The script is the prelude files, then the story: name the file a
+        # line comes from.
+        with open(path, encoding="utf-8") as f:
+            story_start = len(lines) - len(f.read().splitlines())
+
+        def where(n):
+            if n > story_start:
+                return f"{os.path.basename(path)}:{n - story_start}"
+            return f"prelude line {n}"
         for f in frames:
-            self.log.error(f"  {os.path.basename(path)}:{f.lineno}: "
+            self.log.error(f"  {where(f.lineno or 0)}: "
                            f"{lines[f.lineno - 1].strip() if f.lineno else ''}")
         if not isinstance(exc, (RequestedAssertionFailed, HarnessError)):
             self.log.error("".join(traceback.format_exception(exc)).rstrip())

@@ -23,18 +23,30 @@ Paths in "units" and "files" are relative to vm-tests/.  A machine with
 "erlmcp": true gets, in its own overlay:
 
 * the erlmcp binary at /usr/bin/erlmcp,
-* every unit in dist/systemd/ at /usr/lib/systemd/system/ (enabled, as a
-  Debian package would install them), dist/sysusers.d/*.conf and
-  dist/tmpfiles.d/*.conf when they exist,
-* /etc/erlmcp/erlmcp.toml rendered from `role_config(role, config)`.
+* every unit in dist/systemd/ in /etc/systemd/system/ (enabled; NixOS puts
+  the module's units there), dist/sysusers.d/*.conf and dist/tmpfiles.d/*.conf
+  in /usr/lib when they exist,
+* /etc/erlmcp/erlmcp.toml rendered from `role_config(role, config)`, and one
+  more configuration per entry of "specialisations" (see `seal`).
 
 Every machine gets its name in /etc/hostname, a fresh /etc/machine-id, and
 /etc/hosts mapping all machines' names to their LAN addresses.
+
+Then `seal` makes /etc behave as on NixOS, where it is stricter than
+Debian: what the configuration declares (/etc/systemd/system, hosts,
+hostname, the erlmcp config, every "files" entry under /etc) moves into a
+read-only /nix/store and /etc points there through /etc/static, so a story
+that edits a module-written file or adds a unit under /etc/systemd/system
+fails here as it fails on NixOS.  A story changes configuration the NixOS
+way: `/run/booted-system/specialisation/NAME/bin/switch-to-configuration
+test`, which both drivers provide.
 """
 
 import glob
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -65,7 +77,8 @@ ROLE_CONFIG = {
     "standby": {},
 }
 
-KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus"}
+KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus", "specialisations"}
+SPECIALISATION_KEYS = {"config", "validateConfig"}
 
 
 def role_config(role, overrides=None, node_name=None, address=None):
@@ -113,6 +126,20 @@ def load_machines(story):
         if unknown:
             raise HarnessError(f"{decl}: machine {name}: unknown keys {sorted(unknown)} "
                                f"(known: {sorted(KNOWN_KEYS)})")
+        specs = spec.get("specialisations", {})
+        if specs and not spec.get("erlmcp"):
+            raise HarnessError(f"{decl}: machine {name}: specialisations change erlmcp's "
+                               'settings, so they need "erlmcp": true')
+        for sname, sspec in specs.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", sname) or not isinstance(sspec, dict):
+                raise HarnessError(f"{decl}: machine {name}: specialisation {sname!r} must be a "
+                                   'name of letters, digits, - and _ with an object '
+                                   '{"config": {...}, "validateConfig": false}')
+            extra = set(sspec) - SPECIALISATION_KEYS
+            if extra:
+                raise HarnessError(f"{decl}: machine {name}: specialisation {sname}: unknown keys "
+                                   f"{sorted(extra)} (known: {sorted(SPECIALISATION_KEYS)}; the "
+                                   "harness switches erlmcp's settings, nothing else)")
     return machines
 
 
@@ -128,6 +155,19 @@ def load_prelude(story):
         if not os.path.isfile(os.path.join(os.path.dirname(decl), name)):
             raise HarnessError(f"{decl}: prelude {name} does not exist next to it")
     return prelude
+
+
+def script_source(story):
+    """The story's test script: its prelude files, each followed by a
+    newline, then the story. vm-tests/test-script.nix builds the same text
+    for the NixOS test, and tests/driver-lint checks that the two agree."""
+    script, _ = story_paths(story)
+    source = ""
+    for name in load_prelude(story):
+        with open(os.path.join(os.path.dirname(script), name), encoding="utf-8") as f:
+            source += f.read() + "\n"
+    with open(script, encoding="utf-8") as f:
+        return source + f.read()
 
 
 def needs_erlmcp(machines):
@@ -192,13 +232,10 @@ def provision(root, name, spec, all_names, binary=None):
                 f"{dist_dir()}/systemd/erlmcp.service is missing: machine {name} needs the "
                 "erlmcp units (erlmcp.service, erlmcp.socket) from dist/systemd/")
         for u in units:
-            install_file(root, u, f"/usr/lib/systemd/system/{os.path.basename(u)}", 0o644)
+            install_file(root, u, f"/etc/systemd/system/{os.path.basename(u)}", 0o644)
         for kind in ("sysusers.d", "tmpfiles.d"):
             for conf in glob.glob(os.path.join(dist_dir(), kind, "*.conf")):
                 install_file(root, conf, f"/usr/lib/{kind}/{os.path.basename(conf)}", 0o644)
-        cfg = role_config(spec.get("role", name), spec.get("config"), node_name=name,
-                          address=netlab.addresses(all_names)[name])
-        write_file(root, CONFIG_PATH, tomlgen.dumps(cfg))
         enable_units(root, [os.path.basename(u) for u in units])
 
     extra = []
@@ -213,3 +250,212 @@ def provision(root, name, spec, all_names, binary=None):
             write_file(root, dest, src.get("content", ""), int(str(src.get("mode", "0644")), 8))
         else:
             install_file(root, os.path.join(VM_TESTS, src), dest)
+
+
+# -- NixOS's /etc ---------------------------------------------------------------
+
+STORE = "/nix/store"
+
+# nixos-modules/erlmcp.nix sets `reloadTriggers = [ configFile ]`: when only
+# erlmcp's settings change, switch-to-configuration reloads erlmcp.service
+# (SIGHUP) instead of restarting it.  The harness's switch-to-configuration
+# does the same.
+SWITCH_SCRIPT = """#!/bin/sh
+# vm-tests harness: a stand-in for NixOS's switch-to-configuration. It makes
+# @TOPLEVEL@ the current configuration (its /etc, /run/current-system; with
+# `switch` also the one the next boot activates) and, as NixOS does when only
+# erlmcp's settings changed (the module's reloadTriggers), reloads
+# erlmcp.service. Configurations here differ in erlmcp's settings only.
+set -eu
+case "${1:-}" in
+  switch|test) ;;
+  *) echo "switch-to-configuration (vm-tests harness): only 'switch' and 'test' exist here" >&2
+     exit 100 ;;
+esac
+old=$(readlink -f /etc/erlmcp/erlmcp.toml 2>/dev/null || true)
+@TOPLEVEL@/activate
+if [ "$1" = switch ]; then
+  ln -sfn @TOPLEVEL@ /nix/var/nix/profiles/system
+fi
+new=$(readlink -f /etc/erlmcp/erlmcp.toml 2>/dev/null || true)
+if [ "$old" != "$new" ] && systemctl -q is-active erlmcp.service; then
+  echo "reloading the following units: erlmcp.service" >&2
+  systemctl reload erlmcp.service || exit 4
+fi
+"""
+
+ACTIVATE_SCRIPT = """#!/bin/sh
+# vm-tests harness: what NixOS's activation does to /etc: /etc/static is
+# this configuration's /etc, and /run/current-system is this configuration.
+set -eu
+ln -sfn @ETC@ /etc/static.tmp
+mv -T /etc/static.tmp /etc/static
+ln -sfn @TOPLEVEL@ /run/current-system.tmp
+mv -T /run/current-system.tmp /run/current-system
+"""
+
+# NixOS activates the configuration it boots (the system profile) before
+# any service starts; `test` switches do not survive a reboot.
+ACTIVATE_UNIT = """[Unit]
+Description=vm-tests harness: activate the boot configuration, as NixOS's stage 2 does
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'sys=$(readlink -f /nix/var/nix/profiles/system) && ln -sfn "$sys" /run/booted-system && exec "$sys/activate"'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# NixOS mounts the store read-only (boot.readOnlyNixStore): even root cannot
+# change a file /etc points into it.
+STORE_MOUNT_UNIT = """[Unit]
+Description=vm-tests harness: the Nix store, read-only as on NixOS
+DefaultDependencies=no
+Conflicts=umount.target
+Before=local-fs.target umount.target
+
+[Mount]
+What=/nix/store
+Where=/nix/store
+Type=none
+Options=bind,ro
+
+[Install]
+WantedBy=local-fs.target
+"""
+
+
+def _store_path(root, name, *parts):
+    """A fresh /nix/store/<hash>-<name> (its path inside the machine)."""
+    digest = hashlib.sha256("\0".join([name, *parts]).encode()).hexdigest()[:32]
+    path = f"{STORE}/{digest}-{name}"
+    host = os.path.join(root, path.lstrip("/"))
+    if os.path.lexists(host):
+        shutil.rmtree(host) if os.path.isdir(host) and not os.path.islink(host) else os.unlink(host)
+    return path, host
+
+
+def _symlink(root, path, target):
+    dest = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if os.path.lexists(dest):
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        else:
+            os.unlink(dest)
+    os.symlink(target, dest)
+
+
+def _check_config(binary, path, what):
+    """`erlmcp check-config`, as the NixOS module runs it when it builds the
+    configuration (validateConfig): a config NixOS could not build is not
+    booted here either."""
+    r = subprocess.run([binary, "check-config", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise HarnessError(f"{what}: erlmcp check-config refuses it, so the NixOS module would "
+                           f"not build it (set \"validateConfig\": false in the specialisation "
+                           f"to boot it anyway):\n{r.stdout.rstrip()}")
+
+
+def configurations(name, spec, all_names):
+    """[(specialisation or None, config dict, validate)] of an erlmcp machine."""
+    base = role_config(spec.get("role", name), spec.get("config"), node_name=name,
+                       address=netlab.addresses(all_names)[name])
+    out = [(None, base, True)]
+    for sname, s in sorted(spec.get("specialisations", {}).items()):
+        out.append((sname, tomlgen.merge(base, s.get("config", {})), s.get("validateConfig", True)))
+    return out
+
+
+def seal(root, name, spec, all_names, binary=None):
+    """Give the machine NixOS's /etc: the declared files live in a read-only
+    /nix/store, /etc links to them through /etc/static, and every
+    configuration (the machine's and its specialisations) is a toplevel with
+    `activate` and `bin/switch-to-configuration`, the machine's being the
+    system profile the boot activates.  Runs after everything else has been
+    written into the machine's tree (the links are absolute, as on NixOS, so
+    the host must not write through them)."""
+    def at(path):
+        return os.path.join(root, path.lstrip("/"))
+
+    for path, text in (("/etc/systemd/system/nix-store.mount", STORE_MOUNT_UNIT),
+                       ("/etc/systemd/system/harness-activate.service", ACTIVATE_UNIT)):
+        write_file(root, path, text)
+    enable_units(root, ["nix-store.mount", "harness-activate.service"])
+    os.makedirs(at(STORE), exist_ok=True)
+
+    # The machine's own /etc entries, moved into its etc tree.
+    declared = ["/etc/systemd/system", "/etc/hosts", "/etc/hostname"]
+    declared += sorted(p for p in spec.get("files", {})
+                       if p.startswith("/etc/") and not p.startswith("/etc/systemd/system/"))
+    configs = configurations(name, spec, all_names) if spec.get("erlmcp") else [(None, None, True)]
+    systems = {}
+    base_etc = None
+    for sname, cfg, validate in configs:
+        label = name + (f"-{sname}" if sname else "")
+        toml = tomlgen.dumps(cfg) if cfg is not None else None
+        etc, etc_host = _store_path(root, f"etc-{label}", toml or "")
+        etc = etc + "/etc"
+        etc_host = os.path.join(etc_host, "etc")
+        os.makedirs(etc_host)
+        if base_etc is None:
+            for path in declared:
+                if os.path.lexists(at(path)):
+                    dest = os.path.join(etc_host, path[len("/etc/"):])
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    shutil.move(at(path), dest)
+            base_etc = etc
+        else:
+            # A specialisation: the same /etc but for erlmcp's config.
+            for entry in os.listdir(at(base_etc)):
+                if entry != "erlmcp":
+                    os.symlink(f"{base_etc}/{entry}", os.path.join(etc_host, entry))
+        if toml is not None:
+            conf, conf_host = _store_path(root, "erlmcp.toml", toml)
+            with open(conf_host, "w", encoding="utf-8") as f:
+                f.write(toml)
+            if validate and binary:
+                _check_config(binary, conf_host, f"machine {name}" +
+                              (f", specialisation {sname}" if sname else "") + " config")
+            os.makedirs(os.path.join(etc_host, "erlmcp"), exist_ok=True)
+            os.symlink(conf, os.path.join(etc_host, "erlmcp", "erlmcp.toml"))
+        top, top_host = _store_path(root, f"nixos-system-{label}", toml or "")
+        os.makedirs(os.path.join(top_host, "bin"))
+        os.symlink(etc, os.path.join(top_host, "etc"))
+        for rel, text, mode in (("activate", ACTIVATE_SCRIPT, 0o555),
+                                ("bin/switch-to-configuration", SWITCH_SCRIPT, 0o555)):
+            with open(os.path.join(top_host, rel), "w", encoding="utf-8") as f:
+                f.write(text.replace("@TOPLEVEL@", top).replace("@ETC@", etc))
+            os.chmod(os.path.join(top_host, rel), mode)
+        systems[sname] = (top, top_host)
+
+    base_top, base_top_host = systems.pop(None)
+    os.makedirs(os.path.join(base_top_host, "specialisation"))
+    for sname, (top, _) in systems.items():
+        os.symlink(top, os.path.join(base_top_host, "specialisation", sname))
+
+    # /etc as NixOS lays it out: links through /etc/static.
+    _symlink(root, "/etc/static", base_etc)
+    for path in declared:
+        if os.path.lexists(at(base_etc + path[len("/etc"):])):
+            _symlink(root, path, "/etc/static" + path[len("/etc"):])
+    if spec.get("erlmcp"):
+        _symlink(root, CONFIG_PATH, "/etc/static/erlmcp/erlmcp.toml")
+    _symlink(root, "/nix/var/nix/profiles/system", base_top)
+
+    # Read-only files and directories, as the store has them.
+    for dirpath, dirnames, filenames in os.walk(at(STORE)):
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.chmod(p, 0o555 if os.access(p, os.X_OK) else 0o444)
+        for d in dirnames:
+            if not os.path.islink(os.path.join(dirpath, d)):
+                os.chmod(os.path.join(dirpath, d), 0o555)

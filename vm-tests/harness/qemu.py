@@ -203,8 +203,8 @@ class QemuMachine(Machine):
         self.boots = 0
 
     # -- disk -------------------------------------------------------------------
-    def build_disk(self):
-        """VM-only files into the tree, then the tree into an ext4 image."""
+    def add_vm_files(self):
+        """VM-only files into the tree (before provision.seal)."""
         r = self.root
         install_file(r, os.path.join(HARNESS_FILES, "harness-backdoor"),
               "/usr/local/lib/harness/harness-backdoor", 0o755)
@@ -218,6 +218,10 @@ class QemuMachine(Machine):
                "cache=none,nofail 0 0\n")
         os.makedirs(os.path.join(r, "tmp/shared"), exist_ok=True)
         enable_units(r, ["harness-backdoor.service", "harness-lan.service"])
+
+    def build_disk(self):
+        """The machine's tree into an ext4 image."""
+        r = self.root
         start = time.monotonic()
         run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", r, self.disk, DISK_SIZE],
             f"building the disk image of {self.name} failed")

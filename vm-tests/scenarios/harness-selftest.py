@@ -1,5 +1,7 @@
 # The harness checks itself: every machine-API call the stories rely on,
 # on two machines.  Written against the NixOS test driver's API only.
+# (`os` is a driver global, but the driver's type hints do not declare it.)
+import os
 
 start_all()
 
@@ -13,6 +15,16 @@ with subtest("LAN: client reaches server by name"):
     out = client.succeed("curl -sf http://server:8080/")
     assert "hello from server" in out, out
     client.succeed("ping -c1 -W2 server")
+
+with subtest("/etc as on NixOS: declared files are read-only links into the store"):
+    server.succeed("test -L /etc/hosts && test -L /etc/systemd/system")
+    t.assertEqual(server.succeed("readlink -f /etc/hosts")[:11], "/nix/store/")
+    server.fail("echo '# edited' >> /etc/hosts")
+    server.fail("touch /etc/systemd/system/new.service")
+    server.succeed("test -x /run/booted-system/bin/switch-to-configuration")
+    server.succeed("test -d /run/booted-system/specialisation")
+    t.assertEqual(server.succeed("readlink -f /run/current-system"),
+                  server.succeed("readlink -f /run/booted-system"))
 
 with subtest("execute returns status and stdout"):
     status, out = server.execute("echo out; echo err >&2; exit 3")

@@ -1,6 +1,8 @@
 # A tiny MCP client for the scenario scripts: curl on a machine, JSON-RPC
-# over Streamable HTTP (2025-11-25 sessions). Used through `exec` by the
-# stories so they stay plain NixOS-test-driver scripts.
+# over Streamable HTTP (2025-11-25 sessions). Both drivers put this file in
+# front of each story that lists it under "prelude" in its machines.json
+# (vm-tests/test-script.nix), so the stories stay plain NixOS test scripts;
+# its imports (json, shlex) are theirs too.
 import json
 import shlex
 

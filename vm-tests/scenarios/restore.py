@@ -2,10 +2,9 @@
 # acknowledged before it; after the database is lost, `erlmcp restore
 # latest` brings back exactly that, skipping a corrupted newer backup and
 # saying why; the restored service is healthy and serves the data.
-import json
-
 # McpSession comes from mcp_client.py, prepended by both drivers ("prelude"
-# in restore.machines.json).
+# in restore.machines.json), and so does its `import json`: importing it here
+# again is a pyflakes error in the NixOS driver's lint.
 
 URL = "http://server:8080/mcp"
 CONFIG = "/etc/erlmcp/erlmcp.toml"

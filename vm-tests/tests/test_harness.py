@@ -101,6 +101,82 @@ class MachinesJsonTest(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(provision.VM_TESTS, unit)))
 
 
+class SealTest(unittest.TestCase):
+    """provision + seal: /etc as NixOS lays it out (needs `systemctl`)."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp()
+        os.makedirs(os.path.join(self.root, "etc/systemd/system"))
+        # Stands in for `erlmcp check-config`: refuses a config with "bogus".
+        self.binary = os.path.join(tempfile.mkdtemp(), "erlmcp")
+        with open(self.binary, "w") as f:
+            f.write('#!/bin/sh\n! grep -q bogus "$2" || { echo "unknown key bogus"; exit 78; }\n')
+        os.chmod(self.binary, 0o755)
+
+    def at(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def link(self, path):
+        target = os.readlink(self.at(path))
+        self.assertTrue(target.startswith("/"), target)
+        return target
+
+    def seal(self, spec):
+        provision.provision(self.root, "server", spec, ["client", "server"], self.binary)
+        provision.seal(self.root, "server", spec, ["client", "server"], self.binary)
+
+    def test_nixos_etc(self):
+        self.seal({"erlmcp": True, "files": {"/etc/x.conf": {"content": "x\n"}},
+                   "specialisations": {"debug": {"config": {"log": {"level": "debug"}}},
+                                       "invalid": {"config": {"bogus": 1},
+                                                   "validateConfig": False}}})
+        self.assertEqual(self.link("/etc/erlmcp/erlmcp.toml"), "/etc/static/erlmcp/erlmcp.toml")
+        self.assertEqual(self.link("/etc/systemd/system"), "/etc/static/systemd/system")
+        self.assertEqual(self.link("/etc/x.conf"), "/etc/static/x.conf")
+        self.assertEqual(self.link("/etc/hosts"), "/etc/static/hosts")
+        etc = self.link("/etc/static")
+        self.assertRegex(etc, r"^/nix/store/[0-9a-f]{32}-etc-server/etc$")
+        conf = self.link(etc + "/erlmcp/erlmcp.toml")
+        self.assertEqual(os.stat(self.at(conf)).st_mode & 0o777, 0o444)
+        with open(self.at(conf), "rb") as f:
+            self.assertEqual(tomllib.load(f)["node_name"], "server")
+        for unit in ("erlmcp.service", "nix-store.mount", "harness-activate.service",
+                     "local-fs.target.wants/nix-store.mount"):
+            self.assertTrue(os.path.lexists(self.at(etc + "/systemd/system/" + unit)), unit)
+
+        top = self.link("/nix/var/nix/profiles/system")
+        self.assertEqual(self.link(top + "/etc"), etc)
+        debug = self.link(top + "/specialisation/debug")
+        with open(self.at(self.link(self.link(debug + "/etc") + "/erlmcp/erlmcp.toml")), "rb") as f:
+            cfg = tomllib.load(f)
+        self.assertEqual((cfg["log"]["level"], cfg["node_name"]), ("debug", "server"))
+        with open(self.at(debug + "/bin/switch-to-configuration")) as f:
+            script = f.read()
+        self.assertIn(f"{debug}/activate", script)
+        self.assertIn("systemctl reload erlmcp.service", script)
+        with open(self.at(debug + "/activate")) as f:
+            self.assertIn(self.link(debug + "/etc"), f.read())
+
+    def test_a_config_nixos_would_not_build_is_refused(self):
+        with self.assertRaises(HarnessError) as cm:
+            self.seal({"erlmcp": True, "specialisations": {"bad": {"config": {"bogus": 1}}}})
+        self.assertIn("check-config", str(cm.exception))
+        self.assertIn("specialisation bad", str(cm.exception))
+
+    def test_plain_machine(self):
+        self.seal({})
+        self.assertEqual(self.link("/etc/hostname"), "/etc/static/hostname")
+        self.assertFalse(os.path.lexists(self.at("/etc/erlmcp/erlmcp.toml")))
+
+    def test_specialisations_need_erlmcp(self):
+        d = tempfile.mkdtemp()
+        with open(os.path.join(d, "s.machines.json"), "w") as f:
+            json.dump({"machines": {"c": {"specialisations": {"x": {}}}}}, f)
+        open(os.path.join(d, "s.py"), "w").close()
+        with self.assertRaises(HarnessError):
+            provision.load_machines(os.path.join(d, "s.py"))
+
+
 def _read_cpio(data):
     entries, i = {}, 0
     while True:
