@@ -36,6 +36,8 @@ pub struct Config {
     pub toolsets: ToolsetsConfig,
     pub prompts: Vec<PromptConfig>,
     pub backup: BackupConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -58,6 +60,63 @@ pub struct HttpConfig {
     pub sse_retry_ms: u64,
     /// How long SSE events are kept for Last-Event-ID replay.
     pub event_retention_secs: u64,
+    /// A session whose client has not sent `notifications/initialized`
+    /// this long after `initialize` is ended.
+    pub handshake_timeout_secs: u64,
+    /// A request head must arrive whole within this long of its first byte.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in progress and no traffic this long
+    /// is closed.
+    pub idle_timeout_secs: u64,
+    /// A request body must arrive whole within this long (408 otherwise).
+    pub body_read_timeout_secs: u64,
+    /// A connection whose client reads nothing of a response this long is
+    /// closed.
+    pub write_timeout_secs: u64,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
+}
+
+/// `[limits]`: what one client (an address; the principal once requests
+/// are authenticated) and all clients together may hold or spend. Every
+/// refusal is counted in `erlmcp_http_refusals_total{limit}`; see
+/// `docs/operations/limits.md`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Token bucket per client: requests per second refilled (0: no limit) ...
+    pub requests_per_sec: u32,
+    /// ... and how many may be spent at once.
+    pub request_burst: u32,
+    /// Open connections, all clients together. Unset: the file-descriptor
+    /// limit less a reserve for the database, backups and the ops listener.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: usize,
+    /// Legacy sessions that exist (in the database), all clients together.
+    pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    /// Sessions kept in memory; others are read back from the database
+    /// when used.
+    pub session_cache: usize,
+    /// Requests being served at once.
+    pub max_requests_per_client: usize,
+    pub max_requests_per_session: usize,
+    /// Listening SSE streams open at once (GET streams, resumptions,
+    /// `subscriptions/listen`).
+    pub max_sse_streams_per_client: usize,
+    pub max_sse_streams_per_session: usize,
+}
+
+/// `[retention]`: how much of what traffic writes the database keeps.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Audit rows older than this are deleted ...
+    pub audit_max_age_secs: u64,
+    /// ... and the oldest beyond this many (0: no limit).
+    pub audit_max_rows: u64,
+    /// SSE events kept for replay at most (age: `http.event_retention_secs`).
+    pub events_max_rows: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -266,6 +325,8 @@ impl Default for Config {
             toolsets: ToolsetsConfig::default(),
             prompts: Vec::new(),
             backup: BackupConfig::default(),
+            limits: LimitsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -281,6 +342,40 @@ impl Default for HttpConfig {
             session_idle_timeout_secs: 24 * 3600,
             sse_retry_ms: 3000,
             event_retention_secs: 3600,
+            handshake_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            write_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_sec: 100,
+            request_burst: 200,
+            max_connections: None,
+            max_connections_per_client: 256,
+            max_sessions: 50_000,
+            max_sessions_per_client: 1_000,
+            session_cache: 10_000,
+            max_requests_per_client: 128,
+            max_requests_per_session: 32,
+            max_sse_streams_per_client: 128,
+            max_sse_streams_per_session: 4,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            audit_max_age_secs: 90 * 24 * 3600,
+            audit_max_rows: 1_000_000,
+            events_max_rows: 100_000,
         }
     }
 }
@@ -442,6 +537,7 @@ impl Config {
             return Err("toolsets.files is enabled but lists no roots".into());
         }
         self.backup.validate()?;
+        self.validate_limits()?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {
                 return Err(format!("prompts[{i}].name is empty"));
@@ -449,6 +545,64 @@ impl Config {
             if self.prompts[..i].iter().any(|q| q.name == p.name) {
                 return Err(format!("prompt {:?} is declared twice", p.name));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_limits(&self) -> Result<(), String> {
+        let h = &self.http;
+        for (key, v) in [
+            ("http.handshake_timeout_secs", h.handshake_timeout_secs),
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.idle_timeout_secs", h.idle_timeout_secs),
+            ("http.body_read_timeout_secs", h.body_read_timeout_secs),
+            ("http.write_timeout_secs", h.write_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        if h.max_header_bytes < 8192 {
+            return Err("http.max_header_bytes must be at least 8192".into());
+        }
+        let l = &self.limits;
+        if l.requests_per_sec > 0 && l.request_burst == 0 {
+            return Err(
+                "limits.request_burst must be at least 1 when requests_per_sec is set".into(),
+            );
+        }
+        for (key, v) in [
+            ("limits.max_connections", l.max_connections.unwrap_or(1)),
+            (
+                "limits.max_connections_per_client",
+                l.max_connections_per_client,
+            ),
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_sessions_per_client", l.max_sessions_per_client),
+            ("limits.session_cache", l.session_cache),
+            ("limits.max_requests_per_client", l.max_requests_per_client),
+            (
+                "limits.max_requests_per_session",
+                l.max_requests_per_session,
+            ),
+            (
+                "limits.max_sse_streams_per_client",
+                l.max_sse_streams_per_client,
+            ),
+            (
+                "limits.max_sse_streams_per_session",
+                l.max_sse_streams_per_session,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if self.retention.audit_max_age_secs == 0 {
+            return Err("retention.audit_max_age_secs must be at least 1".into());
         }
         Ok(())
     }

@@ -119,6 +119,12 @@ impl Peer {
         }
     }
 
+    /// True when nothing of this peer exists only in memory: no request in
+    /// flight either way, no server stream.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.inflight.is_empty() && self.server_stream().is_none()
+    }
+
     /// Fails every request we are waiting on (the connection is gone).
     pub fn fail_pending(&self, why: &str) {
         let ids: Vec<RequestId> = self.pending.iter().map(|e| e.key().clone()).collect();

@@ -1,16 +1,82 @@
 //! Legacy (stateful) sessions: created by `initialize`, named by
 //! `Mcp-Session-Id`, persisted in SQLite so they outlive a restart.
+//!
+//! The database holds every session; memory holds a bounded cache of them
+//! (`limits.session_cache`), and a session not in memory is read back on
+//! its next request. How many sessions may exist is capped overall and per
+//! owner (whom the transport charges a session to), so a client that opens
+//! sessions and never ends them is refused instead of growing the process.
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use thiserror::Error;
 
 use super::client::{ClientInfo, LogLevel};
+use super::error::McpError;
 use super::outbound::Peer;
 use super::version::ProtocolVersion;
+use crate::config::LimitsConfig;
 use crate::store::{self, Store, StoreError, sessions::SessionRow};
+
+/// Whom a session is charged to for the per-client cap: a label the
+/// transport chooses (the client's address today; the authenticated
+/// principal once requests carry one). The registry only compares them.
+pub type Owner = Arc<str>;
+
+/// Most bytes of `clientInfo` and `capabilities` (as JSON, together) a
+/// session keeps: they are stored with it, and a session row must stay
+/// small for `max_sessions` to bound the table.
+pub const MAX_CLIENT_BYTES: usize = 16 * 1024;
+/// Most resources one session may subscribe to, and the longest URI.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+pub const MAX_SUBSCRIPTION_URI_BYTES: usize = 8 * 1024;
+
+/// Caps of a registry; a reload may change them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions that may exist, all owners together.
+    pub max_sessions: usize,
+    /// Sessions one owner may hold.
+    pub max_per_owner: usize,
+    /// Sessions kept in memory (when there is a database to revive from).
+    pub cache: usize,
+}
+
+impl SessionLimits {
+    /// No caps (stdio: one client, nothing stored).
+    pub const UNLIMITED: SessionLimits = SessionLimits {
+        max_sessions: usize::MAX,
+        max_per_owner: usize::MAX,
+        cache: usize::MAX,
+    };
+
+    pub fn from_config(c: &LimitsConfig) -> SessionLimits {
+        SessionLimits {
+            max_sessions: c.max_sessions,
+            max_per_owner: c.max_sessions_per_client,
+            cache: c.session_cache,
+        }
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the server holds its maximum of {max} sessions; try again later")]
+    Full { max: usize },
+    #[error(
+        "this client holds its maximum of {max} sessions; end sessions it no longer uses with DELETE"
+    )]
+    OwnerFull { max: usize },
+    #[error("clientInfo and capabilities take {bytes} bytes; at most {max} are accepted")]
+    TooLarge { bytes: usize, max: usize },
+}
 
 pub struct Session {
     pub id: Arc<str>,
@@ -21,6 +87,9 @@ pub struct Session {
     subscriptions: Mutex<HashSet<String>>,
     initialized: AtomicBool,
     last_seen: AtomicI64,
+    /// The last-seen time the database has, so maintenance writes only
+    /// what changed.
+    persisted_seen: AtomicI64,
     created_at: i64,
 }
 
@@ -35,6 +104,7 @@ impl Session {
             subscriptions: Mutex::new(HashSet::new()),
             initialized: AtomicBool::new(false),
             last_seen: AtomicI64::new(now),
+            persisted_seen: AtomicI64::new(now),
             created_at: now,
         }
     }
@@ -57,10 +127,22 @@ impl Session {
         !self.initialized.swap(true, Ordering::Relaxed)
     }
 
-    pub fn subscribe(&self, uri: &str) -> Vec<String> {
+    /// Adds a subscription; refused beyond [`MAX_SUBSCRIPTIONS`] or for a
+    /// URI longer than [`MAX_SUBSCRIPTION_URI_BYTES`] (they are stored).
+    pub fn subscribe(&self, uri: &str) -> Result<(), McpError> {
+        if uri.len() > MAX_SUBSCRIPTION_URI_BYTES {
+            return Err(McpError::invalid_params(format!(
+                "a subscribed URI may be at most {MAX_SUBSCRIPTION_URI_BYTES} bytes long"
+            )));
+        }
         let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
+            return Err(McpError::invalid_params(format!(
+                "a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources"
+            )));
+        }
         subs.insert(uri.to_owned());
-        subs.iter().cloned().collect()
+        Ok(())
     }
 
     pub fn unsubscribe(&self, uri: &str) -> Vec<String> {
@@ -115,6 +197,7 @@ impl Session {
             row.created_at,
         );
         s.last_seen.store(row.last_seen_at, Ordering::Relaxed);
+        s.persisted_seen.store(row.last_seen_at, Ordering::Relaxed);
         if let Some(l) = row.log_level.as_deref().and_then(LogLevel::parse) {
             s.set_log_level(l);
         }
@@ -131,27 +214,143 @@ pub fn new_session_id() -> String {
     hex::encode(bytes)
 }
 
+/// What is counted against the caps: sessions stored, and per owner. An
+/// owner's count covers the sessions this process created; it starts from
+/// zero at each start (owners are not stored), while `stored` is read back
+/// from the database by every maintenance pass.
+#[derive(Default)]
+struct Accounting {
+    stored: AtomicUsize,
+    per_owner: DashMap<Owner, usize>,
+    owner_of: DashMap<Arc<str>, Owner>,
+}
+
+impl Accounting {
+    fn release(&self, owner: Option<&Owner>) {
+        let _ = self
+            .stored
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if let Some(o) = owner {
+            self.release_owner(o);
+        }
+    }
+
+    fn release_owner(&self, owner: &Owner) {
+        if let Some(mut n) = self.per_owner.get_mut(owner) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_owner.remove_if(owner, |_, n| *n == 0);
+    }
+
+    /// A stored session ended: its owner's count goes down.
+    fn ended(&self, id: &str) {
+        if let Some((_, owner)) = self.owner_of.remove(id) {
+            self.release_owner(&owner);
+        }
+    }
+}
+
+/// A place for one more session, taken by [`SessionRegistry::admit`] and
+/// spent by [`SessionRegistry::create`]; dropped unspent, it is given back.
+pub struct Admission {
+    acct: Arc<Accounting>,
+    owner: Option<Owner>,
+    spent: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.acct.release(self.owner.as_ref());
+        }
+    }
+}
+
+/// Sessions a maintenance pass ended.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Idle longer than the idle timeout.
+    pub idle: usize,
+    /// Never completed the handshake (`notifications/initialized`) in time.
+    pub unfinished: usize,
+    /// Every id ended, so transports can drop what they hold for them.
+    pub ids: Vec<Arc<str>>,
+}
+
 /// All sessions this process knows, backed by the `sessions` table.
 pub struct SessionRegistry {
     live: DashMap<Arc<str>, Arc<Session>>,
     store: Option<Store>,
+    limits: ArcSwap<SessionLimits>,
+    acct: Arc<Accounting>,
+    /// The cache size above which the next eviction scan runs (see
+    /// [`SessionRegistry::evict_if_over`]).
+    evict_above: AtomicUsize,
 }
 
 impl SessionRegistry {
-    /// `store` is `None` for sessions that must not persist (stdio).
+    /// `store` is `None` for sessions that must not persist (stdio). No
+    /// caps until [`SessionRegistry::set_limits`].
     pub fn new(store: Option<Store>) -> Self {
         SessionRegistry {
             live: DashMap::new(),
             store,
+            limits: ArcSwap::from_pointee(SessionLimits::UNLIMITED),
+            acct: Arc::default(),
+            evict_above: AtomicUsize::new(0),
         }
     }
 
-    /// Creates a session; with a store, the row is durable before this returns.
+    pub fn set_limits(&self, limits: SessionLimits) {
+        self.limits.store(Arc::new(limits));
+    }
+
+    pub fn limits(&self) -> SessionLimits {
+        **self.limits.load()
+    }
+
+    /// Takes a place for a new session of `owner`, or says which cap
+    /// refuses it. `None` is charged to no owner (only the global cap).
+    pub fn admit(&self, owner: Option<Owner>) -> Result<Admission, SessionError> {
+        let l = self.limits();
+        let acct = &self.acct;
+        if acct
+            .stored
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < l.max_sessions).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(SessionError::Full {
+                max: l.max_sessions,
+            });
+        }
+        if let Some(o) = &owner {
+            let mut n = acct.per_owner.entry(o.clone()).or_insert(0);
+            if *n >= l.max_per_owner {
+                drop(n);
+                acct.release(None);
+                return Err(SessionError::OwnerFull {
+                    max: l.max_per_owner,
+                });
+            }
+            *n += 1;
+        }
+        Ok(Admission {
+            acct: self.acct.clone(),
+            owner,
+            spent: false,
+        })
+    }
+
+    /// Creates a session in the place `admission` holds; with a store, the
+    /// row is durable before this returns.
     pub async fn create(
         &self,
         version: ProtocolVersion,
         client: ClientInfo,
-    ) -> Result<Arc<Session>, StoreError> {
+        mut admission: Admission,
+    ) -> Result<Arc<Session>, SessionError> {
         let id: Arc<str> = Arc::from(new_session_id());
         let session = Arc::new(Session::new(
             id.clone(),
@@ -159,18 +358,31 @@ impl SessionRegistry {
             client,
             crate::clock::now_secs(),
         ));
+        let row = session.to_row();
+        let bytes = row.client_info.len() + row.capabilities.len();
+        if bytes > MAX_CLIENT_BYTES {
+            return Err(SessionError::TooLarge {
+                bytes,
+                max: MAX_CLIENT_BYTES,
+            });
+        }
         if let Some(store) = &self.store {
-            let row = session.to_row();
             store
                 .write(move |tx| store::sessions::insert(tx, &row))
                 .await?;
         }
+        admission.spent = true;
+        if let Some(owner) = admission.owner.take() {
+            self.acct.owner_of.insert(id.clone(), owner);
+        }
         self.live.insert(id, session.clone());
+        self.evict_if_over();
         Ok(session)
     }
 
     /// Looks a session up in memory, then in the database (after a restart
-    /// or a failover the row is there but the memory is not).
+    /// or a failover, or once the cache let it go, the row is there but
+    /// the memory is not).
     pub async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         if let Some(s) = self.live.get(id) {
             return Ok(Some(s.clone()));
@@ -192,7 +404,59 @@ impl SessionRegistry {
             .entry(session.id.clone())
             .or_insert(session)
             .clone();
+        self.evict_if_over();
         Ok(Some(entry))
+    }
+
+    /// Keeps the cache near its size: when it holds more than
+    /// `limits.cache` sessions, the least recently seen of those that hold
+    /// nothing only memory has (no request running, no server stream, no
+    /// request awaiting the client) are let go, down to nine tenths of the
+    /// size; their last-seen time is written first. One scan frees a
+    /// tenth, so a flood pays it once per many sessions; when too little
+    /// can go, the next scan waits for another tenth to arrive.
+    fn evict_if_over(&self) {
+        let Some(store) = &self.store else { return };
+        let cache = self.limits().cache;
+        let len = self.live.len();
+        if len <= cache.max(self.evict_above.load(Ordering::Relaxed)) {
+            return;
+        }
+        let target = cache - cache / 10;
+        let mut idle: Vec<(i64, Arc<str>)> = self
+            .live
+            .iter()
+            .filter(|e| evictable(e.value()))
+            .map(|e| (e.value().last_seen(), e.key().clone()))
+            .collect();
+        let excess = len.saturating_sub(target);
+        if idle.len() > excess {
+            idle.select_nth_unstable(excess);
+            idle.truncate(excess);
+        }
+        let mut seen = Vec::new();
+        let mut evicted = 0u64;
+        for (_, id) in idle {
+            if let Some((id, s)) = self.live.remove_if(&id, |_, s| evictable(s)) {
+                evicted += 1;
+                let at = s.last_seen();
+                if at > s.persisted_seen.load(Ordering::Relaxed) {
+                    seen.push((id.to_string(), at));
+                }
+            }
+        }
+        if !seen.is_empty() {
+            store.write_batched(move |tx| {
+                for (id, at) in &seen {
+                    store::sessions::touch_many(tx, std::slice::from_ref(id), *at)?;
+                }
+                Ok(())
+            });
+        }
+        let now = self.live.len();
+        let next = if now > cache { now + cache / 10 + 1 } else { 0 };
+        self.evict_above.store(next, Ordering::Relaxed);
+        metrics::counter!("erlmcp_sessions_evicted_total").increment(evicted);
     }
 
     /// Ends a session; false if it did not exist.
@@ -205,12 +469,20 @@ impl SessionRegistry {
             None => false,
         };
         let Some(store) = &self.store else {
+            if was_live {
+                self.acct.release(None);
+                self.acct.ended(id);
+            }
             return Ok(was_live);
         };
         let owned = id.to_owned();
         let was_stored = store
             .write(move |tx| store::sessions::delete(tx, &owned))
             .await?;
+        if was_stored {
+            self.acct.release(None);
+            self.acct.ended(id);
+        }
         Ok(was_live || was_stored)
     }
 
@@ -225,11 +497,22 @@ impl SessionRegistry {
                     .fail_pending("the database was restored from a backup");
             }
         }
+        // The restored database has other sessions: owners are unknown for
+        // them, and the next maintenance pass counts them.
+        self.acct.owner_of.clear();
+        self.acct.per_owner.clear();
         ids.len()
     }
 
+    /// Sessions held in memory.
     pub fn live_count(&self) -> usize {
         self.live.len()
+    }
+
+    /// Sessions that exist (as of the last maintenance pass, plus those
+    /// created and ended since).
+    pub fn stored_count(&self) -> usize {
+        self.acct.stored.load(Ordering::Relaxed)
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
@@ -260,38 +543,92 @@ impl SessionRegistry {
             .await
     }
 
-    /// Writes last-seen times and drops sessions idle longer than `idle_secs`,
-    /// from memory and from the database. Returns how many expired.
-    pub async fn maintain(&self, idle_secs: i64) -> Result<usize, StoreError> {
+    /// Writes the last-seen times that changed, ends sessions idle longer
+    /// than `idle_secs` and sessions that did not complete the handshake
+    /// within `handshake_secs` of their creation (in memory and in the
+    /// database), and counts the sessions that exist.
+    pub async fn maintain(
+        &self,
+        idle_secs: i64,
+        handshake_secs: i64,
+    ) -> Result<Expired, StoreError> {
         let now = crate::clock::now_secs();
         let cutoff = now - idle_secs;
-        let idle: Vec<Arc<str>> = self
+        let handshake_cutoff = now - handshake_secs;
+        let mut out = Expired::default();
+        let gone: Vec<(Arc<str>, bool)> = self
             .live
             .iter()
-            .filter(|e| e.value().last_seen() < cutoff)
-            .map(|e| e.key().clone())
+            .filter_map(|e| {
+                let s = e.value();
+                if s.last_seen() < cutoff {
+                    Some((e.key().clone(), true))
+                } else if !s.is_initialized() && s.created_at < handshake_cutoff {
+                    Some((e.key().clone(), false))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for id in &idle {
+        for (id, _) in &gone {
             if let Some((_, s)) = self.live.remove(id) {
                 s.peer.fail_pending("session expired");
             }
         }
         let Some(store) = &self.store else {
-            return Ok(idle.len());
+            for (id, idle) in gone {
+                self.acct.release(None);
+                self.acct.ended(&id);
+                if idle {
+                    out.idle += 1;
+                } else {
+                    out.unfinished += 1;
+                }
+                out.ids.push(id);
+            }
+            return Ok(out);
         };
-        let seen: Vec<(String, i64)> = self
+        let seen: Vec<(Arc<str>, String, i64)> = self
             .live
             .iter()
-            .map(|e| (e.key().to_string(), e.value().last_seen()))
+            .filter(|e| e.value().last_seen() > e.value().persisted_seen.load(Ordering::Relaxed))
+            .map(|e| (e.key().clone(), e.key().to_string(), e.value().last_seen()))
             .collect();
-        let expired = store
+        let written: Vec<(String, i64)> =
+            seen.iter().map(|(_, id, at)| (id.clone(), *at)).collect();
+        let (idle, unfinished, count) = store
             .write(move |tx| {
-                for (id, at) in &seen {
+                for (id, at) in &written {
                     store::sessions::touch_many(tx, std::slice::from_ref(id), *at)?;
                 }
-                store::sessions::expire(tx, cutoff)
+                let idle = store::sessions::expire(tx, cutoff)?;
+                let unfinished = store::sessions::expire_unfinished(tx, handshake_cutoff)?;
+                let count = store::sessions::count(tx)?;
+                Ok((idle, unfinished, count))
             })
             .await?;
-        Ok(idle.len().max(expired.len()))
+        for (id, _, at) in &seen {
+            if let Some(s) = self.live.get(id) {
+                s.persisted_seen.fetch_max(*at, Ordering::Relaxed);
+            }
+        }
+        out.idle = idle.len();
+        out.unfinished = unfinished.len();
+        for id in idle.into_iter().chain(unfinished) {
+            // The database decides: a session it ended leaves memory too.
+            if let Some((_, s)) = self.live.remove(id.as_str()) {
+                s.peer.fail_pending("session expired");
+            }
+            self.acct.ended(&id);
+            out.ids.push(Arc::from(id));
+        }
+        self.acct.stored.store(count, Ordering::Relaxed);
+        Ok(out)
     }
+}
+
+/// A session memory may let go of: nothing but the map holds it, and it
+/// holds nothing the database lacks.
+fn evictable(s: &Arc<Session>) -> bool {
+    Arc::strong_count(s) == 1 && s.peer.is_idle()
 }

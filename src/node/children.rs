@@ -4,7 +4,7 @@
 //! ```text
 //! root
 //!  ├─ store        writer heartbeat; restarts a dead writer thread   (permanent, critical)
-//!  ├─ maintenance  session expiry, SSE event-log pruning             (permanent)
+//!  ├─ maintenance  session expiry, retention of audit log and SSE events (permanent)
 //!  ├─ file-watch   watchers of the files toolset's roots             (permanent)
 //!  ├─ ops          /healthz /readyz /metrics /status, backup endpoints (permanent)
 //!  ├─ backup       scheduled, verified backups + prune ([backup] enabled) (permanent)
@@ -101,9 +101,10 @@ fn store(ctx: &Arc<Ctx>) -> ChildSpec {
 fn maintenance(ctx: &Arc<Ctx>) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::new("maintenance", Restart::Permanent, move |stop| {
-        let (server, settings) = (ctx.server.clone(), ctx.housekeeping.subscribe());
+        let (server, http) = (ctx.server.clone(), ctx.http.clone());
+        let settings = ctx.housekeeping.subscribe();
         async move {
-            maintenance::run(server, settings, stop).await;
+            maintenance::run(server, http, settings, stop).await;
             Ok(())
         }
         .boxed()
@@ -154,7 +155,7 @@ fn mcp_listener(ctx: &Arc<Ctx>, listener: std::net::TcpListener) -> ChildSpec {
         let (state, listener) = (ctx.http.clone(), listener.clone());
         async move {
             let l = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-            http::serve(l, http::router(state), stop).await?;
+            http::serve(l, state, stop).await?;
             Ok(())
         }
         .boxed()

@@ -19,7 +19,7 @@ use crate::logging::LogControl;
 use crate::ops::{self, OpsState};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
-use crate::transport::http::{HttpSettings, HttpState};
+use crate::transport::http::{HttpSettings, HttpState, listener};
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     let l = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
@@ -39,6 +39,16 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
+    // Before any listener or database file is opened: connections are
+    // capped below this limit (see transport::http::listener).
+    let fd_limit = match listener::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            let n = listener::fd_limit();
+            tracing::info!(error = %e, limit = n, "cannot raise the open-file limit; keeping it");
+            n
+        }
+    };
     let (store, server) = super::build(&config).await?;
     let mcp = match activated.mcp {
         Some(l) => l,
@@ -53,8 +63,13 @@ pub(crate) async fn run(
     let root_stop = CancellationToken::new();
     let http_state = HttpState::new(
         server.clone(),
-        HttpSettings::from_config(&config.http),
+        HttpSettings::from_config(&config.http, &config.limits, fd_limit),
         root_stop.clone(),
+    );
+    tracing::info!(
+        fd_limit,
+        max_connections = http_state.settings().limits.max_connections,
+        "open-file limit and connection cap"
     );
     let restored = http_state.restore_streams().await?;
     if restored > 0 {

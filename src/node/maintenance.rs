@@ -1,42 +1,79 @@
-//! Periodic housekeeping: expire idle sessions, prune old SSE events. It
-//! reads its settings from a watch channel, so a reload takes effect at
-//! once (a pass runs as soon as they change).
+//! Periodic housekeeping: expire idle sessions and sessions that never
+//! completed the handshake, keep the tables traffic writes to within their
+//! retention, and let memory forget what ended. It reads its settings from
+//! a watch channel, so a reload takes effect at once (a pass runs as soon
+//! as they change).
+//!
+//! Every table that grows with traffic has its bound here:
+//!
+//! | table | bounded by |
+//! |---|---|
+//! | `sessions` | `limits.max_sessions`, idle and handshake expiry |
+//! | `sse_events` | `http.event_retention_secs`, `retention.events_max_rows`; rows of ended sessions go with them (foreign key) |
+//! | `audit_log` | `retention.audit_max_age_secs`, `retention.audit_max_rows` |
+//!
+//! Durable tasks (another table that grows with traffic) add their
+//! retention to [`pass`] when they land, with a row in the table above and
+//! in `docs/operations/limits.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, HttpConfig};
+use crate::config::Config;
 use crate::mcp::server::Server;
+use crate::store::{StoreError, audit, events};
+use crate::transport::http::HttpState;
 
-/// How often a pass runs when nothing changes.
-const EVERY: Duration = Duration::from_secs(30);
+/// How often a pass runs at most, when nothing changes ...
+const EVERY: Duration = Duration::from_secs(15);
+/// ... and at least (a short handshake timeout makes passes more frequent).
+const AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a finished request stream stays in memory for a fast resume;
+/// after that a resume reads its events from the log.
+const FINISHED_STREAMS_KEPT: Duration = Duration::from_secs(60);
 
 /// The settings a pass uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Housekeeping {
     pub(crate) session_idle_secs: i64,
+    pub(crate) handshake_secs: i64,
     pub(crate) event_retention_secs: i64,
+    pub(crate) events_max_rows: u64,
+    pub(crate) audit_max_age_secs: i64,
+    pub(crate) audit_max_rows: u64,
 }
 
 impl Housekeeping {
     pub(crate) fn from_config(c: &Config) -> Housekeeping {
-        let h: &HttpConfig = &c.http;
         Housekeeping {
-            session_idle_secs: h.session_idle_timeout_secs as i64,
-            event_retention_secs: h.event_retention_secs as i64,
+            session_idle_secs: c.http.session_idle_timeout_secs as i64,
+            handshake_secs: c.http.handshake_timeout_secs as i64,
+            event_retention_secs: c.http.event_retention_secs as i64,
+            events_max_rows: c.retention.events_max_rows,
+            audit_max_age_secs: c.retention.audit_max_age_secs.min(i64::MAX as u64 / 1000) as i64,
+            audit_max_rows: c.retention.audit_max_rows,
         }
+    }
+
+    /// Half the handshake timeout, so an unfinished session goes within
+    /// one and a half timeouts.
+    fn every(&self) -> Duration {
+        Duration::from_secs((self.handshake_secs / 2).max(0) as u64).clamp(AT_LEAST_EVERY, EVERY)
     }
 }
 
 /// Runs until `stop`.
 pub(crate) async fn run(
     server: Arc<Server>,
+    http: Arc<HttpState>,
     mut settings: watch::Receiver<Housekeeping>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(EVERY);
+    let mut every = settings.borrow().every();
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -44,22 +81,95 @@ pub(crate) async fn run(
             changed = settings.changed() => if changed.is_err() { return },
         }
         let now = *settings.borrow_and_update();
-        pass(&server, now).await;
+        if now.every() != every {
+            every = now.every();
+            tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        }
+        pass(&server, &http, now).await;
     }
 }
 
-async fn pass(server: &Server, h: Housekeeping) {
-    match server.sessions.maintain(h.session_idle_secs).await {
-        Ok(n) if n > 0 => tracing::info!(expired = n, "idle sessions ended"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "session maintenance failed"),
-    }
-    let cutoff = crate::clock::now_secs() - h.event_retention_secs;
-    if let Err(e) = server
-        .store
-        .write(move |tx| crate::store::events::prune(tx, cutoff).map(|_| ()))
+async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
+    match server
+        .sessions
+        .maintain(h.session_idle_secs, h.handshake_secs)
         .await
     {
-        tracing::warn!(error = %e, "pruning the SSE event log failed");
+        Ok(ended) => {
+            if ended.idle > 0 || ended.unfinished > 0 {
+                tracing::info!(
+                    idle = ended.idle,
+                    unfinished = ended.unfinished,
+                    "sessions ended"
+                );
+            }
+            let count = |reason, n: usize| {
+                metrics::counter!("erlmcp_sessions_expired_total", "reason" => reason)
+                    .increment(n as u64);
+            };
+            count("idle", ended.idle);
+            count("handshake", ended.unfinished);
+            http.forget_sessions(&ended.ids);
+        }
+        Err(e) => tracing::warn!(error = %e, "session maintenance failed"),
+    }
+    http.prune_streams(FINISHED_STREAMS_KEPT);
+    http.limits.prune();
+
+    let now = crate::clock::now_secs();
+    let event_cutoff = now - h.event_retention_secs;
+    prune(server, "sse_events", "age", move |tx| {
+        events::prune(tx, event_cutoff, audit::PRUNE_CHUNK)
+    })
+    .await;
+    if h.events_max_rows > 0 {
+        let keep = h.events_max_rows;
+        prune(server, "sse_events", "rows", move |tx| {
+            events::prune_to_rows(tx, keep, audit::PRUNE_CHUNK)
+        })
+        .await;
+    }
+    let audit_cutoff_ms = crate::clock::now_millis() - h.audit_max_age_secs * 1000;
+    prune(server, "audit_log", "age", move |tx| {
+        audit::prune_older_than(tx, audit_cutoff_ms)
+    })
+    .await;
+    if h.audit_max_rows > 0 {
+        let keep = h.audit_max_rows;
+        prune(server, "audit_log", "rows", move |tx| {
+            audit::prune_to_rows(tx, keep)
+        })
+        .await;
+    }
+    // Durable tasks: their retention goes here (see the module docs).
+}
+
+/// Runs `step` (which deletes at most one chunk) until it deletes less
+/// than a chunk: each chunk is its own commit, so a large backlog never
+/// holds the writer for long, and other writes go between chunks.
+async fn prune<F>(server: &Server, table: &'static str, reason: &'static str, step: F)
+where
+    F: Fn(&rusqlite::Transaction<'_>) -> Result<usize, StoreError> + Send + Sync + Clone + 'static,
+{
+    let mut total = 0u64;
+    loop {
+        let s = step.clone();
+        match server.store.write(move |tx| s(tx)).await {
+            Ok(n) => {
+                total += n as u64;
+                if (n as i64) < audit::PRUNE_CHUNK {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(table, error = %e, "retention pruning failed");
+                break;
+            }
+        }
+    }
+    metrics::counter!("erlmcp_retention_deleted_rows_total", "table" => table, "reason" => reason)
+        .increment(total);
+    if total > 0 {
+        tracing::info!(table, reason, rows = total, "retention: old rows deleted");
     }
 }

@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigError};
 use crate::exit;
 use crate::mcp::notify::Hub;
 use crate::mcp::server::{Server, Settings};
+use crate::mcp::session::SessionLimits;
 use crate::store::{Store, StoreError};
 use crate::supervisor::Escalation;
 use crate::toolsets::registry;
@@ -97,5 +98,8 @@ pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeE
         hub,
     )
     .await?;
+    server
+        .sessions
+        .set_limits(SessionLimits::from_config(&config.limits));
     Ok((store, server))
 }

@@ -7,10 +7,11 @@ use super::children::Ctx;
 use super::maintenance::Housekeeping;
 use crate::config::Config;
 use crate::mcp::server::Settings;
+use crate::mcp::session::SessionLimits;
 use crate::ops;
 use crate::supervisor::systemd;
 use crate::toolsets::registry;
-use crate::transport::http::HttpSettings;
+use crate::transport::http::{HttpSettings, listener};
 
 pub(super) async fn reload(ctx: &Ctx) {
     systemd::reloading();
@@ -45,7 +46,14 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
     let catalog = registry::build(&new, &ctx.store, &ctx.server.hub)?;
     ctx.log.set_level(&new.log.level)?;
     ctx.server.reload(catalog, Settings::from_config(&new.mcp));
-    ctx.http.reload(HttpSettings::from_config(&new.http));
+    ctx.server
+        .sessions
+        .set_limits(SessionLimits::from_config(&new.limits));
+    ctx.http.reload(HttpSettings::from_config(
+        &new.http,
+        &new.limits,
+        listener::fd_limit(),
+    ));
     ctx.files.send_replace(new.toolsets.files.clone());
     ctx.housekeeping
         .send_replace(Housekeeping::from_config(&new));

@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (it can serve: startup
-//! done, not stopping, the database commits a write promptly).
+//! done, not stopping, the database commits a write promptly, the MCP
+//! listener can accept connections).
 
 use axum::Router;
 use axum::extract::State;
@@ -26,7 +27,10 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
     let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
     let started = s.ready.load(Ordering::Relaxed);
-    let ready = started && writable;
+    // A listener out of file descriptors answers nobody: a failover check
+    // must see it.
+    let accept_failure = s.http.accept_failure();
+    let ready = started && writable && accept_failure.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -38,6 +42,10 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
             "ready": ready,
             "role": s.role(),
             "database": if writable { "writable" } else { "not writable" },
+            "listener": match &accept_failure {
+                None => "accepting".to_owned(),
+                Some(why) => format!("cannot accept: {why}"),
+            },
             "starting_or_stopping": !started,
         }),
     )

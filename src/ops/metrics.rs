@@ -77,7 +77,50 @@ fn describe() {
         Unit::Seconds,
         "Time to serve an MCP request, by method"
     );
-    describe_gauge!("erlmcp_sessions_active", "Legacy sessions held in memory");
+    describe_gauge!(
+        "erlmcp_sessions_active",
+        "Legacy sessions held in memory (a cache of the stored ones)"
+    );
+    describe_gauge!(
+        "erlmcp_sessions_stored",
+        "Legacy sessions that exist (in the database)"
+    );
+    describe_counter!(
+        "erlmcp_sessions_expired_total",
+        "Sessions ended by the server, by reason (idle, handshake)"
+    );
+    describe_counter!(
+        "erlmcp_sessions_evicted_total",
+        "Sessions memory let go of (they stay in the database)"
+    );
+    describe_counter!(
+        "erlmcp_http_refusals_total",
+        "Requests and connections refused by a limit, by limit"
+    );
+    describe_counter!(
+        "erlmcp_http_timeouts_total",
+        "Connections closed (header, idle, write) or requests answered 408 (body) by a timeout"
+    );
+    describe_gauge!(
+        "erlmcp_http_connections_open",
+        "Connections open on the MCP listener"
+    );
+    describe_gauge!(
+        "erlmcp_http_listener_accepting",
+        "1 while the MCP listener can accept connections, 0 while accept fails"
+    );
+    describe_counter!(
+        "erlmcp_http_accept_errors_total",
+        "Failed accepts on the MCP listener for want of a resource, by error"
+    );
+    describe_gauge!(
+        "erlmcp_http_clients_tracked",
+        "Clients the limits keep state for, by what (rate, requests, sse_streams)"
+    );
+    describe_counter!(
+        "erlmcp_retention_deleted_rows_total",
+        "Rows deleted by retention, by table and reason (age, rows)"
+    );
     describe_gauge!("erlmcp_sse_streams_open", "Server-sent event streams open");
     describe_gauge!("erlmcp_requests_in_flight", "MCP requests being served");
     describe_gauge!(

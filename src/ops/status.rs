@@ -23,6 +23,12 @@ pub struct Status {
     pub uptime_secs: u64,
     pub mcp_listen: String,
     pub sessions: usize,
+    /// Sessions that exist (memory holds `sessions` of them).
+    #[serde(default)]
+    pub sessions_stored: usize,
+    /// Connections open on the MCP listener.
+    #[serde(default)]
+    pub connections: usize,
     pub sse_streams: usize,
     pub requests_in_flight: usize,
     pub database_bytes: u64,
@@ -75,6 +81,8 @@ pub fn snapshot(s: &OpsState) -> Status {
         uptime_secs: s.started.elapsed().as_secs(),
         mcp_listen: s.mcp_addr.to_string(),
         sessions: s.server.sessions.live_count(),
+        sessions_stored: s.server.sessions.stored_count(),
+        connections: s.http.open_connections(),
         sse_streams: s.http.open_streams(),
         requests_in_flight: s.server.in_flight(),
         database_bytes,
@@ -116,6 +124,11 @@ pub fn update_gauges(s: &OpsState) {
     metrics::gauge!("erlmcp_database_size_bytes").set(db as f64);
     metrics::gauge!("erlmcp_wal_size_bytes").set(wal as f64);
     metrics::gauge!("erlmcp_sessions_active").set(s.server.sessions.live_count() as f64);
+    metrics::gauge!("erlmcp_sessions_stored").set(s.server.sessions.stored_count() as f64);
+    let (buckets, requesting, streaming) = s.http.limits.tracked();
+    metrics::gauge!("erlmcp_http_clients_tracked", "by" => "rate").set(buckets as f64);
+    metrics::gauge!("erlmcp_http_clients_tracked", "by" => "requests").set(requesting as f64);
+    metrics::gauge!("erlmcp_http_clients_tracked", "by" => "sse_streams").set(streaming as f64);
     metrics::gauge!("erlmcp_requests_in_flight").set(s.server.in_flight() as f64);
     metrics::gauge!("erlmcp_build_info", "version" => crate::mcp::server::SERVER_VERSION).set(1.0);
     metrics::gauge!("erlmcp_start_time_seconds").set(s.started_unix as f64);

@@ -20,7 +20,13 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// Longest `detail` kept: an error message can quote client input, and a
+/// row per tool call must stay small for the retention by rows to bound
+/// the table's size.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
 pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
+    let detail = e.detail.as_deref().map(|d| truncate(d, MAX_DETAIL_BYTES));
     let mut stmt = tx.prepare_cached(
         "INSERT INTO audit_log (at_ms, session_id, kind, subject, outcome, duration_us, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -32,9 +38,51 @@ pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
         e.subject,
         e.outcome,
         e.duration_us,
-        e.detail
+        detail
     ])?;
     Ok(())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, marked as cut.
+fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
+/// Rows deleted per transaction by the pruning functions, so a prune of a
+/// large backlog never holds the writer for long: the caller repeats
+/// until less than a chunk was deleted.
+pub const PRUNE_CHUNK: i64 = 5_000;
+
+/// Deletes up to [`PRUNE_CHUNK`] of the oldest entries written before
+/// `cutoff_ms` (Unix milliseconds); returns how many (the `at_ms` index
+/// finds them).
+pub fn prune_older_than(tx: &Transaction<'_>, cutoff_ms: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM audit_log WHERE id IN
+             (SELECT id FROM audit_log WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
+        params![cutoff_ms, PRUNE_CHUNK],
+    )?)
+}
+
+/// Deletes up to [`PRUNE_CHUNK`] of the oldest entries beyond the newest
+/// `keep`; returns how many. Ids only grow, so the newest `keep` rows have
+/// ids above `max(id) - keep` (gaps only make fewer rows); no count of the
+/// table is needed.
+pub fn prune_to_rows(tx: &Transaction<'_>, keep: u64) -> Result<usize, StoreError> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    Ok(tx.execute(
+        "DELETE FROM audit_log WHERE id IN
+             (SELECT id FROM audit_log
+              WHERE id <= (SELECT max(id) FROM audit_log) - ?1 ORDER BY id LIMIT ?2)",
+        params![keep, PRUNE_CHUNK],
+    )?)
 }
 
 /// The newest `limit` entries of a kind (all kinds when `None`), newest first.
@@ -61,4 +109,69 @@ pub fn recent(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> rusqlite::Connection {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    fn entry(at_ms: i64, detail: Option<String>) -> AuditEntry {
+        AuditEntry {
+            at_ms,
+            session_id: None,
+            kind: "tool".into(),
+            subject: "t".into(),
+            outcome: "ok".into(),
+            duration_us: None,
+            detail,
+        }
+    }
+
+    fn ids(c: &rusqlite::Connection) -> Vec<i64> {
+        let mut s = c.prepare("SELECT id FROM audit_log ORDER BY id").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn pruning_by_age_and_by_rows_keeps_the_newest() {
+        let mut c = db();
+        let tx = c.transaction().unwrap();
+        for at in 1..=20 {
+            record(&tx, &entry(at * 1000, None)).unwrap();
+        }
+        assert_eq!(prune_older_than(&tx, 5_500).unwrap(), 5);
+        assert_eq!(prune_older_than(&tx, 5_500).unwrap(), 0);
+        assert_eq!(prune_to_rows(&tx, 10).unwrap(), 5);
+        assert_eq!(prune_to_rows(&tx, 10).unwrap(), 0);
+        tx.commit().unwrap();
+        assert_eq!(ids(&c), (11..=20).collect::<Vec<_>>());
+        let tx = c.transaction().unwrap();
+        assert_eq!(prune_to_rows(&tx, 0).unwrap(), 10, "keep 0 empties it");
+    }
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary() {
+        let mut c = db();
+        let tx = c.transaction().unwrap();
+        record(&tx, &entry(1, Some("é".repeat(4000)))).unwrap();
+        let d: String = tx
+            .query_row("SELECT detail FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            d.len() <= MAX_DETAIL_BYTES && d.ends_with('…'),
+            "{}",
+            d.len()
+        );
+    }
 }

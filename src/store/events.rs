@@ -41,9 +41,35 @@ pub fn after(
     Ok(rows)
 }
 
-/// Drops events older than `cutoff` (seconds since the epoch).
-pub fn prune(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, StoreError> {
-    Ok(tx.execute("DELETE FROM sse_events WHERE created_at < ?1", [cutoff])?)
+/// Drops up to `chunk` of the events older than `cutoff` (seconds since
+/// the epoch), oldest first (the `created_at` index finds them).
+pub fn prune(tx: &Transaction<'_>, cutoff: i64, chunk: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM sse_events WHERE (session_id, stream_id, seq) IN
+             (SELECT session_id, stream_id, seq FROM sse_events
+              WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+        params![cutoff, chunk],
+    )?)
+}
+
+/// Drops up to `chunk` of the oldest events beyond the newest `keep`.
+/// Counting walks the `created_at` index, not the (wide) rows.
+pub fn prune_to_rows(tx: &Transaction<'_>, keep: u64, chunk: i64) -> Result<usize, StoreError> {
+    let rows: i64 = tx.query_row(
+        "SELECT count(*) FROM sse_events INDEXED BY sse_events_created",
+        [],
+        |r| r.get(0),
+    )?;
+    let excess = rows.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
+    if excess <= 0 {
+        return Ok(0);
+    }
+    Ok(tx.execute(
+        "DELETE FROM sse_events WHERE (session_id, stream_id, seq) IN
+             (SELECT session_id, stream_id, seq FROM sse_events
+              ORDER BY created_at LIMIT ?1)",
+        params![excess.min(chunk)],
+    )?)
 }
 
 /// The last seq logged for one stream (0 if none).
@@ -54,4 +80,34 @@ pub fn last_seq(conn: &Connection, session_id: &str, stream_id: u64) -> Result<u
         |r| r.get(0),
     )?;
     Ok(v.unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_pruned_by_age_and_by_count_oldest_first() {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO sessions (id, protocol_version, client_info, capabilities,
+                                   created_at, last_seen_at) VALUES ('s', 'v', '{}', '{}', 0, 0)",
+            [],
+        )
+        .unwrap();
+        for seq in 1..=30u64 {
+            append(&tx, "s", 1, seq, "{}", seq as i64).unwrap();
+        }
+        assert_eq!(prune(&tx, 11, 4).unwrap(), 4, "one chunk");
+        assert_eq!(prune(&tx, 11, 100).unwrap(), 6);
+        assert_eq!(prune_to_rows(&tx, 15, 100).unwrap(), 5);
+        assert_eq!(prune_to_rows(&tx, 15, 100).unwrap(), 0);
+        let left = after(&tx, "s", 1, 0).unwrap();
+        assert_eq!(left.first().map(|e| e.0), Some(16));
+        assert_eq!(left.len(), 15);
+    }
 }

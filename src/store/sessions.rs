@@ -114,6 +114,24 @@ pub fn expire(tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<String>, StoreErr
     Ok(ids)
 }
 
+/// Deletes sessions that never completed the handshake (no
+/// `notifications/initialized`) and were created before `cutoff`; returns
+/// their ids. Scans the table: it is bounded by `limits.max_sessions`.
+pub fn expire_unfinished(tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        tx.prepare("DELETE FROM sessions WHERE initialized = 0 AND created_at < ?1 RETURNING id")?;
+    let ids = stmt
+        .query_map([cutoff], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+/// How many sessions exist.
+pub fn count(conn: &Connection) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?;
+    Ok(n as usize)
+}
+
 /// Records the session's standalone SSE stream.
 pub fn set_standalone_stream(
     tx: &Transaction<'_>,

@@ -274,7 +274,13 @@ impl Connection {
         if self.session_now().is_some() {
             return self.reply_err(Some(&id), &McpError::invalid_request("already initialized"));
         }
-        match methods::lifecycle::initialize(&self.server, &self.registry, params).await {
+        // One client, nothing stored: no cap applies to stdio sessions.
+        let admission = match self.registry.admit(None) {
+            Ok(a) => a,
+            Err(e) => return self.reply_err(Some(&id), &McpError::internal(e)),
+        };
+        match methods::lifecycle::initialize(&self.server, &self.registry, params, admission).await
+        {
             Ok((session, result)) => {
                 session.peer.set_server_stream(Some(self.out.clone()));
                 *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);

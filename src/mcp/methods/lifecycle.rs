@@ -9,7 +9,7 @@ use super::params;
 use crate::mcp::client::ClientInfo;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
-use crate::mcp::session::{Session, SessionRegistry};
+use crate::mcp::session::{Admission, Session, SessionError, SessionRegistry};
 use crate::mcp::version::ProtocolVersion;
 
 #[derive(Deserialize)]
@@ -22,12 +22,14 @@ struct InitializeParams {
     client_info: Value,
 }
 
-/// Negotiates a version, creates the session in `registry`, and returns it
-/// with the `InitializeResult`.
+/// Negotiates a version, creates the session in `registry` in the place
+/// `admission` holds (see [`SessionRegistry::admit`]), and returns it with
+/// the `InitializeResult`.
 pub async fn initialize(
     server: &Server,
     registry: &SessionRegistry,
     raw: Option<&RawValue>,
+    admission: Admission,
 ) -> Result<(Arc<Session>, Value), McpError> {
     let p: InitializeParams = params(raw)?;
     if !p.capabilities.is_object() && !p.capabilities.is_null() {
@@ -40,9 +42,13 @@ pub async fn initialize(
         p.capabilities
     };
     let session = registry
-        .create(version, ClientInfo::new(p.client_info, caps))
+        .create(version, ClientInfo::new(p.client_info, caps), admission)
         .await
-        .map_err(|e| McpError::internal(format!("cannot store the session: {e}")))?;
+        .map_err(|e| match e {
+            SessionError::TooLarge { .. } => McpError::invalid_params(e),
+            // Caps are checked by `admit`, before this is called.
+            e => McpError::internal(format!("cannot store the session: {e}")),
+        })?;
     let mut result = Map::new();
     result.insert("protocolVersion".into(), json!(version.as_str()));
     result.insert("capabilities".into(), server.capabilities());

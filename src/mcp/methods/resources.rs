@@ -84,7 +84,7 @@ pub async fn subscribe(
     if server.catalog().owner_of(&p.uri).is_none() {
         return Err(not_found(ctx, &p.uri));
     }
-    session.subscribe(&p.uri);
+    session.subscribe(&p.uri)?;
     server
         .sessions
         .save(session)

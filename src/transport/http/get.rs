@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
+use super::limits::{ClientKey, Slot};
 use super::post::{WithOpen, sse};
 use super::stream::{self, EventId, Frame, Kind, SseBody, SseStream};
 use super::{HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_error};
@@ -18,7 +19,7 @@ use crate::mcp::session::Session;
 use crate::mcp::version::ProtocolVersion;
 use crate::store;
 
-pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+pub async fn handle(state: Arc<HttpState>, client: ClientKey, req: Request) -> Response {
     let h = req.headers();
     let modern = headers::get(h, VERSION_HEADER)
         .and_then(ProtocolVersion::parse)
@@ -57,16 +58,26 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
             );
         }
     };
-    match headers::get(h, "last-event-id") {
+    let from = match headers::get(h, "last-event-id") {
         Some(last) => match EventId::parse(last.trim()) {
-            Some(id) => resume(&state, &session, id).await,
-            None => json_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                &McpError::invalid_request(format!("unknown Last-Event-ID {last:?}")),
-            ),
+            Some(id) => Some(id),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    &McpError::invalid_request(format!("unknown Last-Event-ID {last:?}")),
+                );
+            }
         },
-        None => standalone(&state, &session).await,
+        None => None,
+    };
+    let slot = match state.limits.stream(&client, Some(&session.id)) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(None),
+    };
+    match from {
+        Some(id) => resume(&state, &session, id, slot).await,
+        None => standalone(&state, &session, slot).await,
     }
 }
 
@@ -78,7 +89,7 @@ fn method_not_allowed() -> Response {
 }
 
 /// The session's stream for unrelated server messages; one at a time.
-async fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response {
+async fn standalone(state: &Arc<HttpState>, session: &Arc<Session>, slot: Slot) -> Response {
     let existing = state
         .streams
         .iter()
@@ -110,7 +121,7 @@ async fn standalone(state: &Arc<HttpState>, session: &Arc<Session>) -> Response 
     } else {
         Bytes::new()
     };
-    body(state, prelude, rx)
+    body(state, prelude, rx, slot)
 }
 
 /// Creates the session's standalone stream and records it, so a restarted
@@ -151,7 +162,12 @@ pub(super) fn adopt_standalone(
 }
 
 /// Replays a stream after `from` and, if it is still live, follows it.
-async fn resume(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -> Response {
+async fn resume(
+    state: &Arc<HttpState>,
+    session: &Arc<Session>,
+    from: EventId,
+    slot: Slot,
+) -> Response {
     let live = state
         .streams
         .get(&(session.id.clone(), from.stream))
@@ -180,7 +196,7 @@ async fn resume(state: &Arc<HttpState>, session: &Arc<Session>, from: EventId) -
             &mut prelude,
         );
     }
-    body(state, prelude.freeze(), rx)
+    body(state, prelude.freeze(), rx, slot)
 }
 
 async fn logged_after(state: &HttpState, session: &Session, from: EventId) -> Vec<(u64, String)> {
@@ -233,6 +249,7 @@ fn body(
     state: &Arc<HttpState>,
     prelude: Bytes,
     rx: tokio::sync::mpsc::UnboundedReceiver<Frame>,
+    slot: Slot,
 ) -> Response {
     let settings = state.settings();
     let body = SseBody::new(
@@ -243,5 +260,8 @@ fn body(
         settings.sse_retry_ms,
         None,
     );
-    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+    sse(Body::from_stream(WithOpen(
+        body,
+        OpenStream::new(state, Some(slot)),
+    )))
 }

@@ -3,11 +3,18 @@
 //! Both protocol eras are served side by side: a request with modern
 //! (2026-07-28) metadata is handled statelessly, anything else goes through
 //! a legacy session named by `Mcp-Session-Id`.
+//!
+//! The listener ([`listener`], [`connection`]) bounds connections and their
+//! timeouts; [`limits`] bounds what each client spends on requests and
+//! streams.
 
+mod connection;
 mod delete;
 mod get;
 pub mod guard;
-mod headers;
+pub(crate) mod headers;
+pub(crate) mod limits;
+pub(crate) mod listener;
 mod post;
 pub mod stream;
 
@@ -22,14 +29,17 @@ use dashmap::DashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, LimitsConfig};
 use crate::mcp::error::McpError;
 use crate::mcp::jsonrpc;
 use crate::mcp::server::Server;
 use crate::store::Store;
+use connection::ConnSettings;
+use limits::{Client, ClientKey, LimitSettings, Limits, Slot};
+pub use listener::serve;
+use listener::{AcceptHealth, Connections};
 use stream::SseStream;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -43,16 +53,34 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
+    /// A request body must arrive whole within this long.
+    pub body_read_timeout: Duration,
+    /// The `Retry-After` of a session refused by a cap: unfinished
+    /// sessions are gone by then.
+    pub session_retry_secs: u64,
+    pub(crate) conn: ConnSettings,
+    pub(crate) limits: LimitSettings,
 }
 
 impl HttpSettings {
-    pub fn from_config(c: &HttpConfig) -> Self {
+    /// `fd_limit` is the process's open-file limit (the default connection
+    /// cap is derived from it).
+    pub fn from_config(c: &HttpConfig, l: &LimitsConfig, fd_limit: u64) -> Self {
         HttpSettings {
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
             max_body_bytes: c.max_body_bytes,
             sse_retry_ms: c.sse_retry_ms,
             keepalive: Duration::from_secs(25),
+            body_read_timeout: Duration::from_secs(c.body_read_timeout_secs),
+            session_retry_secs: c.handshake_timeout_secs,
+            conn: ConnSettings {
+                header_read_timeout: Duration::from_secs(c.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+                write_timeout: Duration::from_secs(c.write_timeout_secs),
+                max_header_bytes: c.max_header_bytes,
+            },
+            limits: LimitSettings::from_config(l, fd_limit),
         }
     }
 }
@@ -66,6 +94,9 @@ pub struct HttpState {
     /// Fires on graceful shutdown: open SSE bodies end with a `retry` hint.
     pub shutdown: CancellationToken,
     open_streams: AtomicUsize,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) accept: AcceptHealth,
 }
 
 /// The `kv` counter of server starts that numbers restored SSE streams.
@@ -82,6 +113,9 @@ impl HttpState {
         let base = (rand::random::<u32>() as u64) << 24;
         Arc::new(HttpState {
             server,
+            limits: Limits::new(settings.limits),
+            connections: Connections::new(),
+            accept: AcceptHealth::default(),
             settings: ArcSwap::from_pointee(settings),
             streams: DashMap::new(),
             next_stream: AtomicU64::new(base),
@@ -95,7 +129,18 @@ impl HttpState {
     }
 
     pub fn reload(&self, settings: HttpSettings) {
+        self.limits.reload(settings.limits);
         self.settings.store(Arc::new(settings));
+    }
+
+    /// Connections open on the MCP listener.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections.open()
+    }
+
+    /// `None` while the listener accepts connections; else why it cannot.
+    pub(crate) fn accept_failure(&self) -> Option<String> {
+        self.accept.failure()
     }
 
     fn store(&self) -> Option<Store> {
@@ -154,16 +199,39 @@ impl HttpState {
     pub fn forget_session(&self, session_id: &str) {
         self.streams.retain(|(s, _), _| &**s != session_id);
     }
+
+    /// Forgets streams of sessions that ended (expired), in one pass.
+    pub(crate) fn forget_sessions(&self, ids: &[Arc<str>]) {
+        if ids.is_empty() {
+            return;
+        }
+        let ended: std::collections::HashSet<&str> = ids.iter().map(|s| &**s).collect();
+        self.streams.retain(|(s, _), _| !ended.contains(&**s));
+    }
+
+    /// Forgets request streams that finished more than `after` ago: their
+    /// events are in the log, and a resume reads them from there. Returns
+    /// how many streams memory still holds.
+    pub(crate) fn prune_streams(&self, after: Duration) -> usize {
+        self.streams.retain(|_, s| !s.finished_longer_than(after));
+        self.streams.len()
+    }
+
+    /// Whom `req` is charged to (see [`limits::charged_to`]).
+    fn client_of(req: &Request) -> ClientKey {
+        limits::charged_to(req.extensions().get::<Client>(), req.headers())
+    }
 }
 
-/// Counts an open SSE body for as long as it lives.
-pub(crate) struct OpenStream(Arc<HttpState>);
+/// Counts an open SSE body for as long as it lives, and holds the slot the
+/// limits gave it, if any.
+pub(crate) struct OpenStream(Arc<HttpState>, #[allow(dead_code)] Option<Slot>);
 
 impl OpenStream {
-    fn new(state: &Arc<HttpState>) -> Self {
+    fn new(state: &Arc<HttpState>, slot: Option<Slot>) -> Self {
         state.open_streams.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("erlmcp_sse_streams_open").increment(1.0);
-        OpenStream(state.clone())
+        OpenStream(state.clone(), slot)
     }
 }
 
@@ -184,6 +252,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req)) {
+        return refusal.response(None);
+    }
     if let Some(refused) = origin_refusal(&state, &req) {
         return refused;
     }
@@ -191,12 +262,16 @@ async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Respons
 }
 
 async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    let client = HttpState::client_of(&req);
+    if let Err(refusal) = state.limits.check_rate(&client) {
+        return refusal.response(None);
+    }
     if let Some(refused) = origin_refusal(&state, &req) {
         return refused;
     }
     match *req.method() {
-        axum::http::Method::POST => post::handle(state, req).await,
-        axum::http::Method::GET => get::handle(state, req).await,
+        axum::http::Method::POST => post::handle(state, client, req).await,
+        axum::http::Method::GET => get::handle(state, client, req).await,
         axum::http::Method::DELETE => delete::handle(state, req).await,
         _ => {
             let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -231,22 +306,4 @@ pub fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Serves `router` on `listener` until `stop` fires, with TCP_NODELAY on
-/// every accepted socket and HTTP/1.1 keep-alive.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
 }

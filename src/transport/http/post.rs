@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::limits::{ClientKey, Refusal, Slot};
 use super::stream::{self, Frame, Kind, PlainSse, SseBody, SseStream};
 use super::{
     HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_body, json_error,
@@ -27,7 +28,7 @@ use crate::mcp::outbound::{SharedSink, Sink};
 use crate::mcp::session::Session;
 use crate::mcp::version::ProtocolVersion;
 
-pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+pub async fn handle(state: Arc<HttpState>, client: ClientKey, req: Request) -> Response {
     let settings = state.settings();
     let (parts, body) = req.into_parts();
     if !is_json(&parts.headers) {
@@ -37,9 +38,15 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
             &McpError::invalid_request("Content-Type must be application/json"),
         );
     }
-    let bytes = match read_body(body, settings.max_body_bytes).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
+    let bytes = match tokio::time::timeout(
+        settings.body_read_timeout,
+        read_body(body, settings.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(resp)) => return resp,
+        Err(_) => return body_timeout(settings.body_read_timeout),
     };
     let msg = match jsonrpc::parse(&bytes) {
         Ok(m) => m,
@@ -47,7 +54,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
     };
     match msg {
         Incoming::Request { id, method, params } => {
-            request(&state, &parts.headers, id, method, params).await
+            request(&state, &client, &parts.headers, id, method, params).await
         }
         Incoming::Notification { method, params } => {
             notification(&state, &parts.headers, &method, params.as_deref()).await
@@ -66,6 +73,23 @@ fn is_json(h: &HeaderMap) -> bool {
                 .eq_ignore_ascii_case("application/json")
         })
         .unwrap_or(false)
+}
+
+/// 408: the body did not arrive in time. The connection closes, since the
+/// rest of the body would be read as the next request.
+fn body_timeout(after: std::time::Duration) -> Response {
+    metrics::counter!("erlmcp_http_timeouts_total", "timeout" => "body").increment(1);
+    let mut r = json_error(
+        StatusCode::REQUEST_TIMEOUT,
+        None,
+        &McpError::invalid_request(format!(
+            "the request body did not arrive within {} s",
+            after.as_secs()
+        )),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Reads at most `limit` bytes; more is 413, a broken body 400.
@@ -182,6 +206,7 @@ async fn era(
 
 async fn request(
     state: &Arc<HttpState>,
+    client: &ClientKey,
     h: &HeaderMap,
     id: RequestId,
     method: String,
@@ -202,15 +227,44 @@ async fn request(
     };
     let settings = state.settings();
     let use_sse = accept_sse && (!settings.json_response || !accept_json);
+    // A listening stream is counted as a stream, not as a request.
+    let listens = method == "subscriptions/listen" && matches!(era, Era::Modern(_));
+    let slot = match &era {
+        _ if listens => None,
+        Era::Session(s) => Some(state.limits.request(client, Some(&s.id))),
+        _ => Some(state.limits.request(client, None)),
+    };
+    let slot = match slot.transpose() {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(Some(&id)),
+    };
     match era {
-        Era::Initialize => initialize(state, id, params.as_deref()).await,
-        Era::Modern(meta) => modern(state, h, id, method, params, *meta, use_sse).await,
-        Era::Session(s) => legacy(state, s, id, method, params, use_sse).await,
+        Era::Initialize => initialize(state, client, id, params.as_deref()).await,
+        Era::Modern(meta) => {
+            modern(state, client, h, id, method, params, *meta, use_sse, slot).await
+        }
+        Era::Session(s) => legacy(state, s, id, method, params, use_sse, slot).await,
     }
 }
 
-async fn initialize(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> Response {
-    match methods::lifecycle::initialize(&state.server, &state.server.sessions, params).await {
+async fn initialize(
+    state: &Arc<HttpState>,
+    client: &ClientKey,
+    id: RequestId,
+    params: Option<&RawValue>,
+) -> Response {
+    let sessions = &state.server.sessions;
+    let admission = match sessions.admit(Some(client.owner())) {
+        Ok(a) => a,
+        Err(e) => {
+            let retry = state.settings().session_retry_secs;
+            return match Refusal::session(&e, retry) {
+                Some(refusal) => refusal.response(Some(&id)),
+                None => json_error(StatusCode::OK, Some(&id), &McpError::internal(e)),
+            };
+        }
+    };
+    match methods::lifecycle::initialize(&state.server, sessions, params, admission).await {
         Ok((session, result)) => {
             let mut r = json_body(StatusCode::OK, jsonrpc::response(&id, &result));
             if let Ok(v) = HeaderValue::from_str(&session.id) {
@@ -229,14 +283,17 @@ fn modern_status(e: &McpError) -> StatusCode {
         .unwrap_or(StatusCode::OK)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn modern(
     state: &Arc<HttpState>,
+    client: &ClientKey,
     h: &HeaderMap,
     id: RequestId,
     method: String,
     params: Option<Box<RawValue>>,
     meta: RequestMeta,
     use_sse: bool,
+    slot: Option<Slot>,
 ) -> Response {
     let meta = match check_modern_request(h, &method, params.as_deref(), &meta) {
         Ok(m) => m,
@@ -248,7 +305,7 @@ async fn modern(
         return json_error(modern_status(&e), Some(&id), &e);
     }
     if method == "subscriptions/listen" {
-        return listen(state, id, params.as_deref());
+        return listen(state, client, id, params.as_deref());
     }
     let caller = Caller::Modern { meta, peer: None };
     let call = Call { id, method, params };
@@ -267,6 +324,7 @@ async fn modern(
     let c = cancel.clone();
     let work = async move {
         let outcome = server.handle(&call, &caller, Some(sink), c).await;
+        drop(slot);
         let status = outcome.as_ref().err().and_then(|e| e.http_status);
         (answer(&call.id, outcome), status)
     };
@@ -335,7 +393,16 @@ fn check_param_headers(
 
 /// A modern subscription: acknowledged at once, open until the client
 /// closes the stream or the server shuts down.
-fn listen(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> Response {
+fn listen(
+    state: &Arc<HttpState>,
+    client: &ClientKey,
+    id: RequestId,
+    params: Option<&RawValue>,
+) -> Response {
+    let slot = match state.limits.stream(client, None) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.response(Some(&id)),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
     let listening = match methods::subscriptions::listen(&state.server, &id, params, sink) {
@@ -365,7 +432,10 @@ fn listen(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> R
         settings.sse_retry_ms,
         Some(closed),
     );
-    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+    sse(Body::from_stream(WithOpen(
+        body,
+        OpenStream::new(state, Some(slot)),
+    )))
 }
 
 async fn legacy(
@@ -375,6 +445,7 @@ async fn legacy(
     method: String,
     params: Option<Box<RawValue>>,
     use_sse: bool,
+    slot: Option<Slot>,
 ) -> Response {
     let caller = Caller::Session(session.clone());
     let call = Call { id, method, params };
@@ -420,6 +491,7 @@ async fn legacy(
         let outcome = server
             .handle(&call, &caller, Some(sink), cancel.clone())
             .await;
+        drop(slot);
         if !cancel.is_cancelled() {
             s.send(answer(&call.id, outcome).to_vec());
         }
@@ -531,7 +603,10 @@ where
         settings.sse_retry_ms,
         guard.map(|g| g.disarm()),
     );
-    sse(Body::from_stream(WithOpen(body, OpenStream::new(state))))
+    sse(Body::from_stream(WithOpen(
+        body,
+        OpenStream::new(state, None),
+    )))
 }
 
 pub(super) fn sse(body: Body) -> Response {

@@ -98,8 +98,9 @@ struct Inner {
     conn: Option<mpsc::UnboundedSender<Frame>>,
     /// The last event was handed to an attached connection.
     delivered_attached: bool,
-    /// No more events will come (the request was answered).
+    /// No more events will come (the request was answered), since when.
     done: bool,
+    done_at: Option<std::time::Instant>,
     /// Events are written to the log (see the module docs).
     logging: bool,
     /// The highest seq written to the log.
@@ -134,6 +135,7 @@ impl SseStream {
                 conn: None,
                 delivered_attached: false,
                 done: false,
+                done_at: None,
                 logging: kind == Kind::Standalone,
                 logged_upto: 0,
             }),
@@ -194,7 +196,13 @@ impl SseStream {
         let mut inner = self.lock();
         inner.conn = None;
         inner.done = true;
+        inner.done_at.get_or_insert_with(std::time::Instant::now);
         inner.delivered_attached
+    }
+
+    /// True once the stream finished more than `d` ago.
+    pub fn finished_longer_than(&self, d: Duration) -> bool {
+        self.lock().done_at.is_some_and(|t| t.elapsed() > d)
     }
 }
 
