@@ -137,26 +137,26 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// The earliest deadline now in force, and what expires then.
+    /// The earliest deadline now in force, and what expires then. A
+    /// blocked write is not idleness: hyper may hold a whole response in
+    /// its buffer after the body ended.
     fn next_deadline(&self, s: &ConnSettings) -> (Instant, Option<Expiry>) {
         let head = self.head_since.load(Ordering::Relaxed);
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
-        let mut next = if head != 0 {
-            (self.at(head) + s.header_read_timeout, Some(Expiry::Header))
-        } else if self.busy.load(Ordering::Relaxed) == 0 {
-            let last = self.last_io.load(Ordering::Relaxed);
-            (self.at(last) + s.idle_timeout, Some(Expiry::Idle))
-        } else {
+        let idle = blocked == 0 && self.busy.load(Ordering::Relaxed) == 0;
+        let candidates = [
+            (head != 0).then(|| (self.at(head) + s.header_read_timeout, Expiry::Header)),
+            (blocked != 0).then(|| (self.at(blocked) + s.write_timeout, Expiry::Write)),
+            idle.then(|| {
+                let last = self.last_io.load(Ordering::Relaxed);
+                (self.at(last) + s.idle_timeout, Expiry::Idle)
+            }),
+        ];
+        match candidates.into_iter().flatten().min_by_key(|(at, _)| *at) {
+            Some((at, e)) => (at, Some(e)),
             // Busy and flowing: nothing expires; look again later.
-            (Instant::now() + s.idle_timeout, None)
-        };
-        if blocked != 0 {
-            let w = self.at(blocked) + s.write_timeout;
-            if w < next.0 {
-                next = (w, Some(Expiry::Write));
-            }
+            None => (Instant::now() + s.idle_timeout, None),
         }
-        next
     }
 }
 
