@@ -115,8 +115,10 @@ pub struct RetentionConfig {
     pub audit_max_age_secs: u64,
     /// ... and the oldest beyond this many (0: no limit).
     pub audit_max_rows: u64,
-    /// SSE events kept for replay at most (age: `http.event_retention_secs`).
+    /// SSE events kept for replay at most (0: no limit), and the most
+    /// bytes of event data (0: no limit); age: `http.event_retention_secs`.
     pub events_max_rows: u64,
+    pub events_max_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -375,7 +377,8 @@ impl Default for RetentionConfig {
         RetentionConfig {
             audit_max_age_secs: 90 * 24 * 3600,
             audit_max_rows: 1_000_000,
-            events_max_rows: 100_000,
+            events_max_rows: 10_000,
+            events_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

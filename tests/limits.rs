@@ -122,7 +122,8 @@ impl Daemon {
                     .then(|| value.parse::<f64>().ok())
                     .flatten()
             })
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
 
     fn rss_kib(&self) -> u64 {
@@ -846,7 +847,7 @@ fn the_audit_log_is_kept_within_its_rows_and_age() {
     assert_eq!(
         d.metric(
             "erlmcp_retention_deleted_rows_total",
-            &["table=\"audit_log\"", "reason=\"rows\""]
+            &["table=\"audit_log\"", "reason=\"size\""]
         ),
         3800.0
     );
@@ -875,6 +876,53 @@ fn the_audit_log_is_kept_within_its_rows_and_age() {
                 &["table=\"audit_log\"", "reason=\"age\""],
             ) == 50.0
         },
+    );
+}
+
+#[test]
+fn the_sse_event_log_is_kept_within_its_budget() {
+    let d = Daemon::start(&[
+        ("ERLMCP_LIMITS__REQUESTS_PER_SEC", "0"),
+        ("ERLMCP_RETENTION__EVENTS_MAX_BYTES", "200000"),
+        ("ERLMCP_HTTP__HANDSHAKE_TIMEOUT_SECS", "2"),
+    ]);
+    let (mut s, _) = Session::open(&d.url(), "2025-11-25");
+    let logged = || {
+        let c = rusqlite::Connection::open_with_flags(
+            d.data.join("erlmcp.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        c.query_row(
+            "SELECT count(*), coalesce(sum(octet_length(data)), 0) FROM sse_events",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .unwrap()
+    };
+    // A tools/list answer over SSE outgrows one TCP segment, so its events
+    // are logged for a resume: a client listing in a loop fills the log.
+    for _ in 0..300 {
+        assert_eq!(s.request("tools/list", json!({})).status, 200);
+    }
+    wait_until(
+        "the event log within 200 kB",
+        Duration::from_secs(10),
+        || {
+            let (rows, bytes) = logged();
+            rows > 0 && bytes <= 200_000
+        },
+    );
+    assert!(
+        d.metric(
+            "erlmcp_retention_deleted_rows_total",
+            &["table=\"sse_events\"", "reason=\"size\""]
+        ) > 0.0
+    );
+    eprintln!(
+        "event log after 300 listings: {:?} (rows, bytes); {}",
+        logged(),
+        d.figures()
     );
 }
 

@@ -9,7 +9,7 @@
 //! | table | bounded by |
 //! |---|---|
 //! | `sessions` | `limits.max_sessions`, idle and handshake expiry |
-//! | `sse_events` | `http.event_retention_secs`, `retention.events_max_rows`; rows of ended sessions go with them (foreign key) |
+//! | `sse_events` | `http.event_retention_secs`, `retention.events_max_rows`, `retention.events_max_bytes`; rows of ended sessions go with them (foreign key) |
 //! | `audit_log` | `retention.audit_max_age_secs`, `retention.audit_max_rows` |
 //!
 //! Durable tasks (another table that grows with traffic) add their
@@ -42,6 +42,7 @@ pub(crate) struct Housekeeping {
     pub(crate) handshake_secs: i64,
     pub(crate) event_retention_secs: i64,
     pub(crate) events_max_rows: u64,
+    pub(crate) events_max_bytes: u64,
     pub(crate) audit_max_age_secs: i64,
     pub(crate) audit_max_rows: u64,
 }
@@ -53,6 +54,7 @@ impl Housekeeping {
             handshake_secs: c.http.handshake_timeout_secs as i64,
             event_retention_secs: c.http.event_retention_secs as i64,
             events_max_rows: c.retention.events_max_rows,
+            events_max_bytes: c.retention.events_max_bytes,
             audit_max_age_secs: c.retention.audit_max_age_secs.min(i64::MAX as u64 / 1000) as i64,
             audit_max_rows: c.retention.audit_max_rows,
         }
@@ -122,12 +124,8 @@ async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
         events::prune(tx, event_cutoff, audit::PRUNE_CHUNK)
     })
     .await;
-    if h.events_max_rows > 0 {
-        let keep = h.events_max_rows;
-        prune(server, "sse_events", "rows", move |tx| {
-            events::prune_to_rows(tx, keep, audit::PRUNE_CHUNK)
-        })
-        .await;
+    if h.events_max_rows > 0 || h.events_max_bytes > 0 {
+        prune_events_to_budget(server, h.events_max_rows, h.events_max_bytes).await;
     }
     let audit_cutoff_ms = crate::clock::now_millis() - h.audit_max_age_secs * 1000;
     prune(server, "audit_log", "age", move |tx| {
@@ -136,12 +134,59 @@ async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
     .await;
     if h.audit_max_rows > 0 {
         let keep = h.audit_max_rows;
-        prune(server, "audit_log", "rows", move |tx| {
+        prune(server, "audit_log", "size", move |tx| {
             audit::prune_to_rows(tx, keep)
         })
         .await;
     }
     // Durable tasks: their retention goes here (see the module docs).
+}
+
+/// Deletes the oldest SSE events beyond the row and byte budgets: chosen
+/// on a reader (the choice reads the whole, small, log), deleted on the
+/// writer a chunk at a time.
+async fn prune_events_to_budget(server: &Server, max_rows: u64, max_bytes: u64) {
+    let mut total = 0u64;
+    loop {
+        let victims = match server
+            .store
+            .read(move |c| events::over_budget(c, max_rows, max_bytes, audit::PRUNE_CHUNK))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the SSE event log's size failed");
+                break;
+            }
+        };
+        let chosen = victims.len() as i64;
+        if chosen == 0 {
+            break;
+        }
+        match server
+            .store
+            .write(move |tx| events::delete(tx, &victims))
+            .await
+        {
+            Ok(n) => total += n as u64,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the SSE event log failed");
+                break;
+            }
+        }
+        if chosen < audit::PRUNE_CHUNK {
+            break;
+        }
+    }
+    metrics::counter!("erlmcp_retention_deleted_rows_total", "table" => "sse_events", "reason" => "size")
+        .increment(total);
+    if total > 0 {
+        tracing::info!(
+            table = "sse_events",
+            rows = total,
+            "retention: events beyond the budget deleted"
+        );
+    }
 }
 
 /// Runs `step` (which deletes at most one chunk) until it deletes less
