@@ -11,6 +11,7 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
+//! | 10 | [`fuzzing`] | entry points of the fuzz targets and their property tests (tests and feature `fuzzing` only) |
 //! | 9 | [`cli`] | one file per subcommand; the only layer that prints for humans |
 //! | 8 | [`node`] | a running process: wiring, the supervised children, reload, shutdown |
 //! | 7 | [`ops`] | the operations listener: one file per endpoint group, and its client |
@@ -43,6 +44,8 @@ pub mod clock;
 pub mod config;
 pub(crate) mod exit;
 pub(crate) mod fsx;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub(crate) mod logging;
 pub(crate) mod mcp;
 pub mod store;

@@ -57,6 +57,26 @@ ensure_machete() {
   install -m 0755 "$root/bin/cargo-machete" "$MACHETE"
 }
 
+# cargo-fuzz (libFuzzer targets in fuzz/, run on the nightly toolchain),
+# built once into the cache and put on PATH, where `cargo +nightly fuzz`
+# finds it.
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+  local bin=$CI_ERLMCP_CACHE/bin/cargo-fuzz
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "no nightly toolchain (rustup toolchain install nightly): cargo-fuzz needs one" >&2
+    return 1
+  fi
+  if ! [[ -x $bin && $("$bin" --version 2>/dev/null) == "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    echo "building cargo-fuzz $CARGO_FUZZ_VERSION from crates.io into $CI_ERLMCP_CACHE/bin (once)"
+    local root=$CI_ERLMCP_CACHE/cargo-fuzz
+    nice cargo install --quiet --locked --root "$root" --version "$CARGO_FUZZ_VERSION" cargo-fuzz >&2
+    mkdir -p "$CI_ERLMCP_CACHE/bin"
+    install -m 0755 "$root/bin/cargo-fuzz" "$bin"
+  fi
+  export PATH=$CI_ERLMCP_CACHE/bin:$PATH
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest >&2
 }
