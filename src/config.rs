@@ -673,6 +673,32 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_retention_have_production_defaults_and_are_checked() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.limits.requests_per_sec, 100);
+        assert_eq!(c.limits.max_connections, None, "derived from the fd limit");
+        assert_eq!(c.http.handshake_timeout_secs, 30);
+        assert_eq!(c.retention.audit_max_rows, 1_000_000);
+        let c = parse(
+            "[limits]\nrequests_per_sec = 0\nmax_connections = 10\n",
+            &[("ERLMCP_RETENTION__EVENTS_MAX_BYTES", "0")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_connections, Some(10));
+        assert_eq!(c.retention.events_max_bytes, 0);
+        for (bad, key) in [
+            ("[limits]\nmax_sessions = 0\n", "limits.max_sessions"),
+            ("[limits]\nrequest_burst = 0\n", "limits.request_burst"),
+            ("[http]\nidle_timeout_secs = 0\n", "http.idle_timeout_secs"),
+            ("[http]\nmax_header_bytes = 100\n", "http.max_header_bytes"),
+            ("[retention]\naudit_max_age_secs = 0\n", "audit_max_age_secs"),
+        ] {
+            let e = parse(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let e = parse("[http]\nlisten_port = 1\n", &[])
             .unwrap_err()
