@@ -691,7 +691,10 @@ mod tests {
             ("[limits]\nrequest_burst = 0\n", "limits.request_burst"),
             ("[http]\nidle_timeout_secs = 0\n", "http.idle_timeout_secs"),
             ("[http]\nmax_header_bytes = 100\n", "http.max_header_bytes"),
-            ("[retention]\naudit_max_age_secs = 0\n", "audit_max_age_secs"),
+            (
+                "[retention]\naudit_max_age_secs = 0\n",
+                "audit_max_age_secs",
+            ),
         ] {
             let e = parse(bad, &[]).unwrap_err().to_string();
             assert!(e.contains(key), "{bad}: {e}");

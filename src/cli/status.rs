@@ -62,8 +62,13 @@ fn human(s: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "  MCP        http://{}/mcp, {} sessions, {} SSE streams, {} requests in flight",
-        s.mcp_listen, s.sessions, s.sse_streams, s.requests_in_flight
+        "  MCP        http://{}/mcp, {} connections, {} sessions ({} in memory), {} SSE streams, {} requests in flight",
+        s.mcp_listen,
+        s.connections,
+        s.sessions_stored,
+        s.sessions,
+        s.sse_streams,
+        s.requests_in_flight
     );
     let _ = writeln!(
         out,
