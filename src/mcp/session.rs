@@ -596,17 +596,18 @@ impl SessionRegistry {
             .collect();
         let written: Vec<(String, i64)> =
             seen.iter().map(|(_, id, at)| (id.clone(), *at)).collect();
-        let (idle, unfinished, count) = store
+        let (idle, unfinished) = store
             .write(move |tx| {
                 for (id, at) in &written {
                     store::sessions::touch_many(tx, std::slice::from_ref(id), *at)?;
                 }
                 let idle = store::sessions::expire(tx, cutoff)?;
                 let unfinished = store::sessions::expire_unfinished(tx, handshake_cutoff)?;
-                let count = store::sessions::count(tx)?;
-                Ok((idle, unfinished, count))
+                Ok((idle, unfinished))
             })
             .await?;
+        // Counted on a reader: the scan need not hold the writer.
+        let count = store.read(store::sessions::count).await?;
         for (id, _, at) in &seen {
             if let Some(s) = self.live.get(id) {
                 s.persisted_seen.fetch_max(*at, Ordering::Relaxed);
