@@ -124,13 +124,27 @@ INSERT INTO memory_search(memory_search, rank) VALUES ('automerge', 8);
 INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 64);
 "#;
 
+/// The replication log: each committed group's changeset (recorded with
+/// the SQLite session extension), in commit order. `hash` chains every
+/// entry to the one before (see `replication::log`), so two nodes can tell
+/// whether their logs agree.
+const V4: &str = r#"
+CREATE TABLE repl_log (
+    seq       INTEGER PRIMARY KEY,
+    epoch     INTEGER NOT NULL,
+    hash      BLOB NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    changeset BLOB NOT NULL
+);
+"#;
+
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i64 {
-    3
+    4
 }
 
 #[cfg(test)]
