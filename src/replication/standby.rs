@@ -180,24 +180,23 @@ fn more(link: &mut Link, first: Entry) -> Vec<Entry> {
 
 /// Applies `batch` in one transaction on the writer; the position after it.
 async fn apply(repl: &Replication, batch: Vec<Entry>) -> Result<Position, ApplyError> {
-    let epoch = repl.epoch();
     let out = repl
         .store
-        .write_privileged(move |tx| Ok(apply_in(tx, batch, epoch)))
+        .write_privileged(move |tx| Ok(apply_in(tx, batch)))
         .await?;
     out
 }
 
-fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>, epoch: u64) -> Result<Position, ApplyError> {
+fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyError> {
     let mut at = log::last(tx)?;
     for e in batch {
         if e.seq <= at.seq && log::hash_at(tx, e.seq)? == Some(e.hash) {
             continue; // already here (a resend after a reconnect)
         }
+        // Entries of older epochs are history like any other: the chain says
+        // whether they are the primary's; the primary's own epoch was
+        // checked when the link opened and at every heartbeat.
         let mismatch = |why| ApplyError::Mismatch { seq: e.seq, at: at.seq, why };
-        if e.epoch < epoch {
-            return Err(mismatch("it comes from a deposed primary (lower epoch)"));
-        }
         if !e.follows(&at) {
             return Err(mismatch(if e.seq == at.seq + 1 { "hash" } else { "sequence" }));
         }
