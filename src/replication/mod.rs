@@ -127,6 +127,9 @@ pub(crate) struct Replication {
     problem: Mutex<Option<String>>,
     peer: Mutex<Option<PeerView>>,
     roles: watch::Sender<RoleChange>,
+    /// The next link starts with a snapshot (after a stop: the database
+    /// may hold what the log does not say).
+    resync: std::sync::atomic::AtomicBool,
 }
 
 impl Replication {
@@ -188,6 +191,7 @@ impl Replication {
                 epoch: node.epoch,
             })
             .0,
+            resync: false.into(),
         });
         repl.take_role(&node, last.seq).await?;
         // Before serving anything: a peer that was promoted while this node
@@ -296,8 +300,12 @@ impl Replication {
     /// and follow. Also clears a stopped standby, so it resyncs.
     pub(crate) async fn demote(&self, why: &str) -> Result<RoleChange, ReplicationError> {
         let mut node = self.lock_state().clone();
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let stopped = self.problem.lock().unwrap_or_else(|p| p.into_inner()).take();
         if node.role == Role::Standby {
+            if let Some(was) = stopped {
+                tracing::warn!(stopped = %was, "replication restarts with a snapshot");
+                self.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             return Ok(RoleChange { role: node.role, epoch: node.epoch });
         }
         node.role = Role::Standby;

@@ -64,6 +64,13 @@ pub(crate) async fn follow(repl: Arc<Replication>, stop: CancellationToken) {
 
 /// One link to the primary, from hello to its end.
 async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<(), LinkError> {
+    if repl.resync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        repl.set_in_sync(false);
+        if let Err(e) = resync(repl).await {
+            repl.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
+    }
     let (last, recent) = repl
         .store
         .read(|c| Ok((log::last(c)?, log::recent(c, RECENT)?)))

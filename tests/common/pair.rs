@@ -270,6 +270,19 @@ impl Writer {
         matches!(self.post(url, &note), Some((202, _, _)))
     }
 
+    /// True when `open_nodes` finds entity `name` (a read).
+    pub fn open_nodes(&mut self, url: &str, name: &str) -> bool {
+        self.next += 1;
+        let call = json!({ "jsonrpc": "2.0", "id": self.next, "method": "tools/call", "params": {
+            "name": "open_nodes", "arguments": { "names": [name] } } });
+        match self.post(url, &call) {
+            Some((200, _, m)) => m["result"]["structuredContent"]["entities"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()),
+            _ => false,
+        }
+    }
+
     /// Creates entity `name` with one observation.
     pub fn create(&mut self, url: &str, name: &str) -> Outcome {
         self.next += 1;
