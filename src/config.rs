@@ -338,7 +338,11 @@ impl ReplicationConfig {
         let Some(peer) = &self.peer else {
             return Err("replication.peer must name the other node's ops listener".into());
         };
-        if peer.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if peer
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(format!("replication.peer {peer:?} is not HOST:PORT"));
         }
         if !c.ops.enabled {

@@ -68,7 +68,9 @@ fn writer(id: usize, s: Arc<Shared>) {
 /// Pauses the writers and waits for their requests in flight.
 fn pause(s: &Shared) {
     s.paused.store(true, Ordering::SeqCst);
-    wait_for("writers to pause", Duration::from_secs(30), || s.in_flight.load(Ordering::SeqCst) == 0);
+    wait_for("writers to pause", Duration::from_secs(30), || {
+        s.in_flight.load(Ordering::SeqCst) == 0
+    });
 }
 
 /// 20 kills of the primary at random moments, 8 writers: every
@@ -107,11 +109,17 @@ fn no_acknowledged_write_is_lost_when_the_primary_is_killed() {
         primary.kill9();
         let killed = Instant::now();
         // keepalived's notify_master, done by hand.
-        wait_for("the standby to be promoted", Duration::from_secs(10), || standby.role("primary", false).0 == 0);
+        wait_for(
+            "the standby to be promoted",
+            Duration::from_secs(10),
+            || standby.role("primary", false).0 == 0,
+        );
         shared.primary_port.store(standby.mcp, Ordering::SeqCst);
-        wait_for("a write on the new primary", Duration::from_secs(20), || {
-            shared.acked.lock().unwrap().len() > acked_before
-        });
+        wait_for(
+            "a write on the new primary",
+            Duration::from_secs(20),
+            || shared.acked.lock().unwrap().len() > acked_before,
+        );
         rto.push(killed.elapsed());
         // The old primary returns, learns the higher epoch, follows.
         primary.start();
@@ -124,9 +132,12 @@ fn no_acknowledged_write_is_lost_when_the_primary_is_killed() {
         let acked = shared.acked.lock().unwrap().clone();
         let on_primary = entity_names(&primary.db());
         let lost: Vec<&String> = acked.iter().filter(|n| !on_primary.contains(*n)).collect();
-        assert!(lost.is_empty(), "round {round}: {} acknowledged writes lost: {lost:?}", lost.len());
-        let (hp, hs) = (table_hashes(&primary.db()), table_hashes(&standby.db()));
-        assert_eq!(hp, hs, "round {round}: the databases differ");
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} acknowledged writes lost: {lost:?}",
+            lost.len()
+        );
+        assert_same_tables(primary, standby);
     }
     shared.stop.store(true, Ordering::SeqCst);
     shared.paused.store(false, Ordering::SeqCst);
@@ -182,25 +193,45 @@ fn a_conflict_stops_replication_until_a_resync() {
         // Behind erlmcp's back, on the standby's file.
         let c = rusqlite::Connection::open(b.db()).unwrap();
         c.busy_timeout(Duration::from_secs(5)).unwrap();
-        c.execute("INSERT INTO memory_entities (name, entity_type) VALUES ('clash', 'x')", [])
-            .unwrap();
+        c.execute(
+            "INSERT INTO memory_entities (name, entity_type) VALUES ('clash', 'x')",
+            [],
+        )
+        .unwrap();
     }
     let mut w = Writer::new();
     assert!(w.open(&a.url()));
     // The primary's write reaches the standby, which cannot apply it: in
     // sync mode the write is not acknowledged.
     let outcome = w.create(&a.url(), "clash");
-    assert_ne!(outcome, Outcome::Acked, "a write the standby could not apply was acknowledged");
-    wait_for("the standby to report the conflict", Duration::from_secs(10), || {
-        b.replication()["problem"].as_str().is_some_and(|p| p.contains("conflict"))
-    });
+    assert_ne!(
+        outcome,
+        Outcome::Acked,
+        "a write the standby could not apply was acknowledged"
+    );
+    wait_for(
+        "the standby to report the conflict",
+        Duration::from_secs(10),
+        || {
+            b.replication()["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("conflict"))
+        },
+    );
     assert!(b.metric("erlmcp_replication_conflicts_total") >= 1.0);
-    assert_eq!(b.role("standby", false).0, 0, "role standby clears the stop");
+    assert_eq!(
+        b.role("standby", false).0,
+        0,
+        "role standby clears the stop"
+    );
     wait_in_sync(&a, &b, Duration::from_secs(20));
     write_n(&a, "after", 2);
     wait_in_sync(&a, &b, Duration::from_secs(10));
-    assert_eq!(table_hashes(&a.db()), table_hashes(&b.db()));
-    assert!(b.metric("erlmcp_replication_snapshots_total") >= 1.0, "the resync took a snapshot");
+    assert_same_tables(&a, &b);
+    assert!(
+        b.metric("erlmcp_replication_snapshots_total") >= 1.0,
+        "the resync took a snapshot"
+    );
 }
 
 /// A standby whose log holds an entry the primary never had (as when a
@@ -225,10 +256,12 @@ fn a_standby_whose_history_parted_resyncs_from_a_snapshot_and_counts_the_discard
     b.start();
     wait_in_sync(&a, &b, Duration::from_secs(20));
     assert!(b.metric("erlmcp_replication_snapshots_total") >= 1.0);
-    assert_eq!(b.metric("erlmcp_replication_discarded_changes_total"), 1.0);
+    // The planted entry, and perhaps one more: a group the primary shipped
+    // as the standby was killed, then rolled back for want of its ack.
+    assert!(b.metric("erlmcp_replication_discarded_changes_total") >= 1.0);
     write_n(&a, "two", 2);
     wait_in_sync(&a, &b, Duration::from_secs(10));
-    assert_eq!(table_hashes(&a.db()), table_hashes(&b.db()));
+    assert_same_tables(&a, &b);
 }
 
 /// With `degrade`, writes go on while the standby is away; the log is
@@ -237,7 +270,10 @@ fn a_standby_whose_history_parted_resyncs_from_a_snapshot_and_counts_the_discard
 #[test]
 fn a_standby_behind_the_pruned_log_catches_up_from_a_snapshot() {
     let tmp = TestDir::new();
-    let (mut a, mut b) = start_pair(&tmp, "on_standby_loss = \"degrade\"\nmax_log_entries = 1000\nack_timeout_ms = 500");
+    let (mut a, mut b) = start_pair(
+        &tmp,
+        "on_standby_loss = \"degrade\"\nmax_log_entries = 1000\nack_timeout_ms = 500",
+    );
     b.kill9();
     let names = write_n(&a, "away", 1100);
     assert!(a.metric("erlmcp_replication_degraded_total") >= 1.0);
@@ -246,14 +282,16 @@ fn a_standby_behind_the_pruned_log_catches_up_from_a_snapshot() {
     a.start();
     wait_for("the log to be pruned", Duration::from_secs(10), || {
         let c = rusqlite::Connection::open(a.db()).unwrap();
-        c.query_row("SELECT min(seq) FROM repl_log", [], |r| r.get::<_, i64>(0)).unwrap() > 1
+        c.query_row("SELECT min(seq) FROM repl_log", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            > 1
     });
     b.start();
     wait_in_sync(&a, &b, Duration::from_secs(30));
     assert!(b.metric("erlmcp_replication_snapshots_total") >= 1.0);
     let on_b = entity_names(&b.db());
     assert!(names.iter().all(|n| on_b.contains(n)));
-    assert_eq!(table_hashes(&a.db()), table_hashes(&b.db()));
+    assert_same_tables(&a, &b);
 }
 
 /// Block mode: without its standby the primary acknowledges no write (the
@@ -268,8 +306,15 @@ fn with_block_writes_wait_for_the_standby_and_reads_go_on() {
     assert!(w.open(&a.url()));
     b.kill9();
     let outcome = w.create(&a.url(), "blocked");
-    assert_eq!(outcome, Outcome::Unknown, "not replicated: indeterminate, not acknowledged");
-    assert!(!entity_names(&a.db()).contains("blocked"), "rolled back on the primary");
+    assert_eq!(
+        outcome,
+        Outcome::Unknown,
+        "not replicated: indeterminate, not acknowledged"
+    );
+    assert!(
+        !entity_names(&a.db()).contains("blocked"),
+        "rolled back on the primary"
+    );
     // A read on a session opened before (opening one is a write).
     assert!(w.open_nodes(&a.url(), "kept-0"), "reads go on");
     b.start();
@@ -290,7 +335,7 @@ fn with_degrade_writes_go_on_and_the_standby_catches_up() {
     wait_in_sync(&a, &b, Duration::from_secs(20));
     let on_b = entity_names(&b.db());
     assert!(names.iter().all(|n| on_b.contains(n)));
-    assert_eq!(table_hashes(&a.db()), table_hashes(&b.db()));
+    assert_same_tables(&a, &b);
 }
 
 /// A standby promoted while the old primary still runs: the old primary
@@ -322,9 +367,11 @@ fn a_deposed_primary_stops_writing_and_loses_nothing_it_acknowledged() {
     };
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.role("primary", false).0, 0);
-    wait_for("the old primary to step down", Duration::from_secs(5), || {
-        a.replication()["role"] == "standby"
-    });
+    wait_for(
+        "the old primary to step down",
+        Duration::from_secs(5),
+        || a.replication()["role"] == "standby",
+    );
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -335,7 +382,10 @@ fn a_deposed_primary_stops_writing_and_loses_nothing_it_acknowledged() {
     let acked = acked.lock().unwrap();
     assert!(!acked.is_empty());
     let lost: Vec<&String> = acked.iter().filter(|n| !on_b.contains(*n)).collect();
-    assert!(lost.is_empty(), "acknowledged by the deposed primary, missing: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged by the deposed primary, missing: {lost:?}"
+    );
 }
 
 /// One daemon per data directory: a second `serve` is refused with a
@@ -375,5 +425,49 @@ fn replication_refuses_a_schema_with_a_table_without_primary_key() {
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without a primary key") && err.contains("loose"), "{err}");
+    assert!(
+        err.contains("without a primary key") && err.contains("loose"),
+        "{err}"
+    );
+}
+
+fn stdio_call(c: &mut common::StdioClient, name: &str) -> serde_json::Value {
+    use serde_json::json;
+    c.send(
+        &json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": { "name": "t", "version": "1" } } }),
+    );
+    c.until_response(&json!(1));
+    c.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+    c.send(
+        &json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "create_entities", "arguments": { "entities": [
+            { "name": name, "entityType": "t", "observations": ["o"] }] } } }),
+    );
+    c.until_response(&json!(2))
+}
+
+/// `erlmcp stdio` beside the daemon: on the primary its writes enter the
+/// log and reach the standby; on the standby they are refused.
+#[test]
+fn stdio_writes_beside_the_primary_are_replicated_and_beside_a_standby_refused() {
+    let tmp = TestDir::new();
+    let (a, b) = start_pair(&tmp, "");
+    let cfg = |n: &Node| n.config.to_str().unwrap().to_owned();
+    let mut c = common::StdioClient::start(&a.dir, &["--config", &cfg(&a)]);
+    let r = stdio_call(&mut c, "from-stdio");
+    assert!(
+        r.get("result").is_some() && r["result"]["isError"] != true,
+        "{r}"
+    );
+    wait_for(
+        "the stdio write on the standby",
+        Duration::from_secs(10),
+        || entity_names(&b.db()).contains("from-stdio"),
+    );
+    let mut d = common::StdioClient::start(&b.dir, &["--config", &cfg(&b)]);
+    let r = stdio_call(&mut d, "on-standby");
+    assert_eq!(r["error"]["code"], -32060, "{r}");
+    assert!(!entity_names(&b.db()).contains("on-standby"));
 }

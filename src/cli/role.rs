@@ -46,7 +46,8 @@ pub(super) fn run(args: RoleArgs) -> Result<(), CliError> {
         force: args.force,
     };
     // A promotion is quick; a demotion waits for writes in flight.
-    let a: RoleAnswer = OpsClient::new(addr, Some(Duration::from_secs(30))).post("/replication/role", &req)?;
+    let a: RoleAnswer =
+        OpsClient::new(addr, Some(Duration::from_secs(30))).post("/replication/role", &req)?;
     println!("{} at epoch {}", a.role, a.epoch);
     Ok(())
 }

@@ -122,8 +122,12 @@ impl Server {
     /// the database's.
     pub async fn take_over(&self) -> Result<(), StoreError> {
         let n = self.sessions.forget_all();
-        self.signer.store(Arc::new(StateSigner::new(signing_key(&self.store).await?)));
-        tracing::info!(sessions = n, "sessions will be read afresh from the database");
+        self.signer
+            .store(Arc::new(StateSigner::new(signing_key(&self.store).await?)));
+        tracing::info!(
+            sessions = n,
+            "sessions will be read afresh from the database"
+        );
         Ok(())
     }
 
@@ -172,18 +176,18 @@ impl Server {
 async fn signing_key(store: &Store) -> Result<Vec<u8>, StoreError> {
     let made = store
         .write(|tx| {
-            store::kv::get_or_insert(tx, "mrtr_state_key", || {
-                rand::random::<[u8; 32]>().to_vec()
-            })
+            store::kv::get_or_insert(tx, "mrtr_state_key", || rand::random::<[u8; 32]>().to_vec())
         })
         .await;
     match made {
         Err(StoreError::ReadOnly(_)) => {
             let stored = store
                 .read(|c| {
-                    Ok(c.query_row("SELECT value FROM kv WHERE key = 'mrtr_state_key'", [], |r| {
-                        r.get::<_, Vec<u8>>(0)
-                    })
+                    Ok(c.query_row(
+                        "SELECT value FROM kv WHERE key = 'mrtr_state_key'",
+                        [],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
                     .ok())
                 })
                 .await?;

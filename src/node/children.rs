@@ -70,7 +70,9 @@ pub(super) fn tree(
         root = root.child(backup(s));
     }
     if let Some(r) = &ctx.replication {
-        root = root.child(replication(r.clone())).child(role(ctx, r.clone()));
+        root = root
+            .child(replication(r.clone()))
+            .child(role(ctx, r.clone()));
     }
     root.child(mcp_listener(ctx, mcp).shutdown(drain))
         .child(reload(ctx))

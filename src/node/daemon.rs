@@ -17,12 +17,12 @@ use super::{ConfigSource, NodeError};
 use crate::backup::Backups;
 use crate::config::Config;
 use crate::fsx::{Flock, LockMode};
+use crate::logging::LogControl;
 use crate::ops::replication::{Secret, WsConnector};
+use crate::ops::{self, OpsState};
 use crate::replication::frame::Role;
 use crate::replication::{Replication, RoleChange};
 use crate::store::{Store, StoreError};
-use crate::logging::LogControl;
-use crate::ops::{self, OpsState};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::{HttpSettings, HttpState};
@@ -91,8 +91,10 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
-    let _one_daemon = daemon_lock(&config)?;
+    // The store first: a database from a newer erlmcp is refused before
+    // anything is created beside it.
     let store = super::open_store(&config)?;
+    let _one_daemon = daemon_lock(&config)?;
     let (replication, secret) = replication(&config, &store).await?;
     let server = super::server(&config, &store).await?;
     let mcp = match activated.mcp {
@@ -114,7 +116,10 @@ pub(crate) async fn run(
     match &replication {
         // A standby serves nothing until it is promoted.
         Some(r) if r.role() != Role::Primary => {
-            let change = RoleChange { role: r.role(), epoch: r.epoch() };
+            let change = RoleChange {
+                role: r.role(),
+                epoch: r.epoch(),
+            };
             super::role::apply(change, &server, &http_state).await;
         }
         _ => match http_state.restore_streams().await {
@@ -155,7 +160,7 @@ pub(crate) async fn run(
         replication,
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
-    let supervisor = tokio::spawn({
+    let mut supervisor = tokio::spawn({
         let stop = root_stop.clone();
         async move { root.run(stop).await }
     });
@@ -166,7 +171,7 @@ pub(crate) async fn run(
         toolsets = ?ctx.server.catalog().toolset_names(), "erlmcp ready");
 
     let outcome = tokio::select! {
-        r = supervisor => Some(r),
+        r = &mut supervisor => Some(r),
         _ = shutdown => None,
     };
     ops_state.ready.store(false, Ordering::Relaxed);
@@ -182,6 +187,15 @@ pub(crate) async fn run(
                     requests = left,
                     "drain deadline passed with requests still running"
                 );
+            }
+            // The listeners finish writing the answers of the drained
+            // requests as they stop; each child is bounded by its own
+            // shutdown time.
+            if tokio::time::timeout(drain + Duration::from_secs(5), &mut supervisor)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the supervision tree did not stop in time");
             }
             Ok(())
         }

@@ -13,7 +13,12 @@ use crate::replication::{Replication, RoleChange};
 use crate::transport::http::HttpState;
 
 /// Follows role changes until `stop`.
-pub(super) async fn follow(repl: Arc<Replication>, server: Arc<Server>, http: Arc<HttpState>, stop: CancellationToken) {
+pub(super) async fn follow(
+    repl: Arc<Replication>,
+    server: Arc<Server>,
+    http: Arc<HttpState>,
+    stop: CancellationToken,
+) {
     let mut roles = repl.roles();
     loop {
         tokio::select! {
@@ -33,7 +38,9 @@ pub(super) async fn apply(change: RoleChange, server: &Server, http: &Arc<HttpSt
                 tracing::error!(error = %e, "taking over the sessions failed");
             }
             match http.restore_streams().await {
-                Ok(n) if n > 0 => tracing::info!(sessions = n, "server streams of sessions restored"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(sessions = n, "server streams of sessions restored")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "server streams could not be restored"),
             }

@@ -89,13 +89,25 @@ fn refused(status: StatusCode, error: &str, code: u8) -> Response {
     )
 }
 
-async fn upgrade(State(s): State<Arc<OpsState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(s): State<Arc<OpsState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Some(repl) = s.replication.clone() else {
-        return refused(StatusCode::NOT_FOUND, "replication is not enabled here", exit::USAGE);
+        return refused(
+            StatusCode::NOT_FOUND,
+            "replication is not enabled here",
+            exit::USAGE,
+        );
     };
     if !authorized(&s, &headers) {
         tracing::warn!("a replication link was refused: wrong or missing secret");
-        return refused(StatusCode::UNAUTHORIZED, "the replication secret is wrong or missing", exit::USAGE);
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "the replication secret is wrong or missing",
+            exit::USAGE,
+        );
     }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| async move { repl.accept(link(socket)).await })
@@ -126,24 +138,48 @@ async fn role(
     Json(req): Json<RoleRequest>,
 ) -> Response {
     let Some(repl) = s.replication.clone() else {
-        return refused(StatusCode::NOT_FOUND, "replication is not enabled here", exit::USAGE);
+        return refused(
+            StatusCode::NOT_FOUND,
+            "replication is not enabled here",
+            exit::USAGE,
+        );
     };
     // The local keepalived and operator may change the role; from
     // elsewhere, only with the secret.
     if !from.ip().is_loopback() && !authorized(&s, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "changing the role from another host needs the replication secret", exit::USAGE);
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "changing the role from another host needs the replication secret",
+            exit::USAGE,
+        );
     }
     let out = match req.role.as_str() {
         "primary" => repl.promote(req.force).await,
         "standby" => repl.demote("asked to (erlmcp role standby)").await,
         other => {
-            return refused(StatusCode::BAD_REQUEST, &format!("no role {other:?}: primary or standby"), exit::USAGE);
+            return refused(
+                StatusCode::BAD_REQUEST,
+                &format!("no role {other:?}: primary or standby"),
+                exit::USAGE,
+            );
         }
     };
     match out {
-        Ok(c) => json_response(StatusCode::OK, &RoleAnswer { role: c.role.as_str().into(), epoch: c.epoch }),
-        Err(e @ ReplicationError::NotInSync { .. }) => refused(StatusCode::CONFLICT, &e.to_string(), exit::TEMP_FAIL),
-        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), exit::FAILURE),
+        Ok(c) => json_response(
+            StatusCode::OK,
+            &RoleAnswer {
+                role: c.role.as_str().into(),
+                epoch: c.epoch,
+            },
+        ),
+        Err(e @ ReplicationError::NotInSync { .. }) => {
+            refused(StatusCode::CONFLICT, &e.to_string(), exit::TEMP_FAIL)
+        }
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+            exit::FAILURE,
+        ),
     }
 }
 
@@ -171,7 +207,11 @@ impl Connector for WsConnector {
             .as_str()
             .into_client_request()
             .map_err(|e| LinkError::Connect(e.to_string()))?;
-        let auth = self.secret.bearer().parse().map_err(|_| LinkError::Connect("the secret is not a valid header value".into()))?;
+        let auth = self
+            .secret
+            .bearer()
+            .parse()
+            .map_err(|_| LinkError::Connect("the secret is not a valid header value".into()))?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME))
@@ -282,5 +322,8 @@ where
         }
         let _ = sink.close().await;
     });
-    Link { tx: out_tx, rx: in_rx }
+    Link {
+        tx: out_tx,
+        rx: in_rx,
+    }
 }

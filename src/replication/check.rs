@@ -47,15 +47,21 @@ async fn judge(repl: &Replication, seen: Option<&PeerStatus>) {
         last_seq: seen.map(|p| p.last_seq),
     });
     let me = repl.peer_status();
-    let primaries = u64::from(me.role == Role::Primary) + u64::from(seen.is_some_and(|p| p.role == Role::Primary));
+    let primaries = u64::from(me.role == Role::Primary)
+        + u64::from(seen.is_some_and(|p| p.role == Role::Primary));
     metrics::peer(seen.is_some(), primaries);
     let Some(peer) = seen else { return };
     if peer.epoch > me.epoch {
-        repl.learned_epoch(peer.epoch, &format!("peer {}", peer.node)).await;
+        repl.learned_epoch(peer.epoch, &format!("peer {}", peer.node))
+            .await;
         return;
     }
     let two = me.role == Role::Primary && peer.role == Role::Primary;
-    let refusing = repl.problem.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+    let refusing = repl
+        .problem
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
     if two && peer.epoch == me.epoch {
         if !refusing {
             let why = format!(

@@ -82,7 +82,9 @@ pub(crate) enum Control {
         discarded: Option<u64>,
     },
     /// The standby has applied, durably, every entry up to `seq`.
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     /// The primary's tip, every half second.
     Heartbeat {
         epoch: u64,
@@ -105,7 +107,9 @@ pub(crate) enum Control {
     },
     Done,
     /// The sender stops, and says why.
-    Stop { reason: String },
+    Stop {
+        reason: String,
+    },
 }
 
 /// What a node says about itself to its peer.
@@ -191,7 +195,9 @@ impl Frame {
     /// A control frame's text.
     pub(crate) fn encode_text(&self) -> Option<String> {
         match self {
-            Frame::Control(c) => Some(serde_json::to_string(c).expect("control messages serialize")),
+            Frame::Control(c) => {
+                Some(serde_json::to_string(c).expect("control messages serialize"))
+            }
             _ => None,
         }
     }
@@ -237,13 +243,24 @@ mod tests {
             at_ms: 1_700_000_000_123,
             changeset: b"abc".to_vec(),
         });
-        assert_eq!(Frame::decode_binary(&e.encode_binary().unwrap()).unwrap(), e);
+        assert_eq!(
+            Frame::decode_binary(&e.encode_binary().unwrap()).unwrap(),
+            e
+        );
         let c = Frame::Control(Control::Ack { seq: 3 });
         assert_eq!(Frame::decode_text(&c.encode_text().unwrap()).unwrap(), c);
         assert!(Frame::decode_binary(b"E123").is_err());
         assert!(Frame::decode_binary(b"").is_err());
         assert!(Frame::decode_binary(b"Z").is_err());
         assert!(Frame::decode_text("{\"type\":\"nope\"}").is_err());
-        assert!(Pos { seq: 1, epoch: 1, hash: "zz".into() }.hash().is_err());
+        assert!(
+            Pos {
+                seq: 1,
+                epoch: 1,
+                hash: "zz".into()
+            }
+            .hash()
+            .is_err()
+        );
     }
 }

@@ -89,16 +89,20 @@ impl Gate {
 
     /// Starts (or stops) recording and holding commits as the primary of
     /// `epoch`. Writers waiting here when the node is deposed fail.
-    pub(crate) fn set_primary(&self, primary: bool, epoch: u64, sync_standby: bool, committed: u64) {
+    pub(crate) fn set_primary(
+        &self,
+        primary: bool,
+        epoch: u64,
+        sync_standby: bool,
+        committed: u64,
+    ) {
         let mut st = self.lock();
         st.primary = primary;
         st.epoch = epoch;
         st.sync_standby = sync_standby;
         st.committed = committed;
-        if !primary {
-            if let Some(s) = &mut st.standby {
-                s.dead = true;
-            }
+        if !primary && let Some(s) = &mut st.standby {
+            s.dead = true;
         }
         self.committed_tx.send_replace(committed);
         self.changed.notify_all();
@@ -217,7 +221,10 @@ impl Gate {
                 st.sync_standby = false;
                 (self.save_sync_flag)(false);
                 metrics::degraded();
-                tracing::warn!(reason = why, "replication degraded: writes go on without the standby (RPO > 0 until it is back in sync)");
+                tracing::warn!(
+                    reason = why,
+                    "replication degraded: writes go on without the standby (RPO > 0 until it is back in sync)"
+                );
                 Ok(())
             }
         }
@@ -272,7 +279,9 @@ impl Gate {
         if caught_up && st.primary && !st.sync_standby && self.mode == ReplicationMode::Sync {
             st.sync_standby = true;
             (self.save_sync_flag)(true);
-            tracing::info!("the standby caught up and is in sync: writes now wait for its acknowledgement");
+            tracing::info!(
+                "the standby caught up and is in sync: writes now wait for its acknowledgement"
+            );
         }
         self.changed.notify_all();
     }

@@ -53,7 +53,8 @@ impl Entry {
 
     /// True when this entry follows `prev` and its hash is right.
     pub(crate) fn follows(&self, prev: &Position) -> bool {
-        self.seq == prev.seq + 1 && self.hash == chain(&prev.hash, self.seq, self.epoch, &self.changeset)
+        self.seq == prev.seq + 1
+            && self.hash == chain(&prev.hash, self.seq, self.epoch, &self.changeset)
     }
 }
 
@@ -71,8 +72,9 @@ pub(crate) fn chain(prev: &Hash, seq: u64, epoch: u64, changeset: &[u8]) -> Hash
 }
 
 fn hash_of(blob: Vec<u8>) -> Result<Hash, StoreError> {
-    blob.try_into()
-        .map_err(|b: Vec<u8>| StoreError::Invalid(format!("a repl_log hash has {} bytes, not 16", b.len())))
+    blob.try_into().map_err(|b: Vec<u8>| {
+        StoreError::Invalid(format!("a repl_log hash has {} bytes, not 16", b.len()))
+    })
 }
 
 /// The end of the log.
@@ -81,7 +83,13 @@ pub(crate) fn last(conn: &Connection) -> Result<Position, StoreError> {
         .query_row(
             "SELECT seq, epoch, hash FROM repl_log ORDER BY seq DESC LIMIT 1",
             [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
         )
         .optional()?;
     match row {
@@ -112,14 +120,20 @@ pub(crate) fn hash_at(conn: &Connection, seq: u64) -> Result<Option<Hash>, Store
 /// The first sequence the log still holds (entries below were pruned).
 pub(crate) fn oldest(conn: &Connection) -> Result<Option<u64>, StoreError> {
     Ok(conn
-        .query_row("SELECT min(seq) FROM repl_log", [], |r| r.get::<_, Option<i64>>(0))?
+        .query_row("SELECT min(seq) FROM repl_log", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
         .map(|s| s as u64))
 }
 
 /// Appends the changes of the group being committed in `conn`'s open
 /// transaction, after whatever the log ends with (another process may
 /// have appended since this one last looked).
-pub(crate) fn append(conn: &Connection, epoch: u64, changeset: Vec<u8>) -> Result<Entry, StoreError> {
+pub(crate) fn append(
+    conn: &Connection,
+    epoch: u64,
+    changeset: Vec<u8>,
+) -> Result<Entry, StoreError> {
     let prev = last(conn)?;
     let seq = prev.seq + 1;
     let entry = Entry {
@@ -137,7 +151,13 @@ pub(crate) fn append(conn: &Connection, epoch: u64, changeset: Vec<u8>) -> Resul
 pub(crate) fn insert(conn: &Connection, e: &Entry) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO repl_log (seq, epoch, hash, at_ms, changeset) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.seq as i64, e.epoch as i64, &e.hash[..], e.at_ms, &e.changeset],
+        params![
+            e.seq as i64,
+            e.epoch as i64,
+            &e.hash[..],
+            e.at_ms,
+            &e.changeset
+        ],
     )?;
     Ok(())
 }
@@ -183,8 +203,11 @@ pub(crate) fn range(
 /// The last `n` (sequence, hash) pairs, newest first: what a node sends
 /// so its peer can find where their histories part.
 pub(crate) fn recent(conn: &Connection, n: usize) -> Result<Vec<(u64, Hash)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT seq, hash FROM repl_log ORDER BY seq DESC LIMIT ?1")?;
-    let rows = stmt.query_map([n as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, hash FROM repl_log ORDER BY seq DESC LIMIT ?1")?;
+    let rows = stmt.query_map([n as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (seq, hash) = row?;
@@ -204,7 +227,9 @@ mod tests {
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations().to_latest(&mut c).unwrap();
+        crate::store::migrations::migrations()
+            .to_latest(&mut c)
+            .unwrap();
         c
     }
 
@@ -220,7 +245,10 @@ mod tests {
         let mut forged = b.clone();
         forged.changeset = b"tw0".to_vec();
         assert!(!forged.follows(&a.position()));
-        assert_eq!(range(&c, 1, 10, 1 << 20).unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(
+            range(&c, 1, 10, 1 << 20).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
         assert_eq!(recent(&c, 1).unwrap(), vec![(2, b.hash)]);
         assert_eq!(hash_at(&c, 1).unwrap(), Some(a.hash));
         assert_eq!(prune_below(&c, 2).unwrap(), 1);

@@ -6,29 +6,85 @@ use super::frame::Role;
 
 pub(crate) fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("erlmcp_replication_role", "1 for this node's role (label role)");
-    describe_gauge!("erlmcp_replication_epoch", "The highest epoch this node knows");
-    describe_gauge!("erlmcp_replication_last_sequence", "The last sequence of this node's replication log");
-    describe_gauge!("erlmcp_replication_standby_acked_sequence", "Primary: the last sequence the standby has durably");
-    describe_gauge!("erlmcp_replication_lag_sequences", "Entries the standby lacks (primary and standby report it)");
-    describe_gauge!("erlmcp_replication_lag_seconds", Unit::Seconds, "Age of the oldest entry the standby lacks");
-    describe_gauge!("erlmcp_replication_standby_connected", "Primary: 1 while a standby follows");
-    describe_gauge!("erlmcp_replication_in_sync", "Primary: writes wait for the standby; standby: it holds every acknowledged write");
-    describe_gauge!("erlmcp_replication_peer_up", "1 when the peer answered its last status check");
-    describe_gauge!("erlmcp_replication_primaries", "Primaries seen in the pair (this node and its peer): 2 is a split brain");
-    describe_histogram!("erlmcp_replication_ack_wait_seconds", Unit::Seconds, "How long a write waited for the standby's acknowledgement");
-    describe_counter!("erlmcp_replication_discarded_changes_total", "Log entries a node dropped by resyncing (never acknowledged)");
-    describe_counter!("erlmcp_replication_conflicts_total", "Changesets the standby could not apply (replication stopped)");
-    describe_counter!("erlmcp_replication_writes_refused_total", "Writes refused by replication, by reason");
-    describe_counter!("erlmcp_replication_degraded_total", "Times the primary went on without its standby (degrade mode)");
-    describe_counter!("erlmcp_replication_snapshots_total", "Snapshots a standby installed to catch up");
-    describe_counter!("erlmcp_replication_role_changes_total", "Promotions and demotions, by new role");
+    describe_gauge!(
+        "erlmcp_replication_role",
+        "1 for this node's role (label role)"
+    );
+    describe_gauge!(
+        "erlmcp_replication_epoch",
+        "The highest epoch this node knows"
+    );
+    describe_gauge!(
+        "erlmcp_replication_last_sequence",
+        "The last sequence of this node's replication log"
+    );
+    describe_gauge!(
+        "erlmcp_replication_standby_acked_sequence",
+        "Primary: the last sequence the standby has durably"
+    );
+    describe_gauge!(
+        "erlmcp_replication_lag_sequences",
+        "Entries the standby lacks (primary and standby report it)"
+    );
+    describe_gauge!(
+        "erlmcp_replication_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest entry the standby lacks"
+    );
+    describe_gauge!(
+        "erlmcp_replication_standby_connected",
+        "Primary: 1 while a standby follows"
+    );
+    describe_gauge!(
+        "erlmcp_replication_in_sync",
+        "Primary: writes wait for the standby; standby: it holds every acknowledged write"
+    );
+    describe_gauge!(
+        "erlmcp_replication_peer_up",
+        "1 when the peer answered its last status check"
+    );
+    describe_gauge!(
+        "erlmcp_replication_primaries",
+        "Primaries seen in the pair (this node and its peer): 2 is a split brain"
+    );
+    describe_histogram!(
+        "erlmcp_replication_ack_wait_seconds",
+        Unit::Seconds,
+        "How long a write waited for the standby's acknowledgement"
+    );
+    describe_counter!(
+        "erlmcp_replication_discarded_changes_total",
+        "Log entries a node dropped by resyncing (never acknowledged)"
+    );
+    describe_counter!(
+        "erlmcp_replication_conflicts_total",
+        "Changesets the standby could not apply (replication stopped)"
+    );
+    describe_counter!(
+        "erlmcp_replication_writes_refused_total",
+        "Writes refused by replication, by reason"
+    );
+    describe_counter!(
+        "erlmcp_replication_degraded_total",
+        "Times the primary went on without its standby (degrade mode)"
+    );
+    describe_counter!(
+        "erlmcp_replication_snapshots_total",
+        "Snapshots a standby installed to catch up"
+    );
+    describe_counter!(
+        "erlmcp_replication_role_changes_total",
+        "Promotions and demotions, by new role"
+    );
 }
 
 pub(crate) fn role(r: Role) {
     for other in [Role::Primary, Role::Standby] {
-        metrics::gauge!("erlmcp_replication_role", "role" => other.as_str())
-            .set(if other == r { 1.0 } else { 0.0 });
+        metrics::gauge!("erlmcp_replication_role", "role" => other.as_str()).set(if other == r {
+            1.0
+        } else {
+            0.0
+        });
     }
     metrics::counter!("erlmcp_replication_role_changes_total", "role" => r.as_str()).increment(1);
 }

@@ -144,7 +144,13 @@ impl Replication {
         let cfg = config.replication.clone();
         let node = state::load_or_init(&config.data_dir, cfg.initial_role)?;
         let (last, unrecorded, no_key) = store
-            .read(|c| Ok((log::last(c)?, tables::unrecorded(c)?, tables::without_primary_key(c)?)))
+            .read(|c| {
+                Ok((
+                    log::last(c)?,
+                    tables::unrecorded(c)?,
+                    tables::without_primary_key(c)?,
+                ))
+            })
             .await?;
         if !no_key.is_empty() {
             return Err(ReplicationError::NoPrimaryKey(no_key.join(", ")));
@@ -197,10 +203,16 @@ impl Replication {
         // Before serving anything: a peer that was promoted while this node
         // was down deposes it now, not a check interval later.
         if let Some(peer) = check::ask(&repl).await {
-            repl.learned_epoch(peer.epoch, &format!("peer {}", peer.node)).await;
+            repl.learned_epoch(peer.epoch, &format!("peer {}", peer.node))
+                .await;
         }
         let node = repl.lock_state().clone();
-        tracing::info!(role = node.role.as_str(), epoch = node.epoch, seq = last.seq, "replication ready");
+        tracing::info!(
+            role = node.role.as_str(),
+            epoch = node.epoch,
+            seq = last.seq,
+            "replication ready"
+        );
         Ok(repl)
     }
 
@@ -214,12 +226,14 @@ impl Replication {
             Role::Primary => {
                 self.store.set_foreign_keys(true).await?;
                 self.store.set_read_only(None);
-                self.gate.set_primary(true, node.epoch, node.sync_standby, last_seq);
+                self.gate
+                    .set_primary(true, node.epoch, node.sync_standby, last_seq);
             }
             Role::Standby => {
                 self.gate.set_primary(false, node.epoch, false, last_seq);
-                self.store
-                    .set_read_only(Some("this node is a replication standby: write through the primary"));
+                self.store.set_read_only(Some(
+                    "this node is a replication standby: write through the primary",
+                ));
                 self.store.set_foreign_keys(false).await?;
             }
         }
@@ -253,7 +267,10 @@ impl Replication {
 
     fn stopped(&self) -> Option<String> {
         if self.is_standby() {
-            self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            self.problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
         } else {
             None
         }
@@ -264,7 +281,10 @@ impl Replication {
     pub(crate) async fn promote(&self, force: bool) -> Result<RoleChange, ReplicationError> {
         let mut node = self.lock_state().clone();
         if node.role == Role::Primary {
-            return Ok(RoleChange { role: node.role, epoch: node.epoch });
+            return Ok(RoleChange {
+                role: node.role,
+                epoch: node.epoch,
+            });
         }
         let behind = {
             let f = self.following.lock().unwrap_or_else(|p| p.into_inner());
@@ -272,26 +292,41 @@ impl Replication {
         };
         if !node.in_sync && !force {
             if self.cfg.mode == ReplicationMode::Async {
-                tracing::warn!(behind, "promoting an async standby: up to {behind} sequences the old primary committed may be lost");
+                tracing::warn!(
+                    behind,
+                    "promoting an async standby: up to {behind} sequences the old primary committed may be lost"
+                );
             } else {
                 return Err(ReplicationError::NotInSync { behind });
             }
         }
         if !node.in_sync && force {
-            tracing::warn!(behind, "forced promotion of a standby that is not in sync: up to {behind} acknowledged sequences may be lost");
+            tracing::warn!(
+                behind,
+                "forced promotion of a standby that is not in sync: up to {behind} acknowledged sequences may be lost"
+            );
         }
-        let peer_epoch = self.peer.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|p| p.epoch).unwrap_or(0);
+        let peer_epoch = self
+            .peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|p| p.epoch)
+            .unwrap_or(0);
         node.epoch = node.epoch.max(peer_epoch) + 1;
         node.role = Role::Primary;
         node.sync_standby = false;
         node.in_sync = false;
         self.save(&node);
-        let last = self.store.read(|c| log::last(c)).await?.seq;
+        let last = self.store.read(log::last).await?.seq;
         *self.lock_state() = node.clone();
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.take_role(&node, last).await?;
         tracing::warn!(epoch = node.epoch, seq = last, "promoted to primary");
-        let change = RoleChange { role: Role::Primary, epoch: node.epoch };
+        let change = RoleChange {
+            role: Role::Primary,
+            epoch: node.epoch,
+        };
         self.roles.send_replace(change);
         Ok(change)
     }
@@ -300,23 +335,36 @@ impl Replication {
     /// and follow. Also clears a stopped standby, so it resyncs.
     pub(crate) async fn demote(&self, why: &str) -> Result<RoleChange, ReplicationError> {
         let mut node = self.lock_state().clone();
-        let stopped = self.problem.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stopped = self
+            .problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if node.role == Role::Standby {
             if let Some(was) = stopped {
                 tracing::warn!(stopped = %was, "replication restarts with a snapshot");
                 self.resync.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            return Ok(RoleChange { role: node.role, epoch: node.epoch });
+            return Ok(RoleChange {
+                role: node.role,
+                epoch: node.epoch,
+            });
         }
         node.role = Role::Standby;
-        node.in_sync = false;
+        // A primary stepping down holds every write it acknowledged: it may
+        // be promoted again (a deposed one learns a higher epoch, and with
+        // it that it is not in sync: see `learned_epoch`).
+        node.in_sync = true;
         node.sync_standby = false;
         self.save(&node);
         *self.lock_state() = node.clone();
-        let last = self.store.read(|c| log::last(c)).await?.seq;
+        let last = self.store.read(log::last).await?.seq;
         self.take_role(&node, last).await?;
         tracing::warn!(reason = why, epoch = node.epoch, "demoted to standby");
-        let change = RoleChange { role: Role::Standby, epoch: node.epoch };
+        let change = RoleChange {
+            role: Role::Standby,
+            epoch: node.epoch,
+        };
         self.roles.send_replace(change);
         Ok(change)
     }
@@ -330,10 +378,14 @@ impl Replication {
         if epoch <= mine {
             return;
         }
-        if role == Role::Primary {
-            if let Err(e) = self.demote(&format!("{from} is at epoch {epoch}, this primary at {mine}")).await {
-                tracing::error!(error = %e, "cannot step down");
-            }
+        if role == Role::Primary
+            && let Err(e) = self
+                .demote(&format!(
+                    "{from} is at epoch {epoch}, this primary at {mine}"
+                ))
+                .await
+        {
+            tracing::error!(error = %e, "cannot step down");
         }
         let mut s = self.lock_state();
         if epoch > s.epoch {
@@ -365,7 +417,11 @@ impl Replication {
     }
 
     fn applied_seq(&self) -> u64 {
-        self.following.lock().unwrap_or_else(|p| p.into_inner()).applied.seq
+        self.following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .applied
+            .seq
     }
 
     fn after_resync(&self, pos: Position) {
@@ -379,7 +435,11 @@ impl Replication {
             f.primary_last = last_seq;
             f.primary_last_at_ms = last_at_ms;
             let lag = last_seq.saturating_sub(f.applied.seq);
-            let secs = if lag == 0 { 0.0 } else { (crate::clock::now_millis() - last_at_ms).max(0) as f64 / 1000.0 };
+            let secs = if lag == 0 {
+                0.0
+            } else {
+                (crate::clock::now_millis() - last_at_ms).max(0) as f64 / 1000.0
+            };
             metrics::lag(lag, secs);
             lag == 0
         };
@@ -392,7 +452,10 @@ impl Replication {
     }
 
     fn stop_replication(&self, why: &str) {
-        tracing::error!(reason = why, "replication STOPPED: this standby no longer applies the primary's changes; resync with `erlmcp role standby` (takes a snapshot)");
+        tracing::error!(
+            reason = why,
+            "replication STOPPED: this standby no longer applies the primary's changes; resync with `erlmcp role standby` (takes a snapshot)"
+        );
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
         self.set_in_sync(false);
     }
@@ -400,7 +463,12 @@ impl Replication {
     /// What this node tells its peer.
     pub(crate) fn peer_status(&self) -> PeerStatus {
         let s = self.lock_state().clone();
-        let refusing = s.role == Role::Primary && self.problem.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let refusing = s.role == Role::Primary
+            && self
+                .problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
         PeerStatus {
             node: self.node.clone(),
             role: s.role,
@@ -412,7 +480,11 @@ impl Replication {
 
     fn last_seq(&self) -> u64 {
         if self.is_standby() {
-            self.following.lock().unwrap_or_else(|p| p.into_inner()).applied.seq
+            self.following
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .applied
+                .seq
         } else {
             *self.gate.committed().borrow()
         }
@@ -431,13 +503,26 @@ impl Replication {
 
     pub(crate) fn status(&self) -> Status {
         let s = self.lock_state().clone();
-        let f = self.following.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let f = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let standby = self.gate.standby();
         let (lag, lag_secs) = match s.role {
-            Role::Primary => (standby.map(|(acked, tip)| tip.saturating_sub(acked)).unwrap_or(0), 0.0),
+            Role::Primary => (
+                standby
+                    .map(|(acked, tip)| tip.saturating_sub(acked))
+                    .unwrap_or(0),
+                0.0,
+            ),
             Role::Standby => {
                 let lag = f.primary_last.saturating_sub(f.applied.seq);
-                let secs = if lag == 0 { 0.0 } else { (crate::clock::now_millis() - f.primary_last_at_ms).max(0) as f64 / 1000.0 };
+                let secs = if lag == 0 {
+                    0.0
+                } else {
+                    (crate::clock::now_millis() - f.primary_last_at_ms).max(0) as f64 / 1000.0
+                };
                 (lag, secs)
             }
         };
@@ -464,7 +549,11 @@ impl Replication {
             primary_last_seq: (s.role == Role::Standby).then_some(f.primary_last),
             lag_sequences: lag,
             lag_seconds: lag_secs,
-            problem: self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            problem: self
+                .problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             peer: self.peer.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

@@ -48,7 +48,10 @@ impl Link {
     pub(crate) async fn recv_control(&mut self, limit: Duration) -> Result<Control, LinkError> {
         match self.recv(limit).await? {
             Frame::Control(c) => Ok(c),
-            other => Err(LinkError::Unexpected(format!("{other:?}").chars().take(40).collect(), "a control message")),
+            other => Err(LinkError::Unexpected(
+                format!("{other:?}").chars().take(40).collect(),
+                "a control message",
+            )),
         }
     }
 }

@@ -26,17 +26,26 @@ pub(crate) const RECENT: usize = 256;
 pub(crate) async fn serve(repl: Arc<Replication>, mut link: Link) {
     let first = match link.recv_control(Duration::from_secs(5)).await {
         Ok(c) => c,
-        Err(e) => return tracing::debug!(error = %e, "a replication link closed before its request"),
+        Err(e) => {
+            return tracing::debug!(error = %e, "a replication link closed before its request");
+        }
     };
     let out = match first {
         Control::Status => link
             .control(Control::PeerStatus(repl.peer_status()))
             .await
             .map_err(|e| e.to_string()),
-        Control::Snapshot => super::snapshot::send(&link, repl.store.path().to_owned(), repl.data_dir.clone())
-            .await
-            .map_err(|e| e.to_string()),
-        Control::Hello { node, epoch, last, recent } => stream(&repl, link, node, epoch, last, recent).await,
+        Control::Snapshot => {
+            super::snapshot::send(&link, repl.store.path().to_owned(), repl.data_dir.clone())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Control::Hello {
+            node,
+            epoch,
+            last,
+            recent,
+        } => stream(&repl, link, node, epoch, last, recent).await,
         other => Err(format!("unexpected first message {other:?}")),
     };
     if let Err(e) = out {
@@ -47,7 +56,10 @@ pub(crate) async fn serve(repl: Arc<Replication>, mut link: Link) {
 /// What to do with a standby that says it ends at `last`.
 enum Start {
     From(u64),
-    Snapshot { reason: String, discarded: Option<u64> },
+    Snapshot {
+        reason: String,
+        discarded: Option<u64>,
+    },
 }
 
 async fn start_for(repl: &Replication, last: Position, recent: Vec<Pos>) -> Result<Start, String> {
@@ -63,7 +75,10 @@ async fn start_for(repl: &Replication, last: Position, recent: Vec<Pos>) -> Resu
             }
             if agrees(&last)? {
                 let reason = format!("it is at {} and the log starts at {oldest}", last.seq);
-                return Ok(Start::Snapshot { reason, discarded: Some(0) });
+                return Ok(Start::Snapshot {
+                    reason,
+                    discarded: Some(0),
+                });
             }
             // Where do the histories part? The standby's newest entries, newest first.
             let mut common = None;
@@ -84,7 +99,13 @@ async fn start_for(repl: &Replication, last: Position, recent: Vec<Pos>) -> Resu
         .map_err(|e| e.to_string())
 }
 
-async fn refuse(repl: &Replication, link: &Link, refusal: Refusal, reason: String, discarded: Option<u64>) -> Result<(), String> {
+async fn refuse(
+    repl: &Replication,
+    link: &Link,
+    refusal: Refusal,
+    reason: String,
+    discarded: Option<u64>,
+) -> Result<(), String> {
     let me = repl.peer_status();
     link.control(Control::Refuse {
         refusal,
@@ -108,11 +129,26 @@ async fn stream(
 ) -> Result<(), String> {
     let me = repl.peer_status();
     if epoch > me.epoch {
-        repl.learned_epoch(epoch, &format!("standby {node} knows epoch {epoch}")).await;
-        return refuse(repl, &link, Refusal::StaleEpoch, format!("{node} knows a newer epoch"), None).await;
+        repl.learned_epoch(epoch, &format!("standby {node} knows epoch {epoch}"))
+            .await;
+        return refuse(
+            repl,
+            &link,
+            Refusal::StaleEpoch,
+            format!("{node} knows a newer epoch"),
+            None,
+        )
+        .await;
     }
     if me.role != Role::Primary || !me.writable {
-        return refuse(repl, &link, Refusal::NotPrimary, "this node does not take writes".into(), None).await;
+        return refuse(
+            repl,
+            &link,
+            Refusal::NotPrimary,
+            "this node does not take writes".into(),
+            None,
+        )
+        .await;
     }
     let last = last.position().map_err(|e| e.to_string())?;
     let from = match start_for(repl, last, recent).await? {
@@ -122,9 +158,13 @@ async fn stream(
             return refuse(repl, &link, Refusal::NeedSnapshot, reason, discarded).await;
         }
     };
-    link.control(Control::Welcome { node: me.node, epoch: me.epoch, from })
-        .await
-        .map_err(|e| e.to_string())?;
+    link.control(Control::Welcome {
+        node: me.node,
+        epoch: me.epoch,
+        from,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(standby = %node, from, "a standby follows");
     let (id, ship) = repl.gate.attach(from - 1);
     let out = pump(repl, &mut link, id, ship, from - 1).await;

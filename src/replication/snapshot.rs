@@ -69,7 +69,9 @@ pub(crate) fn take(db: &Path, dir: &Path) -> Result<Taken, SnapshotError> {
     let stats = copy_online(db, &file, PACING, &AtomicBool::new(false))?;
     let taken = Taken {
         position: position_of(&file)?,
-        bytes: std::fs::metadata(&file).map_err(io("sizing the snapshot"))?.len(),
+        bytes: std::fs::metadata(&file)
+            .map_err(io("sizing the snapshot"))?
+            .len(),
         sha256: sha256_of(&file)?,
         schema_version: stats.schema_version,
         file,
@@ -101,7 +103,11 @@ pub(crate) async fn send(link: &Link, db: PathBuf, dir: PathBuf) -> Result<(), S
     let taken = tokio::task::spawn_blocking(move || take(&db, &dir))
         .await
         .map_err(|e| SnapshotError::Bad(format!("the snapshot task crashed: {e}")))??;
-    tracing::info!(seq = taken.position.seq, bytes = taken.bytes, "sending a snapshot to the standby");
+    tracing::info!(
+        seq = taken.position.seq,
+        bytes = taken.bytes,
+        "sending a snapshot to the standby"
+    );
     link.control(Control::SnapshotMeta {
         position: Pos::of(&taken.position),
         bytes: taken.bytes,
@@ -134,7 +140,11 @@ pub(crate) async fn receive(link: &mut Link, store: &Store) -> Result<Position, 
             sha256,
             schema_version,
         } => (position, bytes, sha256, schema_version),
-        other => return Err(SnapshotError::Bad(format!("expected the snapshot, got {other:?}"))),
+        other => {
+            return Err(SnapshotError::Bad(format!(
+                "expected the snapshot, got {other:?}"
+            )));
+        }
     };
     let position = position
         .position()
@@ -158,7 +168,11 @@ pub(crate) async fn receive(link: &mut Link, store: &Store) -> Result<Position, 
     Ok(position)
 }
 
-async fn write_chunks(link: &mut Link, file: &Path, limit: Duration) -> Result<(u64, String), SnapshotError> {
+async fn write_chunks(
+    link: &mut Link,
+    file: &Path,
+    limit: Duration,
+) -> Result<(u64, String), SnapshotError> {
     let mut out = std::fs::File::create(file).map_err(io("writing the snapshot"))?;
     let mut h = Sha256::new();
     let mut n = 0u64;
@@ -170,7 +184,11 @@ async fn write_chunks(link: &mut Link, file: &Path, limit: Duration) -> Result<(
                 out.write_all(&data).map_err(io("writing the snapshot"))?;
             }
             Frame::Control(Control::Done) => break,
-            other => return Err(SnapshotError::Bad(format!("unexpected frame in a snapshot: {other:?}"))),
+            other => {
+                return Err(SnapshotError::Bad(format!(
+                    "unexpected frame in a snapshot: {other:?}"
+                )));
+            }
         }
     }
     out.sync_all().map_err(io("syncing the snapshot"))?;
@@ -200,7 +218,10 @@ fn verify(file: &Path, position: &Position, schema: i64) -> Result<(), SnapshotE
     }
     let last = log::last(&c)?;
     if last != *position {
-        return Err(bad(format!("its log ends at {} instead of {}", last.seq, position.seq)));
+        return Err(bad(format!(
+            "its log ends at {} instead of {}",
+            last.seq, position.seq
+        )));
     }
     Ok(())
 }

@@ -32,7 +32,11 @@ pub(crate) enum ApplyError {
     Conflict { seq: u64, detail: String },
     /// The entry does not follow this log (its history parted, or a gap).
     #[error("entry {seq} does not follow this log (it ends at {at}): {why}")]
-    Mismatch { seq: u64, at: u64, why: &'static str },
+    Mismatch {
+        seq: u64,
+        at: u64,
+        why: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,7 +87,11 @@ async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<()
         last: Pos::of(&last),
         recent: recent
             .iter()
-            .map(|(seq, hash)| Pos { seq: *seq, epoch: 0, hash: hex::encode(hash) })
+            .map(|(seq, hash)| Pos {
+                seq: *seq,
+                epoch: 0,
+                hash: hex::encode(hash),
+            })
             .collect(),
     })
     .await?;
@@ -93,7 +101,13 @@ async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<()
             tracing::info!(primary = %node, epoch, from, "following the primary");
             stream(repl, &mut link, stop).await
         }
-        Control::Refuse { refusal: Refusal::NeedSnapshot, reason, discarded, node, .. } => {
+        Control::Refuse {
+            refusal: Refusal::NeedSnapshot,
+            reason,
+            discarded,
+            node,
+            ..
+        } => {
             repl.set_in_sync(false);
             if let Some(n) = discarded.filter(|n| *n > 0) {
                 metrics::discarded(n);
@@ -102,9 +116,19 @@ async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<()
             tracing::warn!(primary = %node, %reason, "taking a snapshot from the primary");
             resync(repl).await
         }
-        Control::Refuse { refusal, reason, node, role, epoch, .. } => {
+        Control::Refuse {
+            refusal,
+            reason,
+            node,
+            role,
+            epoch,
+            ..
+        } => {
             repl.learned_epoch(epoch, &format!("peer {node}")).await;
-            Err(LinkError::Connect(format!("{node} ({}, epoch {epoch}) refused: {refusal:?}: {reason}", role.as_str())))
+            Err(LinkError::Connect(format!(
+                "{node} ({}, epoch {epoch}) refused: {refusal:?}: {reason}",
+                role.as_str()
+            )))
         }
         other => Err(LinkError::Unexpected(format!("{other:?}"), "welcome")),
     }
@@ -117,14 +141,22 @@ async fn resync(repl: &Arc<Replication>) -> Result<(), LinkError> {
         Ok(pos) => {
             metrics::snapshot_installed();
             repl.after_resync(pos);
-            tracing::info!(seq = pos.seq, epoch = pos.epoch, "snapshot installed; following from there");
+            tracing::info!(
+                seq = pos.seq,
+                epoch = pos.epoch,
+                "snapshot installed; following from there"
+            );
             Ok(())
         }
         Err(e) => Err(LinkError::Connect(format!("snapshot: {e}"))),
     }
 }
 
-async fn stream(repl: &Arc<Replication>, link: &mut Link, stop: &CancellationToken) -> Result<(), LinkError> {
+async fn stream(
+    repl: &Arc<Replication>,
+    link: &mut Link,
+    stop: &CancellationToken,
+) -> Result<(), LinkError> {
     loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -144,15 +176,26 @@ async fn stream(repl: &Arc<Replication>, link: &mut Link, stop: &CancellationTok
                         let why = format!("conflict applying entry {seq}: {detail}");
                         metrics::conflict();
                         repl.stop_replication(&why);
-                        let _ = link.control(Control::Stop { reason: why.clone() }).await;
+                        let _ = link
+                            .control(Control::Stop {
+                                reason: why.clone(),
+                            })
+                            .await;
                         return Err(LinkError::Connect(why));
                     }
                     Err(e) => return Err(LinkError::Connect(e.to_string())),
                 }
             }
-            Frame::Control(Control::Heartbeat { epoch, last_seq, last_at_ms, sync }) => {
+            Frame::Control(Control::Heartbeat {
+                epoch,
+                last_seq,
+                last_at_ms,
+                sync,
+            }) => {
                 if epoch < repl.epoch() {
-                    return Err(LinkError::Connect(format!("the primary's epoch {epoch} is stale")));
+                    return Err(LinkError::Connect(format!(
+                        "the primary's epoch {epoch} is stale"
+                    )));
                 }
                 repl.heard_primary(last_seq, last_at_ms, sync);
                 // The answer keeps the link alive both ways.
@@ -162,7 +205,12 @@ async fn stream(repl: &Arc<Replication>, link: &mut Link, stop: &CancellationTok
             Frame::Control(Control::Stop { reason }) => {
                 return Err(LinkError::Connect(format!("the primary stopped: {reason}")));
             }
-            other => return Err(LinkError::Unexpected(format!("{other:?}"), "an entry or a heartbeat")),
+            other => {
+                return Err(LinkError::Unexpected(
+                    format!("{other:?}"),
+                    "an entry or a heartbeat",
+                ));
+            }
         }
     }
 }
@@ -187,11 +235,9 @@ fn more(link: &mut Link, first: Entry) -> Vec<Entry> {
 
 /// Applies `batch` in one transaction on the writer; the position after it.
 async fn apply(repl: &Replication, batch: Vec<Entry>) -> Result<Position, ApplyError> {
-    let out = repl
-        .store
+    repl.store
         .write_privileged(move |tx| Ok(apply_in(tx, batch)))
-        .await?;
-    out
+        .await?
 }
 
 fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyError> {
@@ -203,9 +249,17 @@ fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyEr
         // Entries of older epochs are history like any other: the chain says
         // whether they are the primary's; the primary's own epoch was
         // checked when the link opened and at every heartbeat.
-        let mismatch = |why| ApplyError::Mismatch { seq: e.seq, at: at.seq, why };
+        let mismatch = |why| ApplyError::Mismatch {
+            seq: e.seq,
+            at: at.seq,
+            why,
+        };
         if !e.follows(&at) {
-            return Err(mismatch(if e.seq == at.seq + 1 { "hash" } else { "sequence" }));
+            return Err(mismatch(if e.seq == at.seq + 1 {
+                "hash"
+            } else {
+                "sequence"
+            }));
         }
         changeset(tx, &e)?;
         log::insert(tx, &e)?;
@@ -222,8 +276,12 @@ fn changeset(tx: &Transaction<'_>, e: &Entry) -> Result<(), ApplyError> {
         &mut &e.changeset[..],
         None::<fn(&str) -> bool>,
         move |kind: ConflictType, item| {
-            let table = item.op().map(|o| o.table_name().to_owned()).unwrap_or_default();
-            *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{kind:?} on table {table}"));
+            let table = item
+                .op()
+                .map(|o| o.table_name().to_owned())
+                .unwrap_or_default();
+            *record.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{kind:?} on table {table}"));
             ConflictAction::SQLITE_CHANGESET_ABORT
         },
     );

@@ -75,7 +75,11 @@ pub(crate) fn load(data_dir: &Path) -> Result<Option<NodeState>, StateError> {
 /// Saves atomically and durably: a crash leaves the old state or the new.
 pub(crate) fn save(data_dir: &Path, s: &NodeState) -> Result<(), StateError> {
     let bytes = serde_json::to_vec_pretty(s).expect("the node state serializes");
-    fsx::write_atomic(&path(data_dir), &data_dir.join(".replication.state.tmp"), &bytes)?;
+    fsx::write_atomic(
+        &path(data_dir),
+        &data_dir.join(".replication.state.tmp"),
+        &bytes,
+    )?;
     Ok(())
 }
 

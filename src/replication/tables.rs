@@ -15,7 +15,10 @@ pub(crate) const LOG: &str = "repl_log";
 /// Every table the log leaves out.
 pub(crate) fn unrecorded(conn: &Connection) -> Result<HashSet<String>, StoreError> {
     let mut out: HashSet<String> = HashSet::from([LOG.to_owned()]);
-    let virtuals = names(conn, "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'")?;
+    let virtuals = names(
+        conn,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
+    )?;
     let tables = names(conn, "SELECT name FROM sqlite_schema WHERE type = 'table'")?;
     for v in &virtuals {
         out.insert(v.clone());
@@ -33,7 +36,10 @@ pub(crate) fn unrecorded(conn: &Connection) -> Result<HashSet<String>, StoreErro
 pub(crate) fn without_primary_key(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let skip = unrecorded(conn)?;
     let mut out = Vec::new();
-    for t in names(conn, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")? {
+    for t in names(
+        conn,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )? {
         if skip.contains(&t) {
             continue;
         }
@@ -69,7 +75,15 @@ fn trigger_targets(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, w) in words.iter().enumerate() {
         let target = match *w {
-            "into" | "from" if i > 0 && matches!(words[i - 1], "insert" | "replace" | "ignore" | "delete" | "abort" | "fail" | "rollback") => words.get(i + 1),
+            "into" | "from"
+                if i > 0
+                    && matches!(
+                        words[i - 1],
+                        "insert" | "replace" | "ignore" | "delete" | "abort" | "fail" | "rollback"
+                    ) =>
+            {
+                words.get(i + 1)
+            }
             // `UPDATE t SET`, not the upsert's `DO UPDATE SET`.
             "update" if i > 0 && words[i - 1] != "do" => words.get(i + 1),
             _ => None,
@@ -87,17 +101,30 @@ mod tests {
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations().to_latest(&mut c).unwrap();
+        crate::store::migrations::migrations()
+            .to_latest(&mut c)
+            .unwrap();
         c
     }
 
     #[test]
     fn derived_and_virtual_tables_are_left_out_and_base_tables_recorded() {
         let u = unrecorded(&db()).unwrap();
-        for t in ["repl_log", "memory_search", "memory_search_data", "memory_types"] {
+        for t in [
+            "repl_log",
+            "memory_search",
+            "memory_search_data",
+            "memory_types",
+        ] {
             assert!(u.contains(t), "{t} must not be recorded: {u:?}");
         }
-        for t in ["memory_entities", "memory_observations", "sessions", "kv", "audit_log"] {
+        for t in [
+            "memory_entities",
+            "memory_observations",
+            "sessions",
+            "kv",
+            "audit_log",
+        ] {
             assert!(!u.contains(t), "{t} must be recorded");
         }
     }

@@ -25,6 +25,7 @@ pub trait CommitHook: Send + Sync {
     /// group back and every job in it fails with that error.
     fn before_commit(&self, tx: &Transaction<'_>, changes: Vec<u8>) -> Result<(), StoreError>;
 
-    /// How the commit that followed a successful `before_commit` ended.
+    /// How the group ended after `before_commit` (false when it refused
+    /// the group, or the commit failed).
     fn after_commit(&self, committed: bool);
 }

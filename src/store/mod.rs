@@ -24,8 +24,8 @@ pub(crate) use writer::WriterStats;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use hook::CommitHook;
@@ -455,7 +455,11 @@ impl Store {
 
 /// Opens the write connection: refuses a newer schema, sets WAL and the
 /// pragmas, migrates to the latest schema.
-fn open_writer(path: &Path, sync: Synchronous, foreign_keys: bool) -> Result<Connection, StoreError> {
+fn open_writer(
+    path: &Path,
+    sync: Synchronous,
+    foreign_keys: bool,
+) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -499,7 +503,11 @@ fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreErr
     Ok(())
 }
 
-fn configure_writer(conn: &Connection, sync: Synchronous, foreign_keys: bool) -> Result<(), StoreError> {
+fn configure_writer(
+    conn: &Connection,
+    sync: Synchronous,
+    foreign_keys: bool,
+) -> Result<(), StoreError> {
     let sync = match sync {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",

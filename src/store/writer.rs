@@ -239,6 +239,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>, shared: &Shared) {
         if let Err(e) = held {
             let _ = tx.rollback();
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            hook.after_commit(false);
             return finishers.into_iter().for_each(|f| f(Err(&e)));
         }
         let committed = finish(tx, finishers, n, stats);
@@ -262,7 +263,10 @@ fn run_jobs(tx: &Transaction<'_>, group: Vec<Job>, shared: &Shared) -> (Vec<Fini
     let alone = group.len() == 1;
     let mut rollback_all = false;
     let read_only = shared.read_only.load(Ordering::Relaxed).then(|| {
-        let why = shared.read_only_reason.lock().unwrap_or_else(|p| p.into_inner());
+        let why = shared
+            .read_only_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         StoreError::ReadOnly(why.clone())
     });
     for job in group {
@@ -355,7 +359,9 @@ where
         let failed = out.is_err();
         match &out {
             // A standby keeps no local writes: expected, not alarming.
-            Err(StoreError::ReadOnly(_)) => tracing::debug!(what, "background write skipped: read-only"),
+            Err(StoreError::ReadOnly(_)) => {
+                tracing::debug!(what, "background write skipped: read-only")
+            }
             Err(e) => tracing::warn!(error = %e, what, "background write failed"),
             Ok(()) => {}
         }

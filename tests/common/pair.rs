@@ -94,15 +94,20 @@ impl Node {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CI_ERLMCP_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn erlmcp serve");
         self.child = Some(child);
-        wait_for(&format!("{} to answer", self.name), Duration::from_secs(20), || {
-            self.status().is_some()
-        });
+        wait_for(
+            &format!("{} to answer", self.name),
+            Duration::from_secs(20),
+            || self.status().is_some(),
+        );
     }
 
     pub fn kill9(&mut self) {
@@ -130,7 +135,9 @@ impl Node {
     }
 
     pub fn replication(&self) -> Value {
-        self.status().map(|s| s["replication"].clone()).unwrap_or(Value::Null)
+        self.status()
+            .map(|s| s["replication"].clone())
+            .unwrap_or(Value::Null)
     }
 
     /// `erlmcp role ROLE` through this node's ops listener; the exit code.
@@ -150,7 +157,10 @@ impl Node {
     }
 
     pub fn metric(&self, name: &str) -> f64 {
-        let Ok(r) = agent().get(&format!("http://127.0.0.1:{}/metrics", self.ops)).call() else {
+        let Ok(r) = agent()
+            .get(&format!("http://127.0.0.1:{}/metrics", self.ops))
+            .call()
+        else {
             return f64::NAN;
         };
         let text = r.into_body().read_to_string().unwrap_or_default();
@@ -185,15 +195,47 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Waits until `standby` follows `primary` with nothing missing.
 pub fn wait_in_sync(primary: &Node, standby: &Node, timeout: Duration) {
-    wait_for(&format!("{} to follow {} in sync", standby.name, primary.name), timeout, || {
+    let deadline = Instant::now() + timeout;
+    loop {
         let (p, s) = (primary.replication(), standby.replication());
-        p["role"] == "primary"
+        if p["role"] == "primary"
             && s["role"] == "standby"
             && s["in_sync"] == true
             && p["standby"]["acked_seq"].as_u64().is_some()
             && p["standby"]["acked_seq"] == p["last_seq"]
             && s["last_seq"] == p["last_seq"]
-    });
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {} to follow {} in sync; {}: {p}; {}: {s}",
+            standby.name,
+            primary.name,
+            primary.name,
+            standby.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both databases hold the same rows, table by table, once the last
+/// writes (audit rows are batched: they trail the answers by up to 20 ms)
+/// have reached the standby.
+pub fn assert_same_tables(primary: &Node, standby: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        wait_in_sync(primary, standby, Duration::from_secs(20));
+        let (p, s) = (table_hashes(&primary.db()), table_hashes(&standby.db()));
+        if p == s {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the databases differ:\n{p:?}\n{s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// What a write came to.
@@ -222,7 +264,11 @@ impl Writer {
             .timeout_global(Some(Duration::from_secs(15)))
             .build()
             .into();
-        Writer { session: None, agent, next: 1 }
+        Writer {
+            session: None,
+            agent,
+            next: 1,
+        }
     }
 
     fn post(&self, url: &str, body: &Value) -> Option<(u16, Option<String>, Value)> {
@@ -293,7 +339,9 @@ impl Writer {
             None => Outcome::Unknown,
             Some((404, _, _)) => Outcome::NoSession,
             Some((503, _, _)) => Outcome::Refused,
-            Some((200, _, m)) if m["result"]["isError"] != true && m.get("result").is_some() => Outcome::Acked,
+            Some((200, _, m)) if m["result"]["isError"] != true && m.get("result").is_some() => {
+                Outcome::Acked
+            }
             Some((_, _, m)) if m["error"]["code"] == -32060 => Outcome::Refused,
             Some(_) => Outcome::Unknown,
         }
@@ -335,7 +383,11 @@ pub fn table_hashes(db: &Path) -> BTreeMap<String, String> {
             "SELECT rowid, entity_id, text FROM memory_search ORDER BY rowid".to_owned()
         } else {
             let n: i64 = c
-                .query_row(&format!("SELECT count(*) FROM pragma_table_info('{t}')"), [], |r| r.get(0))
+                .query_row(
+                    &format!("SELECT count(*) FROM pragma_table_info('{t}')"),
+                    [],
+                    |r| r.get(0),
+                )
                 .unwrap();
             let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
             format!("SELECT * FROM \"{t}\" ORDER BY {}", order.join(", "))
