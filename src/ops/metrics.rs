@@ -51,6 +51,11 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
                     Matcher::Suffix("_duration_seconds".into()),
                     LATENCY_BUCKETS,
                 )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Prefix("erlmcp_replication_".into()),
+                    LATENCY_BUCKETS,
+                )
                 .ok()?;
             match builder.install_recorder() {
                 Ok(h) => {

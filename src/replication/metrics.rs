@@ -120,6 +120,11 @@ pub(crate) fn ack_wait(d: Duration) {
     metrics::histogram!("erlmcp_replication_ack_wait_seconds").record(d.as_secs_f64());
 }
 
+pub(crate) fn apply_delay(committed_at_ms: i64) {
+    let ms = (crate::clock::now_millis() - committed_at_ms).max(0);
+    metrics::histogram!("erlmcp_replication_apply_delay_seconds").record(ms as f64 / 1000.0);
+}
+
 pub(crate) fn discarded(n: u64) {
     metrics::counter!("erlmcp_replication_discarded_changes_total").increment(n);
 }

@@ -166,8 +166,10 @@ async fn stream(
             Frame::Entry(first) => {
                 let batch = more(link, first);
                 let n = batch.len();
+                let committed_at: Vec<i64> = batch.iter().map(|e| e.at_ms).collect();
                 match apply(repl, batch).await {
                     Ok(pos) => {
+                        committed_at.into_iter().for_each(metrics::apply_delay);
                         repl.applied(pos);
                         link.control(Control::Ack { seq: pos.seq }).await?;
                         tracing::trace!(entries = n, seq = pos.seq, "applied");
