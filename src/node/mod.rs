@@ -93,9 +93,12 @@ pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeE
     let server = Server::new(
         store.clone(),
         catalog,
-        Settings::from_config(&config.mcp),
+        Settings::from_config(&config.mcp, &config.tasks),
         hub,
     )
     .await?;
+    // Before serving: tasks an ended process left behind fail or run again,
+    // so none is seen `working` with nobody running it.
+    crate::mcp::tasks::recovery::take_over(&server).await?;
     Ok((store, server))
 }

@@ -232,6 +232,9 @@ impl Connection {
                 Ok(m) => Caller::Modern {
                     meta: m,
                     peer: Some(self.peer.clone()),
+                    // Whoever can write to this process's stdin is the
+                    // local user that started it.
+                    principal: Arc::from("local"),
                 },
                 Err(e) => return self.reply_err(Some(&id), &e),
             }

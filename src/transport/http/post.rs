@@ -250,7 +250,11 @@ async fn modern(
     if method == "subscriptions/listen" {
         return listen(state, id, params.as_deref());
     }
-    let caller = Caller::Modern { meta, peer: None };
+    let caller = Caller::Modern {
+        meta,
+        peer: None,
+        principal: super::principal::of(h),
+    };
     let call = Call { id, method, params };
     if !use_sse {
         let cancel = CancellationToken::new();
