@@ -363,11 +363,31 @@ pub fn modern_meta(caps: Value) -> Value {
 }
 
 /// Sends a modern request with the standard headers filled in from the body.
-pub fn modern(url: &str, id: u64, method: &str, mut params: Value) -> Reply {
-    params["_meta"] = modern_meta(json!({ "sampling": {}, "elicitation": {}, "roots": {} }));
+pub fn modern(url: &str, id: u64, method: &str, params: Value) -> Reply {
+    let caps = json!({ "sampling": {}, "elicitation": {}, "roots": {} });
+    modern_with(url, id, method, params, caps, &[])
+}
+
+/// Client capabilities of a modern client that takes tasks.
+pub fn tasks_caps() -> Value {
+    json!({ "elicitation": {}, "extensions": { "io.modelcontextprotocol/tasks": {} } })
+}
+
+/// A modern request with these client capabilities and extra headers.
+pub fn modern_with(
+    url: &str,
+    id: u64,
+    method: &str,
+    mut params: Value,
+    caps: Value,
+    extra: &[(&str, &str)],
+) -> Reply {
+    params["_meta"] = modern_meta(caps);
+    // Mcp-Name mirrors the name, uri or task id the method carries.
     let name = params
         .get("name")
         .or_else(|| params.get("uri"))
+        .or_else(|| params.get("taskId"))
         .and_then(Value::as_str)
         .map(str::to_owned);
     let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -379,6 +399,7 @@ pub fn modern(url: &str, id: u64, method: &str, mut params: Value) -> Reply {
     if let Some(n) = &name {
         h.push(("Mcp-Name", n));
     }
+    h.extend_from_slice(extra);
     post_raw(url, &h, body.to_string().as_bytes())
 }
 
