@@ -353,6 +353,54 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Posts a request and answers the server's requests as they arrive on
+    /// its SSE stream (`answer(method, params)` gives each result), until
+    /// the response to `id`. Returns everything the server sent.
+    pub fn request_answering(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        answer: impl Fn(&str, &Value) -> Value,
+    ) -> Vec<Value> {
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut req = agent()
+            .post(&self.url)
+            .header("Content-Type", "application/json");
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        let resp = req.send(body.to_string().as_bytes()).expect("POST");
+        let reader = BufReader::new(resp.into_body().into_reader());
+        let mut seen = Vec::new();
+        let mut data = String::new();
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+                continue;
+            }
+            if !line.is_empty() || data.trim().is_empty() {
+                continue;
+            }
+            let msg: Value = serde_json::from_str(&data).unwrap();
+            data.clear();
+            seen.push(msg.clone());
+            if let (Some(rid), Some(m)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
+            {
+                let result = answer(m, &msg["params"]);
+                let r = self.post(&json!({ "jsonrpc": "2.0", "id": rid, "result": result }));
+                assert_eq!(r.status, 202, "answering {m}: {}", r.body);
+            }
+            if msg.get("id") == Some(&json!(id)) && msg.get("method").is_none() {
+                break;
+            }
+        }
+        seen
+    }
+}
+
 /// Modern (2026-07-28) request metadata.
 pub fn modern_meta(caps: Value) -> Value {
     json!({
