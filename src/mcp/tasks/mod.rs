@@ -7,6 +7,8 @@
 //! extension (the server decides; `tasks/get`, `tasks/update`,
 //! `tasks/cancel`).
 //!
+//! - [`launch`]: how a `tools/call` runs: on its request, as a task from
+//!   the start, or as a candidate promoted when it runs long;
 //! - [`Tasks`]: this process's registry: creation (with the per-owner cap),
 //!   lookups scoped to their [`Owner`], the live tasks it runs, pruning;
 //! - [`live`]: a task running here (cancellation, input from the client,
@@ -17,6 +19,7 @@
 //!   them once more);
 //! - [`wire`]: the JSON of each flavour.
 
+pub mod launch;
 pub mod live;
 pub mod recovery;
 pub mod runner;

@@ -76,14 +76,17 @@ pub struct Recorder {
 /// Waits (in the background) for the handler's outcome and records it.
 pub fn finish_later(rec: Recorder, live: Arc<LiveTask>, outcome: oneshot::Receiver<ToolResult>) {
     tokio::spawn(async move {
-        let out = outcome.await.map_err(|_| {
-            ToolError::Protocol(McpError::internal(
-                "the tool's handler stopped without an answer (it panicked)",
-            ))
-        });
-        let out = out.and_then(|r| r);
-        record(rec, &live, out).await;
+        record(rec, &live, outcome_of(outcome.await)).await;
     });
+}
+
+/// A handler that ended without an answer (it panicked) is an internal error.
+pub fn outcome_of(out: Result<ToolResult, oneshot::error::RecvError>) -> ToolResult {
+    out.unwrap_or_else(|_| {
+        Err(ToolError::Protocol(McpError::internal(
+            "the tool's handler stopped without an answer (it panicked)",
+        )))
+    })
 }
 
 async fn record(rec: Recorder, live: &LiveTask, out: ToolResult) {
