@@ -16,6 +16,11 @@ use crate::fsx::{self, Flock, LockMode};
 /// The directory of lease files inside the data directory.
 const DIR: &str = "leases";
 
+/// Lease files older than this, and free, are deleted when a lease is
+/// taken: the leftovers of processes that died with no task running. A
+/// process only just starting has a younger file, so it is never touched.
+const STALE: Duration = Duration::from_secs(600);
+
 /// Held while alive; dropping it (or dying) gives the lease up.
 #[derive(Debug)]
 pub struct Lease {
@@ -35,6 +40,7 @@ impl Lease {
             path: dir.display().to_string(),
             source,
         })?;
+        sweep(&dir);
         let id = hex::encode(rand::random::<[u8; 16]>());
         let lock = Flock::take(&path_of(data_dir, &id), LockMode::Exclusive, Duration::ZERO)?
             .ok_or_else(|| StoreError::Invalid(format!("lease {id} is already held")))?;
@@ -64,6 +70,25 @@ pub fn is_abandoned(data_dir: &Path, id: &str) -> bool {
     }
 }
 
+/// Deletes stale lease files nobody holds.
+fn sweep(dir: &Path) {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in items.flatten() {
+        let old = item
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        let path = item.path();
+        if old && let Ok(Some(_free)) = Flock::take(&path, LockMode::Exclusive, Duration::ZERO) {
+            let _ = fsx::remove_if_exists(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +103,25 @@ mod tests {
         assert!(is_abandoned(dir.path(), &id));
         assert!(!path_of(dir.path(), &id).exists());
         assert!(is_abandoned(dir.path(), "never-taken"));
+    }
+
+    #[test]
+    fn stale_free_lease_files_are_swept_and_held_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Lease::take(dir.path()).unwrap();
+        let long_ago = std::time::SystemTime::now() - 2 * STALE;
+        let stale = path_of(dir.path(), "dead");
+        let fresh = path_of(dir.path(), "starting");
+        for p in [&stale, &fresh] {
+            std::fs::write(p, b"").unwrap();
+        }
+        for p in [&stale, &path_of(dir.path(), held.id())] {
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(long_ago).unwrap();
+        }
+        let _another = Lease::take(dir.path()).unwrap();
+        assert!(!stale.exists(), "stale and free: swept");
+        assert!(fresh.exists(), "too young to judge");
+        assert!(!is_abandoned(dir.path(), held.id()), "old but held");
     }
 }
