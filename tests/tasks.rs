@@ -511,3 +511,36 @@ fn modern_calls_become_tasks_only_when_they_run_long_and_the_client_takes_them()
     let get = modern_with(&url, 6, "tasks/get", json!({ "taskId": id }), plain, &[]);
     assert_eq!(get.error_code(), -32021);
 }
+
+#[test]
+fn tasks_list_pages_through_a_sessions_tasks_once_each() {
+    let server = Server::start_env(FIXTURE, &[("ERLMCP_MCP__PAGE_SIZE", "2")]);
+    let mut s = legacy(&server);
+    let made: Vec<String> = (0..5)
+        .map(|_| start(&mut s, "slow_compute", json!({ "seconds": 0 }), json!({})))
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let params = match &cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let page = s.request("tasks/list", params);
+        let page = page.result();
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(tasks.len() <= 2);
+        seen.extend(
+            tasks
+                .iter()
+                .map(|t| t["taskId"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+    let bad = s.request("tasks/list", json!({ "cursor": "not-a-cursor" }));
+    assert_eq!(bad.error_code(), -32602);
+}
