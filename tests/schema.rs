@@ -521,6 +521,22 @@ fn modern_tasks_validate(url: &str) {
         Some("CreateTaskResult"),
     );
     let confirm = asked["result"]["taskId"].as_str().unwrap().to_owned();
+    let listen = json!({ "jsonrpc": "2.0", "id": "l", "method": "subscriptions/listen",
+        "params": { "notifications": { "taskIds": [confirm] }, "_meta": modern_meta(tasks_caps()) } });
+    let heard = stream_messages(
+        url,
+        &[
+            ("Accept", ACCEPT_BOTH),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "subscriptions/listen"),
+        ],
+        &listen,
+    );
+    // Acknowledged (and watching) before the task moves on.
+    let ack = heard
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap();
+    core.message(&ack, None);
     let waiting = loop {
         let got = send(
             &mut core,
@@ -562,6 +578,16 @@ fn modern_tasks_validate(url: &str) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    loop {
+        let n = heard
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        core.check("JSONRPCMessage", &n, "notifications/tasks");
+        ext.check("TaskStatusNotification", &n, "notifications/tasks");
+        if n["params"]["status"] == "completed" {
+            break;
+        }
     }
     let failing = send(
         &mut core,

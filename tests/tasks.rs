@@ -544,3 +544,83 @@ fn tasks_list_pages_through_a_sessions_tasks_once_each() {
     let bad = s.request("tasks/list", json!({ "cursor": "not-a-cursor" }));
     assert_eq!(bad.error_code(), -32602);
 }
+
+/// Opens a modern `subscriptions/listen` stream asking about `task_ids`.
+fn listen(url: &str, task_ids: &[&str], caps: Value) -> std::sync::mpsc::Receiver<Value> {
+    let body = json!({ "jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen",
+        "params": { "notifications": { "taskIds": task_ids }, "_meta": modern_meta(caps) } });
+    let headers = [
+        ("Accept", ACCEPT_BOTH),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "subscriptions/listen"),
+    ];
+    stream_messages(url, &headers, &body)
+}
+
+fn next(rx: &std::sync::mpsc::Receiver<Value>) -> Value {
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("a message on the stream")
+}
+
+#[test]
+fn a_subscription_hears_how_its_tasks_change() {
+    let server = Server::start(FIXTURE);
+    let url = server.url();
+    let asked = json!({ "name": "confirm_delete", "arguments": { "filename": "b.txt" } });
+    let created = modern_with(&url, 1, "tools/call", asked, tasks_caps(), &[]);
+    let id = created.result()["taskId"].as_str().unwrap().to_owned();
+
+    let rx = listen(&url, &[&id, "not-mine"], tasks_caps());
+    let ack = next(&rx);
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["notifications"]["taskIds"],
+        json!([id]),
+        "only its own task"
+    );
+
+    // The task waits for input; answering it moves it on, then it ends.
+    let waiting = loop {
+        let got = modern_with(
+            &url,
+            2,
+            "tasks/get",
+            json!({ "taskId": id }),
+            tasks_caps(),
+            &[],
+        );
+        if got.result()["status"] == "input_required" {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let key = waiting.result()["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let answer = json!({ "taskId": id, "inputResponses": { key: { "action": "accept", "content": { "confirm": true } } } });
+    modern_with(&url, 3, "tasks/update", answer, tasks_caps(), &[]);
+    let done = loop {
+        let n = next(&rx);
+        assert_eq!(n["method"], "notifications/tasks", "{n}");
+        assert_eq!(n["params"]["taskId"], json!(id));
+        assert_eq!(
+            n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            "listen"
+        );
+        if n["params"]["status"] == "completed" {
+            break n;
+        }
+    };
+    assert_eq!(
+        done["params"]["result"]["content"][0]["text"],
+        "Deleted b.txt"
+    );
+
+    // Asking about tasks without the extension is refused.
+    let refused = listen(&url, &[&id], json!({}));
+    assert_eq!(next(&refused)["error"]["code"], -32021);
+}

@@ -401,6 +401,58 @@ impl Session {
     }
 }
 
+/// Posts `body` and delivers each message of the SSE reply as it arrives,
+/// from a thread, until the stream ends (for long-lived streams such as
+/// `subscriptions/listen`).
+pub fn stream_messages(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut req = agent().post(url).header("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = body.to_string();
+    std::thread::spawn(move || {
+        let Ok(resp) = req.send(body.as_bytes()) else {
+            return;
+        };
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut reader = BufReader::new(resp.into_body().into_reader());
+        if !sse {
+            let mut text = String::new();
+            let _ = reader.read_to_string(&mut text);
+            if let Ok(msg) = serde_json::from_str(&text) {
+                let _ = tx.send(msg);
+            }
+            return;
+        }
+        let mut data = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !data.trim().is_empty() {
+                let msg = serde_json::from_str(&data).unwrap();
+                data.clear();
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        }
+        if !data.trim().is_empty() {
+            let _ = tx.send(serde_json::from_str(&data).unwrap());
+        }
+    });
+    rx
+}
+
 /// Modern (2026-07-28) request metadata.
 pub fn modern_meta(caps: Value) -> Value {
     json!({

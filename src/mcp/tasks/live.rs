@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::watch::Watchers;
 use super::wire;
 use crate::mcp::jsonrpc;
 use crate::mcp::outbound::{Peer, SharedSink, Sink};
@@ -35,6 +36,7 @@ pub struct LiveTask {
     outbox: Arc<Outbox>,
     exchange: tokio::sync::Mutex<Exchange>,
     store: Store,
+    watchers: Arc<Watchers>,
 }
 
 /// Modern input requests still unanswered, and every key ever used (a key
@@ -53,6 +55,7 @@ impl LiveTask {
         peer: Option<Arc<Peer>>,
         cancel: CancellationToken,
         store: Store,
+        watchers: Arc<Watchers>,
     ) -> LiveTask {
         let version =
             ProtocolVersion::parse(&row.protocol_version).unwrap_or(ProtocolVersion::NEWEST_MODERN);
@@ -65,6 +68,7 @@ impl LiveTask {
             outbox: Arc::new(Outbox::new(peer)),
             exchange: Default::default(),
             store,
+            watchers,
         }
     }
 
@@ -196,16 +200,21 @@ impl LiveTask {
         Ok(())
     }
 
-    /// 2025-11-25: `notifications/tasks/status` with the task as stored, on
-    /// the session's stream (best effort: clients must poll anyway).
+    /// Tells who listens that the task changed, with the task as stored
+    /// (best effort: clients must be ready to poll anyway). 2025-11-25:
+    /// `notifications/tasks/status` on the session's stream; 2026-07-28:
+    /// `notifications/tasks` on the subscriptions that watch the task.
     pub(crate) async fn announce(&self) {
-        let Some(peer) = &self.outbox.peer else {
+        let id = self.id.clone();
+        let Ok(Some(row)) = self.store.read(move |c| rows::load_any(c, &id)).await else {
             return;
         };
-        let id = self.id.clone();
-        if let Ok(Some(row)) = self.store.read(move |c| rows::load_any(c, &id)).await {
-            let params = wire::legacy_task(&row);
-            peer.notify(jsonrpc::notification("notifications/tasks/status", &params));
+        match &self.outbox.peer {
+            Some(peer) => {
+                let params = wire::legacy_task(&row);
+                peer.notify(jsonrpc::notification("notifications/tasks/status", &params));
+            }
+            None => self.watchers.tell(&row),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`runner`]: running a tool as a task and recording its end;
 //! - [`recovery`]: taking over tasks whose process died (fail them, or run
 //!   them once more);
+//! - [`watch`]: 2026-07-28 status notifications on `subscriptions/listen`;
 //! - [`wire`]: the JSON of each flavour.
 
 pub mod launch;
@@ -24,6 +25,7 @@ pub mod live;
 pub mod recovery;
 pub mod runner;
 pub mod slot;
+pub mod watch;
 pub mod wire;
 
 use dashmap::DashMap;
@@ -44,6 +46,7 @@ use crate::store::lease::Lease;
 use crate::store::tasks::{self as rows, TaskRow};
 use crate::store::{Store, StoreError};
 use live::LiveTask;
+use watch::Watchers;
 
 /// The extension's identifier (2026-07-28).
 pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
@@ -98,6 +101,14 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner of a modern request's tasks.
+    pub fn principal(p: &str) -> Owner {
+        Owner {
+            key: format!("principal:{p}"),
+            session_id: None,
+        }
+    }
+
     /// The owner of what `ctx`'s request creates or looks up. `persisted`
     /// tells whether a legacy session lives in the database (HTTP) or only
     /// in its stdio process.
@@ -111,14 +122,8 @@ impl Owner {
                 key: format!("connection:{}", s.id),
                 session_id: None,
             },
-            (None, Some(p)) => Owner {
-                key: format!("principal:{p}"),
-                session_id: None,
-            },
-            (None, None) => Owner {
-                key: "principal:anonymous".into(),
-                session_id: None,
-            },
+            (None, Some(p)) => Owner::principal(p),
+            (None, None) => Owner::principal("anonymous"),
         }
     }
 }
@@ -179,6 +184,7 @@ pub struct Tasks {
     data_dir: PathBuf,
     lease: Lease,
     live: DashMap<String, Arc<LiveTask>>,
+    pub watchers: Arc<Watchers>,
 }
 
 impl Tasks {
@@ -190,6 +196,7 @@ impl Tasks {
             data_dir,
             lease,
             live: DashMap::new(),
+            watchers: Default::default(),
         })
     }
 
@@ -255,7 +262,13 @@ impl Tasks {
         peer: Option<Arc<Peer>>,
         cancel: CancellationToken,
     ) -> Arc<LiveTask> {
-        let live = Arc::new(LiveTask::new(row, peer, cancel, self.store.clone()));
+        let live = Arc::new(LiveTask::new(
+            row,
+            peer,
+            cancel,
+            self.store.clone(),
+            self.watchers.clone(),
+        ));
         self.live.insert(row.id.clone(), live.clone());
         metrics::gauge!("erlmcp_tasks_running").set(self.live.len() as f64);
         live
