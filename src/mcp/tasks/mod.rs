@@ -215,27 +215,8 @@ impl Tasks {
         if !settings.enabled() {
             return Err(TaskError::Disabled);
         }
-        let now = crate::clock::now_millis();
-        let row = TaskRow {
-            id: uuid_like(),
-            owner: new.owner.key.clone(),
-            session_id: new.owner.session_id.clone(),
-            runner: self.runner().to_owned(),
-            protocol_version: new.version.as_str().to_owned(),
-            method: new.method.to_owned(),
-            request: new.request.to_string(),
-            client: json!({ "info": new.client.info, "capabilities": new.client.capabilities })
-                .to_string(),
-            status: "working".into(),
-            attempts: 1,
-            created_at_ms: now,
-            updated_at_ms: now,
-            ttl_ms: new.ttl_ms,
-            expires_at_ms: now.saturating_add(new.ttl_ms),
-            poll_interval_ms: settings.poll_interval_ms,
-            ..Default::default()
-        };
-        let limit = settings.max_live_per_owner;
+        let row = self.new_row(&new, settings);
+        let (limit, now) = (settings.max_live_per_owner, row.created_at_ms);
         let stored = row.clone();
         let admitted = self
             .store
@@ -253,6 +234,30 @@ impl Tasks {
         metrics::counter!("erlmcp_tasks_created_total").increment(1);
         let live = self.adopt(&row, new.peer, new.cancel);
         Ok((live, row))
+    }
+
+    /// The row of a task just created, `working`.
+    fn new_row(&self, new: &NewTask, settings: &TaskSettings) -> TaskRow {
+        let now = crate::clock::now_millis();
+        TaskRow {
+            id: uuid_like(),
+            owner: new.owner.key.clone(),
+            session_id: new.owner.session_id.clone(),
+            runner: self.runner().to_owned(),
+            protocol_version: new.version.as_str().to_owned(),
+            method: new.method.to_owned(),
+            request: new.request.to_string(),
+            client: json!({ "info": new.client.info, "capabilities": new.client.capabilities })
+                .to_string(),
+            status: "working".into(),
+            attempts: 1,
+            created_at_ms: now,
+            updated_at_ms: now,
+            ttl_ms: new.ttl_ms,
+            expires_at_ms: now.saturating_add(new.ttl_ms),
+            poll_interval_ms: settings.poll_interval_ms,
+            ..Default::default()
+        }
     }
 
     /// Registers `row` as running in this process, stopped by `cancel`.
