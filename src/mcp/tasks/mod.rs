@@ -337,6 +337,22 @@ impl Tasks {
         Ok(gone.len())
     }
 
+    /// Unfinished tasks under this process's lease that it does not run,
+    /// untouched for a minute (so a task whose row is committed but not yet
+    /// registered is never mistaken for one): rows a restore brought back.
+    pub async fn own_orphans(&self) -> Result<Vec<TaskRow>, StoreError> {
+        let me = self.runner().to_owned();
+        let mine = self
+            .store
+            .read(move |c| rows::unfinished_of(c, &me))
+            .await?;
+        let before = crate::clock::now_millis() - 60_000;
+        Ok(mine
+            .into_iter()
+            .filter(|r| r.updated_at_ms < before && !self.live.contains_key(&r.id))
+            .collect())
+    }
+
     /// Runners other than this process that have unfinished tasks and no
     /// longer hold their lease: their tasks have nobody running them.
     pub async fn abandoned_runners(&self) -> Result<Vec<String>, StoreError> {
@@ -373,6 +389,45 @@ mod tests {
         assert_eq!(s.ttl_ms(None), 3_600_000);
         assert_eq!(s.ttl_ms(Some(5)), 1000);
         assert_eq!(s.ttl_ms(Some(i64::MAX)), s.max_ttl_ms);
+    }
+
+    #[tokio::test]
+    async fn rows_under_this_lease_that_nothing_runs_are_orphans_once_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let tasks = Tasks::new(store.clone()).unwrap();
+        let old = crate::clock::now_millis() - 120_000;
+        let row = |id: &str, updated: i64| TaskRow {
+            id: id.into(),
+            owner: "principal:p".into(),
+            runner: tasks.runner().to_owned(),
+            protocol_version: "2026-07-28".into(),
+            status: "working".into(),
+            created_at_ms: old,
+            updated_at_ms: updated,
+            ttl_ms: 3_600_000,
+            expires_at_ms: old + 3_600_000,
+            ..Default::default()
+        };
+        let (restored, fresh, running) = (
+            row("restored", old),
+            row("fresh", old + 119_000),
+            row("running", old),
+        );
+        let stored = [restored.clone(), fresh, running.clone()];
+        store
+            .write(move |tx| stored.iter().try_for_each(|r| rows::insert(tx, r)))
+            .await
+            .unwrap();
+        tasks.adopt(&running, None, CancellationToken::new());
+        let orphans: Vec<String> = tasks
+            .own_orphans()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(orphans, vec!["restored".to_owned()]);
     }
 
     #[test]

@@ -28,20 +28,26 @@ pub struct TakenOver {
     pub rerun: usize,
 }
 
-/// Takes over every task of a dead process.
+/// Takes over every task of a dead process, and any task under this
+/// process's own lease that it does not run (a database restored online
+/// brings back rows of tasks that ended here long ago).
 pub async fn take_over(server: &Server) -> Result<TakenOver, StoreError> {
     let mut out = TakenOver::default();
+    let mut orphans = Vec::new();
     for runner in server.tasks.abandoned_runners().await? {
         let r = runner.clone();
-        let orphans = server
-            .store
-            .read(move |c| rows::unfinished_of(c, &r))
-            .await?;
-        for row in orphans {
-            match decide(server, &row) {
-                Ok(()) => out.rerun += usize::from(rerun(server, &row).await?),
-                Err(why) => out.failed += usize::from(fail(server, &row, &why).await?),
-            }
+        orphans.extend(
+            server
+                .store
+                .read(move |c| rows::unfinished_of(c, &r))
+                .await?,
+        );
+    }
+    orphans.extend(server.tasks.own_orphans().await?);
+    for row in orphans {
+        match decide(server, &row) {
+            Ok(()) => out.rerun += usize::from(rerun(server, &row).await?),
+            Err(why) => out.failed += usize::from(fail(server, &row, &why).await?),
         }
     }
     if out != TakenOver::default() {
