@@ -37,6 +37,7 @@ pub struct Config {
     pub toolsets: ToolsetsConfig,
     pub prompts: Vec<PromptConfig>,
     pub backup: BackupConfig,
+    pub replication: ReplicationConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -274,6 +275,122 @@ impl BackupConfig {
     }
 }
 
+/// `[replication]`: a primary and a hot standby (see
+/// `docs/operations/replication-and-failover.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Record every change in the replication log and pair with `peer`.
+    pub enabled: bool,
+    /// The other node's ops listener (`HOST:PORT`).
+    pub peer: Option<String>,
+    /// The role at the very first start; afterwards the node keeps the role
+    /// it had (`erlmcp role` changes it).
+    pub initial_role: InitialRole,
+    /// `sync`: a write is acknowledged once the standby has it durably.
+    /// `async`: on the local commit (the standby lags, RPO > 0).
+    pub mode: ReplicationMode,
+    /// Sync mode, when the standby stops acknowledging: `block` (writes
+    /// wait `ack_timeout_ms`, then fail) or `degrade` (go on alone).
+    pub on_standby_loss: StandbyLoss,
+    /// How long a write waits for the standby.
+    pub ack_timeout_ms: u64,
+    /// How often each node asks the peer for its role and epoch.
+    pub peer_check_ms: u64,
+    /// A file holding the shared secret both nodes present. Default:
+    /// `$CREDENTIALS_DIRECTORY/replication-secret` (systemd credentials).
+    pub secret_file: Option<PathBuf>,
+    /// Log entries kept at most, whatever the standby and the backups
+    /// still need: a standby further behind takes a snapshot.
+    pub max_log_entries: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialRole {
+    Primary,
+    #[default]
+    Standby,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    #[default]
+    Sync,
+    Async,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandbyLoss {
+    #[default]
+    Block,
+    Degrade,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            enabled: false,
+            peer: None,
+            initial_role: InitialRole::Standby,
+            mode: ReplicationMode::Sync,
+            on_standby_loss: StandbyLoss::Block,
+            ack_timeout_ms: 5000,
+            peer_check_ms: 1000,
+            secret_file: None,
+            max_log_entries: 100_000,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// Where the shared secret is read from.
+    pub fn secret_path(&self) -> Option<PathBuf> {
+        self.secret_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|d| PathBuf::from(d).join("replication-secret"))
+        })
+    }
+
+    fn validate(&self, c: &Config) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(peer) = &self.peer else {
+            return Err("replication.peer must name the other node's ops listener".into());
+        };
+        if peer
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!("replication.peer {peer:?} is not HOST:PORT"));
+        }
+        if !c.ops.enabled {
+            return Err("replication needs the ops listener (ops.enabled = true)".into());
+        }
+        if self.ack_timeout_ms < 100 {
+            return Err("replication.ack_timeout_ms must be at least 100".into());
+        }
+        if self.peer_check_ms < 100 {
+            return Err("replication.peer_check_ms must be at least 100".into());
+        }
+        if self.max_log_entries < 1000 {
+            return Err("replication.max_log_entries must be at least 1000".into());
+        }
+        if self.secret_path().is_none() {
+            return Err(
+                "replication needs a shared secret: replication.secret_file, or a \
+                 `replication-secret` systemd credential"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -290,6 +407,7 @@ impl Default for Config {
             toolsets: ToolsetsConfig::default(),
             prompts: Vec::new(),
             backup: BackupConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -495,6 +613,7 @@ impl Config {
         }
         self.backup.validate()?;
         self.tasks.validate()?;
+        self.replication.validate(self)?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {
                 return Err(format!("prompts[{i}].name is empty"));

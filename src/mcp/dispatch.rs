@@ -207,7 +207,7 @@ impl Server {
             sink,
             input_responses,
             request_state,
-            signer: self.signer.clone(),
+            signer: self.signer(),
             client_request_timeout: settings.client_request_timeout,
             principal,
             task: None,

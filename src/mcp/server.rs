@@ -53,7 +53,10 @@ pub struct Server {
     settings: ArcSwap<Settings>,
     pub sessions: Arc<SessionRegistry>,
     pub store: Store,
-    pub signer: Arc<StateSigner>,
+    signer: ArcSwap<StateSigner>,
+    /// Why this node serves no MCP request right now (a replication
+    /// standby), if it does not.
+    refusal: arc_swap::ArcSwapOption<String>,
     pub hub: Arc<Hub>,
     /// Tasks this process runs, and the way to all stored ones.
     pub tasks: Arc<Tasks>,
@@ -73,13 +76,7 @@ impl Server {
         settings: Settings,
         hub: Arc<Hub>,
     ) -> Result<Arc<Server>, StoreError> {
-        let key = store
-            .write(|tx| {
-                store::kv::get_or_insert(tx, "mrtr_state_key", || {
-                    rand::random::<[u8; 32]>().to_vec()
-                })
-            })
-            .await?;
+        let key = signing_key(&store).await?;
         let sessions = Arc::new(SessionRegistry::new(Some(store.clone())));
         let reg = hub.register(sessions.clone());
         let tasks = Arc::new(Tasks::new(store.clone())?);
@@ -89,7 +86,8 @@ impl Server {
             sessions,
             tasks,
             store,
-            signer: Arc::new(StateSigner::new(key)),
+            signer: ArcSwap::from_pointee(StateSigner::new(key)),
+            refusal: Default::default(),
             hub,
             in_flight: TaskTracker::new(),
             _sessions_hear_changes: reg,
@@ -111,6 +109,33 @@ impl Server {
         self.in_flight.close();
         let _ = tokio::time::timeout(deadline, self.in_flight.wait()).await;
         self.in_flight.len()
+    }
+
+    pub fn signer(&self) -> Arc<StateSigner> {
+        self.signer.load_full()
+    }
+
+    /// Stops (with the reason clients hear) or resumes serving requests.
+    pub fn set_refusal(&self, why: Option<String>) {
+        self.refusal.store(why.map(Arc::new));
+    }
+
+    pub fn refusal(&self) -> Option<Arc<String>> {
+        self.refusal.load_full()
+    }
+
+    /// This node just became the one that writes (a replication
+    /// promotion): sessions in memory may be stale, and the signing key is
+    /// the database's.
+    pub async fn take_over(&self) -> Result<(), StoreError> {
+        let n = self.sessions.forget_all();
+        self.signer
+            .store(Arc::new(StateSigner::new(signing_key(&self.store).await?)));
+        tracing::info!(
+            sessions = n,
+            "sessions will be read afresh from the database"
+        );
+        Ok(())
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -163,6 +188,33 @@ impl Server {
             caps["extensions"] = json!({ tasks::EXTENSION: {} });
         }
         caps
+    }
+}
+
+/// The key that signs MRTR `requestState`: stored in the database, so state
+/// survives a restart or a failover. A read-only store (a replication
+/// standby) reads it, or makes do with a key of its own until it takes over.
+async fn signing_key(store: &Store) -> Result<Vec<u8>, StoreError> {
+    let made = store
+        .write(|tx| {
+            store::kv::get_or_insert(tx, "mrtr_state_key", || rand::random::<[u8; 32]>().to_vec())
+        })
+        .await;
+    match made {
+        Err(StoreError::ReadOnly(_)) => {
+            let stored = store
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT value FROM kv WHERE key = 'mrtr_state_key'",
+                        [],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
+                    .ok())
+                })
+                .await?;
+            Ok(stored.unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()))
+        }
+        other => other,
     }
 }
 

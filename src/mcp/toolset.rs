@@ -213,7 +213,15 @@ impl From<McpError> for ToolError {
 
 impl From<crate::store::StoreError> for ToolError {
     fn from(e: crate::store::StoreError) -> Self {
-        ToolError::Failed(format!("storage error: {e}"))
+        use crate::store::StoreError;
+        match e {
+            // Not the tool's failure: the write cannot be taken here (a
+            // standby) or was not replicated. A JSON-RPC error the client
+            // may retry, not a result the model should read.
+            StoreError::ReadOnly(m) => ToolError::Protocol(McpError::not_writable(m)),
+            StoreError::Refused(m) => ToolError::Protocol(McpError::not_replicated(m)),
+            e => ToolError::Failed(format!("storage error: {e}")),
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub(crate) async fn run(
 }
 
 async fn pass(server: &Server, h: Housekeeping) {
+    if server.store.is_read_only() {
+        // A standby: the primary expires and prunes, and the changes arrive.
+        return;
+    }
     match server.sessions.maintain(h.session_idle_secs).await {
         Ok(n) if n > 0 => tracing::info!(expired = n, "idle sessions ended"),
         Ok(_) => {}

@@ -26,7 +26,13 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
     let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
     let started = s.ready.load(Ordering::Relaxed);
-    let ready = started && writable;
+    // A standby is ready when it may be promoted: keepalived's check must
+    // not let a standby that lacks acknowledged writes take the address.
+    let (role_ready, role_says) = match &s.replication {
+        Some(r) => r.ready(),
+        None => (true, "standalone"),
+    };
+    let ready = started && writable && role_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -37,6 +43,7 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
         &json!({
             "ready": ready,
             "role": s.role(),
+            "replication": role_says,
             "database": if writable { "writable" } else { "not writable" },
             "starting_or_stopping": !started,
         }),

@@ -124,7 +124,19 @@ INSERT INTO memory_search(memory_search, rank) VALUES ('automerge', 8);
 INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 64);
 "#;
 
-// V4 (replication) comes from the lead's branch; it goes between V3 and V5.
+/// The replication log: each committed group's changeset (recorded with
+/// the SQLite session extension), in commit order. `hash` chains every
+/// entry to the one before (see `replication::log`), so two nodes can tell
+/// whether their logs agree.
+const V4: &str = r#"
+CREATE TABLE repl_log (
+    seq       INTEGER PRIMARY KEY,
+    epoch     INTEGER NOT NULL,
+    hash      BLOB NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    changeset BLOB NOT NULL
+);
+"#;
 
 /// Tool calls answered with a task handle (MCP tasks), kept until they
 /// expire; the result or error is kept once the task ends. `owner` scopes
@@ -171,15 +183,14 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V1),
         M::up(V2),
         M::up(V3),
-        // V4 (replication) goes here when the branches meet.
+        M::up(V4),
         M::up(V5_UP).down(V5_DOWN),
     ])
 }
 
-/// The schema version this binary writes. (4 until V4 is merged in before
-/// V5; then 5.)
+/// The schema version this binary writes.
 pub fn latest_version() -> i64 {
-    4
+    5
 }
 
 #[cfg(test)]

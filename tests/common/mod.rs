@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod pair;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};

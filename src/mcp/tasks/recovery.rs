@@ -179,7 +179,7 @@ async fn context(server: &Server, row: &TaskRow) -> RequestContext {
         sink: None,
         input_responses: None,
         request_state: None,
-        signer: server.signer.clone(),
+        signer: server.signer(),
         client_request_timeout: server.settings().client_request_timeout,
         principal: row.owner.strip_prefix("principal:").map(Arc::from),
         task: None,
