@@ -624,3 +624,45 @@ fn a_subscription_hears_how_its_tasks_change() {
     let refused = listen(&url, &[&id], json!({}));
     assert_eq!(next(&refused)["error"]["code"], -32021);
 }
+
+#[test]
+fn tasks_are_served_and_taken_over_by_the_new_primary_after_a_failover() {
+    use common::pair::*;
+    let tmp = TestDir::new();
+    let fixture = "[toolsets.conformance]\nenabled = true";
+    let (mut a, mut b) = pair(tmp.path(), fixture);
+    a.start();
+    b.start();
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+    let mut s = Session::open(&a.url(), "2025-11-25").0;
+    let done = start(
+        &mut s,
+        "slow_compute",
+        json!({ "seconds": 0, "label": "d" }),
+        json!({}),
+    );
+    let before = s.request("tasks/result", json!({ "taskId": done }));
+    let once = start(&mut s, "slow_once", json!({ "seconds": 600 }), json!({}));
+    let again = start(&mut s, "slow_compute", json!({ "seconds": 600 }), json!({}));
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+
+    a.kill9();
+    wait_for("b to be promoted", Duration::from_secs(10), || {
+        b.role("primary", false).0 == 0
+    });
+
+    // Same session, same tasks, on the new primary (once it serves).
+    s.url = b.url();
+    wait_for("b to serve", Duration::from_secs(20), || {
+        get(&mut s, &done).response().get("result").is_some()
+    });
+    let after = s.request("tasks/result", json!({ "taskId": done }));
+    assert_eq!(after.result(), before.result());
+    let failed = get(&mut s, &once);
+    assert_eq!(failed.result()["status"], "failed", "{}", failed.body);
+    let rerun = get(&mut s, &again);
+    assert_eq!(rerun.result()["status"], "working");
+    let msg = rerun.result()["statusMessage"].as_str().unwrap();
+    assert!(msg.contains("running it again"), "{msg}");
+    s.request("tasks/cancel", json!({ "taskId": again }));
+}

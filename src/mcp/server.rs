@@ -135,6 +135,8 @@ impl Server {
             sessions = n,
             "sessions will be read afresh from the database"
         );
+        // The old primary's running tasks have nobody running them here.
+        super::tasks::recovery::take_over(self).await?;
         Ok(())
     }
 

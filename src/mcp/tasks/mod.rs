@@ -290,6 +290,20 @@ impl Tasks {
         metrics::gauge!("erlmcp_tasks_running").set(self.live.len() as f64);
     }
 
+    /// Stops every task running here (this node became a replication
+    /// standby: it may no longer write their ends, and the primary takes
+    /// them over). Returns how many there were.
+    pub fn stop_all(&self) -> usize {
+        let ids: Vec<String> = self.live.iter().map(|e| e.key().clone()).collect();
+        for id in &ids {
+            if let Some(live) = self.live(id) {
+                live.cancel.cancel();
+            }
+            self.forget(id);
+        }
+        ids.len()
+    }
+
     /// The stored task `id`, if `owner` may see it.
     pub async fn load(&self, owner: &Owner, id: &str) -> Result<Option<TaskRow>, StoreError> {
         let (key, id) = (owner.key.clone(), id.to_owned());
