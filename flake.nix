@@ -42,8 +42,10 @@
           commonArgs = {
             inherit src;
             strictDeps = true;
-            # rusqlite and zstd build their bundled C sources with stdenv's cc.
-            nativeBuildInputs = [ ];
+            # rusqlite and zstd build their bundled C sources with stdenv's cc;
+            # rusqlite's `session` feature (replication) generates its SQLite
+            # bindings with bindgen, which needs libclang at build time.
+            nativeBuildInputs = [ pkgs.rustPlatform.bindgenHook ];
             buildInputs = [ ];
           };
 

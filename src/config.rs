@@ -33,9 +33,11 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub mcp: McpConfig,
+    pub tasks: TasksConfig,
     pub toolsets: ToolsetsConfig,
     pub prompts: Vec<PromptConfig>,
     pub backup: BackupConfig,
+    pub replication: ReplicationConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
 }
@@ -182,6 +184,28 @@ pub struct McpConfig {
     pub list_ttl_ms: u64,
 }
 
+/// `[tasks]`: tool calls that answer now with a task handle and finish
+/// later (MCP tasks, 2025-11-25 and the 2026-07-28 extension).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// How long a task (and its result) is kept when the client asks for
+    /// no particular time.
+    pub default_ttl_secs: u64,
+    /// The longest a client may ask a task to be kept.
+    pub max_ttl_secs: u64,
+    /// The polling interval suggested to clients.
+    pub poll_interval_ms: u64,
+    /// A modern call of a tool that may run as a task, still running after
+    /// this long, is answered with a task instead of waiting for it.
+    pub promote_after_ms: u64,
+    /// Tasks not yet finished that one session or principal may have at
+    /// once; 0 turns task creation off.
+    pub max_live_per_owner: usize,
+    /// Largest result a task keeps; a bigger one fails the task.
+    pub max_result_bytes: usize,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsetsConfig {
@@ -312,6 +336,122 @@ impl BackupConfig {
     }
 }
 
+/// `[replication]`: a primary and a hot standby (see
+/// `docs/operations/replication-and-failover.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Record every change in the replication log and pair with `peer`.
+    pub enabled: bool,
+    /// The other node's ops listener (`HOST:PORT`).
+    pub peer: Option<String>,
+    /// The role at the very first start; afterwards the node keeps the role
+    /// it had (`erlmcp role` changes it).
+    pub initial_role: InitialRole,
+    /// `sync`: a write is acknowledged once the standby has it durably.
+    /// `async`: on the local commit (the standby lags, RPO > 0).
+    pub mode: ReplicationMode,
+    /// Sync mode, when the standby stops acknowledging: `block` (writes
+    /// wait `ack_timeout_ms`, then fail) or `degrade` (go on alone).
+    pub on_standby_loss: StandbyLoss,
+    /// How long a write waits for the standby.
+    pub ack_timeout_ms: u64,
+    /// How often each node asks the peer for its role and epoch.
+    pub peer_check_ms: u64,
+    /// A file holding the shared secret both nodes present. Default:
+    /// `$CREDENTIALS_DIRECTORY/replication-secret` (systemd credentials).
+    pub secret_file: Option<PathBuf>,
+    /// Log entries kept at most, whatever the standby and the backups
+    /// still need: a standby further behind takes a snapshot.
+    pub max_log_entries: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialRole {
+    Primary,
+    #[default]
+    Standby,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    #[default]
+    Sync,
+    Async,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandbyLoss {
+    #[default]
+    Block,
+    Degrade,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            enabled: false,
+            peer: None,
+            initial_role: InitialRole::Standby,
+            mode: ReplicationMode::Sync,
+            on_standby_loss: StandbyLoss::Block,
+            ack_timeout_ms: 5000,
+            peer_check_ms: 1000,
+            secret_file: None,
+            max_log_entries: 100_000,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// Where the shared secret is read from.
+    pub fn secret_path(&self) -> Option<PathBuf> {
+        self.secret_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|d| PathBuf::from(d).join("replication-secret"))
+        })
+    }
+
+    fn validate(&self, c: &Config) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(peer) = &self.peer else {
+            return Err("replication.peer must name the other node's ops listener".into());
+        };
+        if peer
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!("replication.peer {peer:?} is not HOST:PORT"));
+        }
+        if !c.ops.enabled {
+            return Err("replication needs the ops listener (ops.enabled = true)".into());
+        }
+        if self.ack_timeout_ms < 100 {
+            return Err("replication.ack_timeout_ms must be at least 100".into());
+        }
+        if self.peer_check_ms < 100 {
+            return Err("replication.peer_check_ms must be at least 100".into());
+        }
+        if self.max_log_entries < 1000 {
+            return Err("replication.max_log_entries must be at least 1000".into());
+        }
+        if self.secret_path().is_none() {
+            return Err(
+                "replication needs a shared secret: replication.secret_file, or a \
+                 `replication-secret` systemd credential"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -324,9 +464,11 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             mcp: McpConfig::default(),
+            tasks: TasksConfig::default(),
             toolsets: ToolsetsConfig::default(),
             prompts: Vec::new(),
             backup: BackupConfig::default(),
+            replication: ReplicationConfig::default(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
         }
@@ -438,6 +580,34 @@ impl Default for McpConfig {
     }
 }
 
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            default_ttl_secs: 3600,
+            max_ttl_secs: 7 * 24 * 3600,
+            poll_interval_ms: 500,
+            promote_after_ms: 250,
+            max_live_per_owner: 64,
+            max_result_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl TasksConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            return Err("tasks.default_ttl_secs must be between 1 and tasks.max_ttl_secs".into());
+        }
+        if self.poll_interval_ms == 0 {
+            return Err("tasks.poll_interval_ms must be at least 1".into());
+        }
+        if self.max_result_bytes < 1024 {
+            return Err("tasks.max_result_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig { enabled: true }
@@ -540,6 +710,8 @@ impl Config {
             return Err("toolsets.files is enabled but lists no roots".into());
         }
         self.backup.validate()?;
+        self.tasks.validate()?;
+        self.replication.validate(self)?;
         self.validate_limits()?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {

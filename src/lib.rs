@@ -11,11 +11,12 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
-//! | 10 | [`fuzzing`] | entry points of the fuzz targets and their property tests (tests and feature `fuzzing` only) |
-//! | 9 | [`cli`] | one file per subcommand; the only layer that prints for humans |
-//! | 8 | [`node`] | a running process: wiring, the supervised children, reload, shutdown |
-//! | 7 | [`ops`] | the operations listener: one file per endpoint group, and its client |
-//! | 6 | [`transport`] | stdio and Streamable HTTP |
+//! | 11 | [`fuzzing`] | entry points of the fuzz targets and their property tests (tests and feature `fuzzing` only) |
+//! | 10 | [`cli`] | one file per subcommand; the only layer that prints for humans |
+//! | 9 | [`node`] | a running process: wiring, the supervised children, reload, shutdown |
+//! | 8 | [`ops`] | the operations listener: one file per endpoint group, its client, the peer link |
+//! | 7 | [`transport`] | stdio and Streamable HTTP |
+//! | 6 | [`replication`] | primary and standby: the log, the link, roles and epochs |
 //! | 5 | [`backup`] | domain subsystems: no HTTP, no printing |
 //! | 4 | [`toolsets`] | implementations (memory, files, prompts, conformance) and their registry |
 //! | 3 | [`mcp`] | the protocol core and the toolset contract |
@@ -37,6 +38,7 @@
 pub mod cli;
 pub(crate) mod node;
 pub(crate) mod ops;
+pub(crate) mod replication;
 pub(crate) mod transport;
 // `pub` where integration tests use the library directly.
 pub mod backup;

@@ -17,7 +17,7 @@
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -42,6 +42,10 @@ pub struct CopyStats {
     pub restarts: u64,
     pub copy_ms: u64,
     pub schema_version: i64,
+    /// The replication log's last (epoch, sequence) in the copy; zeros
+    /// when the log is empty.
+    #[serde(default)]
+    pub replication: (u64, u64),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,8 +126,8 @@ fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64),
         erlmcp_version: env!("CARGO_PKG_VERSION").to_owned(),
         schema_version: copy.schema_version,
         node_name: b.node_name.clone(),
-        replication_epoch: 0,
-        replication_seq: 0,
+        replication_epoch: copy.replication.0,
+        replication_seq: copy.replication.1,
         uncompressed_bytes: packed.uncompressed,
         compressed_bytes: packed.compressed,
         sha256: packed.sha256,
@@ -191,9 +195,32 @@ pub fn copy_online(
     dst.execute_batch("PRAGMA journal_mode = DELETE")
         .map_err(|e| BackupError::sqlite(dest, e))?;
     stats.schema_version = dst.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    stats.replication = replication_position(&dst)?;
     dst.close().map_err(|(_, e)| BackupError::sqlite(dest, e))?;
     stats.copy_ms = started.elapsed().as_millis() as u64;
     Ok(stats)
+}
+
+/// The manifest records where the copy stands in the replication log
+/// (`repl_log`, schema 4 on), so a restore or a standby knows what it
+/// holds and the log is pruned only below the newest backup.
+fn replication_position(db: &Connection) -> Result<(u64, u64), BackupError> {
+    let has_log: bool = db.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'repl_log'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_log {
+        return Ok((0, 0));
+    }
+    let pos = db
+        .query_row(
+            "SELECT epoch, seq FROM repl_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?;
+    Ok(pos.unwrap_or((0, 0)))
 }
 
 fn open_source(db: &Path) -> Result<Connection, BackupError> {

@@ -7,7 +7,9 @@ mod backup;
 mod check_config;
 mod common;
 mod output;
+mod ready;
 mod restore;
+mod role;
 mod serve;
 mod status;
 mod stdio;
@@ -46,6 +48,11 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore the database from a backup (ID or `latest`), verified first.
     Restore(restore::RestoreArgs),
+    /// Make this node the replication primary or a standby (what
+    /// keepalived's notify hooks call).
+    Role(role::RoleArgs),
+    /// Exit 0 when the local daemon is ready (keepalived's track_script).
+    Ready(ready::ReadyArgs),
 }
 
 /// Why a command failed; each knows its exit code.
@@ -96,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Role(args) => role::run(args),
+        Command::Ready(args) => ready::run(args),
     };
     match out {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,8 +83,56 @@ fn human(s: &Status) -> String {
     if let Some(b) = &s.last_backup {
         let _ = writeln!(out, "  backup     {b}");
     }
+    if let Some(r) = &s.replication {
+        replication(&mut out, r);
+    }
     let _ = writeln!(out, "  children   {}", children(s));
     out
+}
+
+fn replication(out: &mut String, r: &crate::replication::Status) {
+    let sync = if r.in_sync { "in sync" } else { "NOT in sync" };
+    let _ = write!(
+        out,
+        "  replication {} at epoch {}, {} mode, log at {}, {sync}",
+        r.role, r.epoch, r.mode, r.last_seq
+    );
+    match (&r.standby, r.primary_last_seq) {
+        (Some(sb), _) => {
+            let _ = write!(
+                out,
+                "; standby acked {} (lag {})",
+                sb.acked_seq, r.lag_sequences
+            );
+        }
+        (None, Some(p)) => {
+            let _ = write!(
+                out,
+                "; primary at {p} (lag {}, {:.1} s)",
+                r.lag_sequences, r.lag_seconds
+            );
+        }
+        (None, None) if r.role == "primary" => out.push_str("; NO STANDBY"),
+        (None, None) => {}
+    }
+    out.push('\n');
+    if let Some(p) = &r.problem {
+        let _ = writeln!(out, "  PROBLEM    {p}");
+    }
+    if let Some(p) = &r.peer {
+        match (&p.node, &p.role, p.epoch, p.last_seq) {
+            (Some(n), Some(role), Some(e), Some(seq)) => {
+                let _ = writeln!(
+                    out,
+                    "  peer       {} ({n}): {role} at epoch {e}, log at {seq}",
+                    p.address
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "  peer       {}: unreachable", p.address);
+            }
+        }
+    }
 }
 
 fn children(s: &Status) -> String {

@@ -21,6 +21,12 @@ pub const HEADER_MISMATCH: i64 = -32020;
 pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
 /// 2026-07-28: the requested protocol version is not served here.
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+/// erlmcp: this node takes no writes (a replication standby, or a primary
+/// refusing writes); nothing was written. Retry on the primary.
+pub const NOT_WRITABLE: i64 = -32060;
+/// erlmcp: the write was not acknowledged by the standby in time and was
+/// rolled back on the primary; the standby may hold it (indeterminate).
+pub const NOT_REPLICATED: i64 = -32061;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct McpError {
@@ -72,6 +78,16 @@ impl McpError {
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::new(INTERNAL_ERROR, format!("Internal error: {detail}"))
+    }
+
+    pub fn not_writable(detail: impl std::fmt::Display) -> Self {
+        Self::new(NOT_WRITABLE, format!("Not writable here: {detail}"))
+            .with_data(json!({ "outcome": "not_applied", "retry": true }))
+    }
+
+    pub fn not_replicated(detail: impl std::fmt::Display) -> Self {
+        Self::new(NOT_REPLICATED, format!("Not replicated: {detail}"))
+            .with_data(json!({ "outcome": "indeterminate", "retry": true }))
     }
 
     pub fn unsupported_version(requested: &str) -> Self {

@@ -11,8 +11,9 @@ use super::catalog::Catalog;
 use super::context::StateSigner;
 use super::notify::{Change, Hub, Registration, Subscriber};
 use super::session::SessionRegistry;
+use super::tasks::{self, TaskSettings, Tasks};
 use super::version::ProtocolVersion;
-use crate::config::McpConfig;
+use crate::config::{McpConfig, TasksConfig};
 use crate::store::{self, Store, StoreError};
 
 /// Settings the dispatcher reads on every request; swapped whole on reload.
@@ -28,16 +29,18 @@ pub struct Settings {
     pub audit_tool_calls: bool,
     /// `ttlMs` for cacheable modern results that rarely change.
     pub list_ttl_ms: u64,
+    pub tasks: TaskSettings,
 }
 
 impl Settings {
-    pub fn from_config(c: &McpConfig) -> Settings {
+    pub fn from_config(c: &McpConfig, tasks: &TasksConfig) -> Settings {
         Settings {
             page_size: c.page_size,
             client_request_timeout: Duration::from_secs(c.client_request_timeout_secs),
             instructions: c.instructions.clone(),
             audit_tool_calls: c.audit_tool_calls,
             list_ttl_ms: c.list_ttl_ms,
+            tasks: TaskSettings::from_config(tasks),
         }
     }
 }
@@ -50,8 +53,13 @@ pub struct Server {
     settings: ArcSwap<Settings>,
     pub sessions: Arc<SessionRegistry>,
     pub store: Store,
-    pub signer: Arc<StateSigner>,
+    signer: ArcSwap<StateSigner>,
+    /// Why this node serves no MCP request right now (a replication
+    /// standby), if it does not.
+    refusal: arc_swap::ArcSwapOption<String>,
     pub hub: Arc<Hub>,
+    /// Tasks this process runs, and the way to all stored ones.
+    pub tasks: Arc<Tasks>,
     /// Every request being served holds a token of it; a drain closes it
     /// and waits for the last token to drop.
     in_flight: TaskTracker,
@@ -68,21 +76,18 @@ impl Server {
         settings: Settings,
         hub: Arc<Hub>,
     ) -> Result<Arc<Server>, StoreError> {
-        let key = store
-            .write(|tx| {
-                store::kv::get_or_insert(tx, "mrtr_state_key", || {
-                    rand::random::<[u8; 32]>().to_vec()
-                })
-            })
-            .await?;
+        let key = signing_key(&store).await?;
         let sessions = Arc::new(SessionRegistry::new(Some(store.clone())));
         let reg = hub.register(sessions.clone());
+        let tasks = Arc::new(Tasks::new(store.clone())?);
         Ok(Arc::new(Server {
             catalog: ArcSwap::from_pointee(catalog),
             settings: ArcSwap::from_pointee(settings),
             sessions,
+            tasks,
             store,
-            signer: Arc::new(StateSigner::new(key)),
+            signer: ArcSwap::from_pointee(StateSigner::new(key)),
+            refusal: Default::default(),
             hub,
             in_flight: TaskTracker::new(),
             _sessions_hear_changes: reg,
@@ -104,6 +109,37 @@ impl Server {
         self.in_flight.close();
         let _ = tokio::time::timeout(deadline, self.in_flight.wait()).await;
         self.in_flight.len()
+    }
+
+    pub fn signer(&self) -> Arc<StateSigner> {
+        self.signer.load_full()
+    }
+
+    /// Stops (with the reason clients hear) or resumes serving requests.
+    pub fn set_refusal(&self, why: Option<String>) {
+        self.refusal.store(why.map(Arc::new));
+    }
+
+    pub fn refusal(&self) -> Option<Arc<String>> {
+        self.refusal.load_full()
+    }
+
+    /// This node just became the one that writes (a replication
+    /// promotion): sessions in memory may be stale, and the signing key is
+    /// the database's.
+    pub async fn take_over(&self) -> Result<(), StoreError> {
+        let n = self.sessions.forget_all();
+        // The caps count what the replicated database holds now.
+        self.sessions.recount().await?;
+        self.signer
+            .store(Arc::new(StateSigner::new(signing_key(&self.store).await?)));
+        tracing::info!(
+            sessions = n,
+            "sessions will be read afresh from the database"
+        );
+        // The old primary's running tasks have nobody running them here.
+        super::tasks::recovery::take_over(self).await?;
+        Ok(())
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -133,15 +169,56 @@ impl Server {
         }
     }
 
-    /// What this server can do; the same for every client.
-    pub fn capabilities(&self) -> Value {
-        json!({
+    /// What this server can do for a client of `version`: the same for
+    /// everyone but tasks, which each era declares its own way.
+    pub fn capabilities(&self, version: ProtocolVersion) -> Value {
+        let mut caps = json!({
             "tools": { "listChanged": true },
             "resources": { "subscribe": true, "listChanged": true },
             "prompts": { "listChanged": true },
             "logging": {},
             "completions": {},
+        });
+        if !self.settings().tasks.enabled() {
+            return caps;
+        }
+        if version.has_experimental_tasks() {
+            caps["tasks"] = json!({
+                "list": {},
+                "cancel": {},
+                "requests": { "tools": { "call": {} } },
+            });
+        } else if version.is_stateless() {
+            caps["extensions"] = json!({ tasks::EXTENSION: {} });
+        }
+        caps
+    }
+}
+
+/// The key that signs MRTR `requestState`: stored in the database, so state
+/// survives a restart or a failover. A read-only store (a replication
+/// standby) reads it, or makes do with a key of its own until it takes over.
+async fn signing_key(store: &Store) -> Result<Vec<u8>, StoreError> {
+    let made = store
+        .write(|tx| {
+            store::kv::get_or_insert(tx, "mrtr_state_key", || rand::random::<[u8; 32]>().to_vec())
         })
+        .await;
+    match made {
+        Err(StoreError::ReadOnly(_)) => {
+            let stored = store
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT value FROM kv WHERE key = 'mrtr_state_key'",
+                        [],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
+                    .ok())
+                })
+                .await?;
+            Ok(stored.unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec()))
+        }
+        other => other,
     }
 }
 

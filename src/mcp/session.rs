@@ -504,6 +504,22 @@ impl SessionRegistry {
         ids.len()
     }
 
+    /// True when `id` is a session of this registry now in memory.
+    pub fn knows(&self, id: &str) -> bool {
+        self.live.contains_key(id)
+    }
+
+    /// Reads the number of sessions that exist back from the database (the
+    /// maintenance pass does it too; a promotion cannot wait for it).
+    pub async fn recount(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(self.acct.stored.load(Ordering::Relaxed));
+        };
+        let n = store.read(store::sessions::count).await?;
+        self.acct.stored.store(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
     /// Sessions held in memory.
     pub fn live_count(&self) -> usize {
         self.live.len()
@@ -556,27 +572,25 @@ impl SessionRegistry {
         let cutoff = now - idle_secs;
         let handshake_cutoff = now - handshake_secs;
         let mut out = Expired::default();
-        let gone: Vec<(Arc<str>, bool)> = self
-            .live
-            .iter()
-            .filter_map(|e| {
-                let s = e.value();
-                if s.last_seen() < cutoff {
-                    Some((e.key().clone(), true))
-                } else if !s.is_initialized() && s.created_at < handshake_cutoff {
-                    Some((e.key().clone(), false))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (id, _) in &gone {
-            if let Some((_, s)) = self.live.remove(id) {
-                s.peer.fail_pending("session expired");
-            }
-        }
         let Some(store) = &self.store else {
+            let gone: Vec<(Arc<str>, bool)> = self
+                .live
+                .iter()
+                .filter_map(|e| {
+                    let s = e.value();
+                    if s.last_seen() < cutoff {
+                        Some((e.key().clone(), true))
+                    } else if !s.is_initialized() && s.created_at < handshake_cutoff {
+                        Some((e.key().clone(), false))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             for (id, idle) in gone {
+                if let Some((_, s)) = self.live.remove(&id) {
+                    s.peer.fail_pending("session expired");
+                }
                 self.acct.release(None);
                 self.acct.ended(&id);
                 if idle {
@@ -588,6 +602,9 @@ impl SessionRegistry {
             }
             return Ok(out);
         };
+        // The database decides, and memory follows once it has: a session
+        // that left memory first could be read back from its row by a
+        // request in between.
         let seen: Vec<(Arc<str>, String, i64)> = self
             .live
             .iter()
@@ -616,7 +633,6 @@ impl SessionRegistry {
         out.idle = idle.len();
         out.unfinished = unfinished.len();
         for id in idle.into_iter().chain(unfinished) {
-            // The database decides: a session it ended leaves memory too.
             if let Some((_, s)) = self.live.remove(id.as_str()) {
                 s.peer.fail_pending("session expired");
             }

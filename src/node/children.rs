@@ -8,6 +8,8 @@
 //!  ├─ file-watch   watchers of the files toolset's roots             (permanent)
 //!  ├─ ops          /healthz /readyz /metrics /status, backup endpoints (permanent)
 //!  ├─ backup       scheduled, verified backups + prune ([backup] enabled) (permanent)
+//!  ├─ replication  follow the primary / check the peer / prune the log ([replication] enabled)
+//!  ├─ role         serve MCP as a primary, refuse it as a standby     (permanent)
 //!  ├─ http         the MCP listener on /mcp                          (permanent)
 //!  ├─ reload       SIGHUP → configuration reload                     (permanent)
 //!  ├─ status       systemd STATUS= line                              (permanent)
@@ -26,6 +28,7 @@ use crate::config::{Config, FilesConfig};
 use crate::logging::LogControl;
 use crate::mcp::server::Server;
 use crate::ops::{self, OpsState};
+use crate::replication::Replication;
 use crate::store::Store;
 use crate::supervisor::{ChildSpec, Intensity, Restart, Strategy, Supervisor, systemd, watchdog};
 use crate::transport::http::{self, HttpState};
@@ -42,6 +45,7 @@ pub(super) struct Ctx {
     pub(super) files: watch::Sender<FilesConfig>,
     pub(super) housekeeping: watch::Sender<Housekeeping>,
     pub(super) log: LogControl,
+    pub(super) replication: Option<Arc<Replication>>,
 }
 
 pub(super) fn tree(
@@ -65,6 +69,11 @@ pub(super) fn tree(
     if let Some(s) = Scheduler::from_config(config, &ctx.store) {
         root = root.child(backup(s));
     }
+    if let Some(r) = &ctx.replication {
+        root = root
+            .child(replication(r.clone()))
+            .child(role(ctx, r.clone()));
+    }
     root.child(mcp_listener(ctx, mcp).shutdown(drain))
         .child(reload(ctx))
         .child(status(ctx))
@@ -83,7 +92,11 @@ fn store(ctx: &Arc<Ctx>) -> ChildSpec {
                 if !ctx.store.writer_alive() {
                     return Err("the store writer thread ended".into());
                 }
-                if ctx.store.ping_writer(Duration::from_secs(5)).await {
+                // A writer holding a commit for the standby's ack (bounded by
+                // replication.ack_timeout_ms) waits on purpose; it is not hung.
+                if ctx.store.ping_writer(Duration::from_secs(5)).await
+                    || ctx.store.writer_waits_in_hook()
+                {
                     ctx.ops.heartbeats.beat("store");
                 } else {
                     tracing::warn!("the store writer did not commit a ping within 5 s");
@@ -136,12 +149,36 @@ fn ops(ctx: &Arc<Ctx>, listener: std::net::TcpListener) -> ChildSpec {
     let ctx = ctx.clone();
     let listener = Arc::new(listener);
     ChildSpec::new("ops", Restart::Permanent, move |stop| {
-        let (router, listener) = (ops::router(ctx.ops.clone()), listener.clone());
+        let (state, listener) = (ctx.ops.clone(), listener.clone());
         async move {
             let l = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-            axum::serve(l, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await?;
+            ops::serve(l, state, stop).await?;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+/// Follows the primary while a standby, asks the peer who it is, prunes
+/// the replication log.
+fn replication(repl: Arc<Replication>) -> ChildSpec {
+    ChildSpec::new("replication", Restart::Permanent, move |stop| {
+        let repl = repl.clone();
+        async move {
+            repl.run(stop).await;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+/// Serves MCP as a primary, refuses it as a standby.
+fn role(ctx: &Arc<Ctx>, repl: Arc<Replication>) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("role", Restart::Permanent, move |stop| {
+        let (repl, server, http) = (repl.clone(), ctx.server.clone(), ctx.http.clone());
+        async move {
+            super::role::follow(repl, server, http, stop).await;
             Ok(())
         }
         .boxed()

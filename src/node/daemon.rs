@@ -15,8 +15,14 @@ use super::children::{self, Ctx};
 use super::maintenance::Housekeeping;
 use super::{ConfigSource, NodeError};
 use crate::backup::Backups;
+use crate::config::Config;
+use crate::fsx::{Flock, LockMode};
 use crate::logging::LogControl;
+use crate::ops::replication::{Secret, WsConnector};
 use crate::ops::{self, OpsState};
+use crate::replication::frame::Role;
+use crate::replication::{Replication, RoleChange};
+use crate::store::{Store, StoreError};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::{HttpSettings, HttpState, listener};
@@ -28,6 +34,52 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     })?;
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// One daemon per data directory: an exclusive `flock` held for the
+/// process's life (`erlmcp stdio` clients take only the store's shared one).
+fn daemon_lock(config: &Config) -> Result<Flock, NodeError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let path = dir.join(DAEMON_LOCK);
+    match Flock::take(&path, LockMode::Exclusive, Duration::from_secs(2)) {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => Err(NodeError::AlreadyServed {
+            path: dir.display().to_string(),
+            lock: path.display().to_string(),
+        }),
+        Err(e) => Err(StoreError::DataDir {
+            path: path.display().to_string(),
+            source: e.source,
+        }
+        .into()),
+    }
+}
+
+/// The lock file that makes a daemon the only one of its data directory.
+const DAEMON_LOCK: &str = "erlmcp.daemon.lock";
+
+/// Replication, when the configuration enables it: this node's role taken
+/// in the store before the server core writes anything.
+async fn replication(
+    config: &Config,
+    store: &Store,
+) -> Result<(Option<Arc<Replication>>, Option<Secret>), NodeError> {
+    if !config.replication.enabled {
+        return Ok((None, None));
+    }
+    let path = config
+        .replication
+        .secret_path()
+        .ok_or_else(|| NodeError::Secret("replication needs a shared secret".into()))?;
+    let secret = Secret::load(&path).map_err(NodeError::Secret)?;
+    let peer = config.replication.peer.clone().unwrap_or_default();
+    let connector = Arc::new(WsConnector::new(&peer, secret.clone()));
+    let repl = Replication::open(config, store.clone(), connector).await?;
+    Ok((Some(repl), Some(secret)))
 }
 
 /// Runs the daemon until `shutdown` resolves (then drains and returns
@@ -49,7 +101,12 @@ pub(crate) async fn run(
             n
         }
     };
-    let (store, server) = super::build(&config).await?;
+    // The store first: a database from a newer erlmcp is refused before
+    // anything is created beside it.
+    let store = super::open_store(&config)?;
+    let _one_daemon = daemon_lock(&config)?;
+    let (replication, secret) = replication(&config, &store).await?;
+    let server = super::server(&config, &store).await?;
     let mcp = match activated.mcp {
         Some(l) => l,
         None => bind(config.http.listen)?,
@@ -71,12 +128,22 @@ pub(crate) async fn run(
         max_connections = http_state.settings().limits.max_connections,
         "open-file limit and connection cap"
     );
-    let restored = http_state.restore_streams().await?;
-    if restored > 0 {
-        tracing::info!(
-            sessions = restored,
-            "server streams of earlier sessions restored"
-        );
+    match &replication {
+        // A standby serves nothing until it is promoted.
+        Some(r) if r.role() != Role::Primary => {
+            let change = RoleChange {
+                role: r.role(),
+                epoch: r.epoch(),
+            };
+            super::role::apply(change, &server, &http_state).await;
+        }
+        _ => match http_state.restore_streams().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "server streams of earlier sessions restored"),
+            // Not a reason to stay down (a primary whose standby is away
+            // cannot write in block mode): clients re-open their streams.
+            Err(e) => tracing::warn!(error = %e, "server streams of earlier sessions not restored"),
+        },
     }
     let ops_state = Arc::new(OpsState {
         server: server.clone(),
@@ -92,6 +159,8 @@ pub(crate) async fn run(
         node: config.node_name.clone(),
         config_path: source.path.clone(),
         last_reload: std::sync::Mutex::new(None),
+        replication: replication.clone(),
+        secret,
     });
     let ctx = Arc::new(Ctx {
         server,
@@ -103,9 +172,10 @@ pub(crate) async fn run(
         files: watch::channel(config.toolsets.files.clone()).0,
         housekeeping: watch::channel(Housekeeping::from_config(&config)).0,
         log,
+        replication,
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
-    let supervisor = tokio::spawn({
+    let mut supervisor = tokio::spawn({
         let stop = root_stop.clone();
         async move { root.run(stop).await }
     });
@@ -116,7 +186,7 @@ pub(crate) async fn run(
         toolsets = ?ctx.server.catalog().toolset_names(), "erlmcp ready");
 
     let outcome = tokio::select! {
-        r = supervisor => Some(r),
+        r = &mut supervisor => Some(r),
         _ = shutdown => None,
     };
     ops_state.ready.store(false, Ordering::Relaxed);
@@ -132,6 +202,15 @@ pub(crate) async fn run(
                     requests = left,
                     "drain deadline passed with requests still running"
                 );
+            }
+            // The listeners finish writing the answers of the drained
+            // requests as they stop; each child is bounded by its own
+            // shutdown time.
+            if tokio::time::timeout(drain + Duration::from_secs(5), &mut supervisor)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the supervision tree did not stop in time");
             }
             Ok(())
         }

@@ -1,8 +1,11 @@
 //! Periodic housekeeping: expire idle sessions and sessions that never
 //! completed the handshake, keep the tables traffic writes to within their
-//! retention, and let memory forget what ended. It reads its settings from
-//! a watch channel, so a reload takes effect at once (a pass runs as soon
-//! as they change).
+//! retention, let memory forget what ended, prune expired tasks (and those
+//! of ended sessions), take over the tasks of processes that died (another
+//! `erlmcp stdio` on this data directory). It reads its settings from a
+//! watch channel, so a reload takes effect at once (a pass runs as soon as
+//! they change). A standby only forgets: the primary expires and prunes,
+//! and the changes arrive.
 //!
 //! Every table that grows with traffic has its bound here:
 //!
@@ -11,10 +14,10 @@
 //! | `sessions` | `limits.max_sessions`, idle and handshake expiry |
 //! | `sse_events` | `http.event_retention_secs`, `retention.events_max_rows`, `retention.events_max_bytes`; rows of ended sessions go with them (foreign key) |
 //! | `audit_log` | `retention.audit_max_age_secs`, `retention.audit_max_rows` |
+//! | `tasks` | their time to live (`tasks.max_ttl_secs`), those of ended sessions; unfinished ones per owner (`tasks.max_live_per_owner`), result size (`tasks.max_result_bytes`) |
 //!
-//! Durable tasks (another table that grows with traffic) add their
-//! retention to [`pass`] when they land, with a row in the table above and
-//! in `docs/operations/limits.md`.
+//! A new table that grows with traffic gets its bound in [`pass`], a row
+//! here and one in `docs/operations/limits.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +95,13 @@ pub(crate) async fn run(
 }
 
 async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
+    // What only memory holds is forgotten on every node.
+    http.prune_streams(FINISHED_STREAMS_KEPT);
+    http.limits.prune();
+    if server.store.is_read_only() {
+        // A standby: the primary expires and prunes, and the changes arrive.
+        return;
+    }
     match server
         .sessions
         .maintain(h.session_idle_secs, h.handshake_secs)
@@ -115,9 +125,6 @@ async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
         }
         Err(e) => tracing::warn!(error = %e, "session maintenance failed"),
     }
-    http.prune_streams(FINISHED_STREAMS_KEPT);
-    http.limits.prune();
-
     let now = crate::clock::now_secs();
     let event_cutoff = now - h.event_retention_secs;
     prune(server, "sse_events", "age", move |tx| {
@@ -139,7 +146,7 @@ async fn pass(server: &Server, http: &HttpState, h: Housekeeping) {
         })
         .await;
     }
-    // Durable tasks: their retention goes here (see the module docs).
+    tasks(server).await;
 }
 
 /// Deletes the oldest SSE events beyond the row and byte budgets: chosen
@@ -216,5 +223,16 @@ where
         .increment(total);
     if total > 0 {
         tracing::info!(table, reason, rows = total, "retention: old rows deleted");
+    }
+}
+
+async fn tasks(server: &Server) {
+    match server.tasks.prune().await {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "expired tasks deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning tasks failed"),
+    }
+    if let Err(e) = crate::mcp::tasks::recovery::take_over(server).await {
+        tracing::warn!(error = %e, "taking over the tasks of ended processes failed");
     }
 }

@@ -12,6 +12,7 @@ mod children;
 pub(crate) mod daemon;
 mod maintenance;
 mod reload;
+mod role;
 pub(crate) mod signals;
 pub(crate) mod stdio;
 
@@ -48,6 +49,15 @@ pub(crate) enum NodeError {
     Escalated(#[from] Escalation),
     #[error("the root supervisor crashed: {0}")]
     Crashed(String),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error("{0}")]
+    Secret(String),
+    #[error(
+        "another erlmcp daemon serves {path} (lock {lock}); one daemon per data directory \
+         (`erlmcp stdio` clients may share it)"
+    )]
+    AlreadyServed { path: String, lock: String },
 }
 
 impl NodeError {
@@ -61,7 +71,12 @@ impl NodeError {
             NodeError::Store(StoreError::Sqlite(_)) => exit::CANT_CREATE,
             NodeError::Store(_) => exit::FAILURE,
             NodeError::Bind { .. } => exit::UNAVAILABLE,
-            NodeError::Io(_) | NodeError::Escalated(_) | NodeError::Crashed(_) => exit::FAILURE,
+            NodeError::Io(_)
+            | NodeError::Escalated(_)
+            | NodeError::Crashed(_)
+            | NodeError::Replication(_) => exit::FAILURE,
+            NodeError::Secret(_) => exit::CONFIG,
+            NodeError::AlreadyServed { .. } => exit::TEMP_FAIL,
         }
     }
 }
@@ -86,20 +101,44 @@ impl ConfigSource {
     }
 }
 
-/// Opens the store and builds the server core.
-pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeError> {
-    let store = Store::open(&config.data_dir, &config.store)?;
+/// Opens the store (creating and migrating it) in the data directory.
+pub(crate) fn open_store(config: &Config) -> Result<Store, NodeError> {
+    Ok(Store::open(&config.data_dir, &config.store)?)
+}
+
+/// The server core over an open store.
+pub(crate) async fn server(config: &Config, store: &Store) -> Result<Arc<Server>, NodeError> {
     let hub = Hub::new();
-    let catalog = registry::build(config, &store, &hub).map_err(NodeError::Toolsets)?;
-    let server = Server::new(
-        store.clone(),
-        catalog,
-        Settings::from_config(&config.mcp),
-        hub,
-    )
-    .await?;
+    let catalog = registry::build(config, store, &hub).map_err(NodeError::Toolsets)?;
+    let settings = Settings::from_config(&config.mcp, &config.tasks);
+    let server = Server::new(store.clone(), catalog, settings, hub).await?;
     server
         .sessions
         .set_limits(SessionLimits::from_config(&config.limits));
+    // Before serving: tasks an ended process left behind fail or run again,
+    // so none is seen `working` with nobody running it. A standby leaves
+    // that to the primary; a failure (a primary that cannot write yet) is
+    // not a reason to stay down: housekeeping tries again.
+    if !store.is_read_only()
+        && let Err(e) = crate::mcp::tasks::recovery::take_over(&server).await
+    {
+        tracing::warn!(error = %e, "taking over the tasks of ended processes failed");
+    }
+    Ok(server)
+}
+
+/// A process beside the daemon (`erlmcp stdio`): the store, recording its
+/// changes in the replication log when the node replicates (refusing them
+/// on a standby), and the server core.
+pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeError> {
+    let store = open_store(config)?;
+    if config.replication.enabled {
+        let unrecorded = store.read(crate::replication::tables::unrecorded).await?;
+        store.set_commit_hook(Some(Box::new(crate::replication::capture::FileCapture {
+            data_dir: config.data_dir.clone(),
+            unrecorded: Arc::new(unrecorded),
+        })));
+    }
+    let server = server(config, &store).await?;
     Ok((store, server))
 }

@@ -27,10 +27,16 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
     let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
     let started = s.ready.load(Ordering::Relaxed);
+    // A standby is ready when it may be promoted: keepalived's check must
+    // not let a standby that lacks acknowledged writes take the address.
+    let (role_ready, role_says) = match &s.replication {
+        Some(r) => r.ready(),
+        None => (true, "standalone"),
+    };
     // A listener out of file descriptors answers nobody: a failover check
     // must see it.
     let accept_failure = s.http.accept_failure();
-    let ready = started && writable && accept_failure.is_none();
+    let ready = started && writable && role_ready && accept_failure.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -41,6 +47,7 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
         &json!({
             "ready": ready,
             "role": s.role(),
+            "replication": role_says,
             "database": if writable { "writable" } else { "not writable" },
             "listener": match &accept_failure {
                 None => "accepting".to_owned(),

@@ -51,6 +51,11 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
                     Matcher::Suffix("_duration_seconds".into()),
                     LATENCY_BUCKETS,
                 )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Prefix("erlmcp_replication_".into()),
+                    LATENCY_BUCKETS,
+                )
                 .ok()?;
             match builder.install_recorder() {
                 Ok(h) => {
@@ -155,5 +160,15 @@ fn describe() {
     describe_counter!(
         "erlmcp_config_reloads_total",
         "Configuration reloads, by outcome"
+    );
+    describe_counter!("erlmcp_tasks_created_total", "Tasks created");
+    describe_counter!(
+        "erlmcp_tasks_finished_total",
+        "Tasks ended, by status (completed, failed, cancelled)"
+    );
+    describe_gauge!("erlmcp_tasks_running", "Tasks running in this process");
+    describe_counter!(
+        "erlmcp_tasks_taken_over_total",
+        "Tasks of ended processes taken over, by action (failed, rerun)"
     );
 }

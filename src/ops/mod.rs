@@ -14,6 +14,7 @@ pub(crate) mod client;
 mod fault;
 mod health;
 pub(crate) mod metrics;
+pub(crate) mod replication;
 pub(crate) mod status;
 
 use axum::Router;
@@ -28,6 +29,7 @@ use std::time::Instant;
 
 use crate::backup::Backups;
 use crate::mcp::server::Server;
+use crate::replication::Replication;
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::HttpState;
 
@@ -47,12 +49,18 @@ pub(crate) struct OpsState {
     pub(crate) node: String,
     pub(crate) config_path: Option<std::path::PathBuf>,
     pub(crate) last_reload: std::sync::Mutex<Option<String>>,
+    pub(crate) replication: Option<Arc<Replication>>,
+    /// The replication secret (links from the peer present it).
+    pub(crate) secret: Option<replication::Secret>,
 }
 
 impl OpsState {
-    /// This node's role; `standalone` until replication exists.
+    /// This node's role: `standalone`, or its replication role.
     pub(crate) fn role(&self) -> &'static str {
-        "standalone"
+        match &self.replication {
+            None => "standalone",
+            Some(r) => r.role().as_str(),
+        }
     }
 }
 
@@ -69,10 +77,31 @@ pub(crate) fn router(state: Arc<OpsState>) -> Router {
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(status::routes())
-        .merge(backup::routes());
+        .merge(backup::routes())
+        .merge(replication::routes());
     #[cfg(feature = "fault-injection")]
     let r = r.merge(fault::routes());
     r.with_state(state)
+}
+
+/// Serves the ops listener until `stop`: TCP_NODELAY on every socket (a
+/// replication link's round trip is on every sync write's path), the
+/// client's address known to the handlers.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<OpsState>,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {

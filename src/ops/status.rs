@@ -40,6 +40,8 @@ pub struct Status {
     #[serde(default)]
     pub last_backup: Option<String>,
     pub children: BTreeMap<String, ChildStatus>,
+    #[serde(default)]
+    pub replication: Option<crate::replication::Status>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +109,7 @@ pub fn snapshot(s: &OpsState) -> Status {
             .into_iter()
             .map(|(k, v)| (k, v.into()))
             .collect(),
+        replication: s.replication.as_ref().map(|r| r.status()),
     }
 }
 
@@ -137,13 +140,26 @@ pub fn update_gauges(s: &OpsState) {
     metrics::counter!("erlmcp_store_commits_total").absolute(load(&w.commits));
     metrics::counter!("erlmcp_store_jobs_total").absolute(load(&w.jobs));
     metrics::counter!("erlmcp_store_failed_commits_total").absolute(load(&w.failed_commits));
+    if let Some(r) = &s.replication {
+        // Computing the status refreshes the replication gauges.
+        let _ = r.status();
+    }
 }
 
 /// One line for systemd's STATUS= and a log line.
 pub fn one_line(s: &Status) -> String {
+    let role = match &s.replication {
+        None => s.role.clone(),
+        Some(r) => format!(
+            "{} (epoch {}, {}, lag {})",
+            r.role,
+            r.epoch,
+            if r.in_sync { "in sync" } else { "NOT in sync" },
+            r.lag_sequences
+        ),
+    };
     let mut line = format!(
-        "{} on {}; {} sessions, {} SSE streams, {} in flight; db {}",
-        s.role,
+        "{role} on {}; {} sessions, {} SSE streams, {} in flight; db {}",
         s.mcp_listen,
         s.sessions,
         s.sse_streams,
@@ -153,6 +169,10 @@ pub fn one_line(s: &Status) -> String {
     if let Some(b) = &s.last_backup {
         line.push_str("; ");
         line.push_str(b);
+    }
+    if let Some(p) = s.replication.as_ref().and_then(|r| r.problem.as_ref()) {
+        line.push_str("; REPLICATION: ");
+        line.push_str(p);
     }
     line
 }

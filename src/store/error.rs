@@ -38,6 +38,26 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store is shut down")]
     Closed,
+    /// Local writes are refused (a standby keeps only what it replicates).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+    /// A commit hook refused the group (replication: the standby did not
+    /// acknowledge it); nothing of the group was committed.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// The error each job of a failed group hears: refusals as they are,
+    /// anything else as a failed commit.
+    pub(crate) fn clone_refusal(&self) -> StoreError {
+        match self {
+            StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
+            StoreError::Refused(m) => StoreError::Refused(m.clone()),
+            StoreError::CommitFailed(m) => StoreError::CommitFailed(m.clone()),
+            other => StoreError::CommitFailed(other.to_string()),
+        }
+    }
 }

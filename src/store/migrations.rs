@@ -124,13 +124,73 @@ INSERT INTO memory_search(memory_search, rank) VALUES ('automerge', 8);
 INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 64);
 "#;
 
+/// The replication log: each committed group's changeset (recorded with
+/// the SQLite session extension), in commit order. `hash` chains every
+/// entry to the one before (see `replication::log`), so two nodes can tell
+/// whether their logs agree.
+const V4: &str = r#"
+CREATE TABLE repl_log (
+    seq       INTEGER PRIMARY KEY,
+    epoch     INTEGER NOT NULL,
+    hash      BLOB NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    changeset BLOB NOT NULL
+);
+"#;
+
+/// Tool calls answered with a task handle (MCP tasks), kept until they
+/// expire; the result or error is kept once the task ends. `owner` scopes
+/// every lookup (a session, a stdio connection or a principal); `session_id`
+/// names the persisted session the task ends with; `runner` is the lease of
+/// the process running it (see `store::lease`), so a task whose process died
+/// is found and never stays `working`. A rowid table: results can be large.
+const V5_UP: &str = r#"
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    session_id       TEXT,
+    runner           TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    request          TEXT NOT NULL,
+    client           TEXT NOT NULL,
+    status           TEXT NOT NULL
+        CHECK (status IN ('working', 'input_required', 'completed', 'failed', 'cancelled')),
+    status_message   TEXT,
+    input_requests   TEXT,
+    result           TEXT,
+    error            TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 1,
+    created_at_ms    INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL,
+    ttl_ms           INTEGER NOT NULL,
+    expires_at_ms    INTEGER NOT NULL,
+    poll_interval_ms INTEGER NOT NULL
+);
+CREATE INDEX tasks_owner ON tasks(owner, created_at_ms, id);
+CREATE INDEX tasks_expiry ON tasks(expires_at_ms);
+CREATE INDEX tasks_session ON tasks(session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX tasks_unfinished ON tasks(runner) WHERE status IN ('working', 'input_required');
+"#;
+
+/// The schema before V5 has no tasks; its indexes go with the table.
+const V5_DOWN: &str = r#"
+DROP TABLE tasks;
+"#;
+
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+        M::up(V5_UP).down(V5_DOWN),
+    ])
 }
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i64 {
-    3
+    5
 }
 
 #[cfg(test)]
@@ -138,6 +198,28 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn tasks_migration_goes_down_exactly() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        let m = super::migrations();
+        let before = super::latest_version() - 1;
+        m.to_version(&mut conn, before as usize).unwrap();
+        let schema = |c: &rusqlite::Connection| -> Vec<String> {
+            let mut s = c
+                .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
+                .unwrap();
+            s.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let old = schema(&conn);
+        m.to_latest(&mut conn).unwrap();
+        assert_ne!(schema(&conn), old);
+        m.to_version(&mut conn, before as usize).unwrap();
+        assert_eq!(schema(&conn), old);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! after the commit is durable; [`Store::read`] runs it on a reader.
 
 mod error;
+pub(crate) mod hook;
 pub(crate) mod lock;
 pub mod migrations;
 mod readers;
@@ -15,7 +16,9 @@ mod writer;
 pub mod audit;
 pub(crate) mod events;
 pub mod kv;
+pub(crate) mod lease;
 pub(crate) mod sessions;
+pub(crate) mod tasks;
 
 pub use error::StoreError;
 pub(crate) use writer::WriterStats;
@@ -23,8 +26,11 @@ pub(crate) use writer::WriterStats;
 use rusqlite::{Connection, OpenFlags, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+use hook::CommitHook;
 
 pub use crate::config::{StoreConfig, Synchronous};
 
@@ -58,7 +64,7 @@ struct Inner {
     readers: flume::Sender<readers::ReadJob>,
     /// The reader connections, which a restore closes and re-opens.
     reader_pool: Arc<readers::Pool>,
-    stats: Arc<WriterStats>,
+    shared: Arc<writer::Shared>,
     /// Held while the store is open; released when the last handle drops.
     _lock: lock::DataDirLock,
 }
@@ -81,9 +87,12 @@ impl Store {
         // A moment's grace: a store closed just before (restart in-process,
         // an offline restore finishing) may still be letting go.
         let lock = lock::DataDirLock::shared(data_dir, Duration::from_secs(2))?;
-        let conn = open_writer(&path, opts.synchronous)?;
+        let conn = open_writer(&path, opts.synchronous, true)?;
 
-        let stats = Arc::new(WriterStats::default());
+        let shared = Arc::new(writer::Shared {
+            foreign_keys: true.into(),
+            ..Default::default()
+        });
         let (rtx, rrx) = flume::bounded(4096);
         let pool = readers::spawn(&path, opts.readers.max(1), rrx)?;
         let (wtx, wrx) = flume::bounded(4096);
@@ -92,7 +101,7 @@ impl Store {
             sync: opts.synchronous,
             readers: pool.clone(),
         };
-        let thread = writer::spawn(conn, wrx.clone(), stats.clone(), reopen)
+        let thread = writer::spawn(conn, wrx.clone(), shared.clone(), reopen)
             .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -104,7 +113,7 @@ impl Store {
                 synchronous: opts.synchronous,
                 readers: rtx,
                 reader_pool: pool,
-                stats,
+                shared,
                 _lock: lock,
             }),
         })
@@ -135,7 +144,8 @@ impl Store {
             &self.inner.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        configure_writer(&conn, self.inner.synchronous)?;
+        let fk = self.inner.shared.foreign_keys.load(Ordering::Relaxed);
+        configure_writer(&conn, self.inner.synchronous, fk)?;
         let reopen = writer::Reopen {
             path: self.inner.path.clone(),
             sync: self.inner.synchronous,
@@ -144,7 +154,7 @@ impl Store {
         let thread = writer::spawn(
             conn,
             self.inner.writer_queue.clone(),
-            self.inner.stats.clone(),
+            self.inner.shared.clone(),
             reopen,
         )
         .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
@@ -176,7 +186,51 @@ impl Store {
     }
 
     pub fn writer_stats(&self) -> &WriterStats {
-        &self.inner.stats
+        &self.inner.shared.stats
+    }
+
+    /// Installs (or removes) the hook called around every commit group.
+    pub(crate) fn set_commit_hook(&self, hook: Option<Box<dyn CommitHook>>) {
+        self.inner.shared.hook.store(hook.map(Arc::new));
+    }
+
+    /// Refuses (or allows again) every write but the privileged ones.
+    pub(crate) fn set_read_only(&self, read_only: Option<&str>) {
+        if let Some(why) = read_only {
+            *self
+                .inner
+                .shared
+                .read_only_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = why.to_owned();
+        }
+        self.inner
+            .shared
+            .read_only
+            .store(read_only.is_some(), Ordering::Relaxed);
+    }
+
+    /// True while local writes are refused.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.inner.shared.read_only.load(Ordering::Relaxed)
+    }
+
+    /// True while the commit hook holds a group on purpose (waiting for
+    /// someone else), which is not a hung writer.
+    pub(crate) fn writer_waits_in_hook(&self) -> bool {
+        self.inner.shared.in_hook.load(Ordering::Relaxed)
+    }
+
+    /// Turns foreign-key enforcement on or off, now and at every re-open.
+    /// Off where changes arrive as changesets that already carry their
+    /// cascades (a replication standby).
+    pub(crate) async fn set_foreign_keys(&self, on: bool) -> Result<(), StoreError> {
+        self.inner.shared.foreign_keys.store(on, Ordering::Relaxed);
+        self.exclusive(move |conn| {
+            conn.pragma_update(None, "foreign_keys", on)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` in a write transaction; resolves once the commit is durable.
@@ -189,6 +243,23 @@ impl Store {
         // acknowledged write vouches for everything logged before it.
         self.flush_batch();
         let (job, rx) = writer::job(f);
+        self.inner
+            .writer
+            .send_async(writer::Command::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] that runs even while the store is read-only: for
+    /// changes that come from the primary.
+    pub(crate) async fn write_privileged<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (mut job, rx) = writer::job(f);
+        job.privileged = true;
         self.inner
             .writer
             .send_async(writer::Command::Job(job))
@@ -365,7 +436,9 @@ impl Store {
     /// Proves the writer is alive: a no-op job must commit within `timeout`.
     pub async fn ping_writer(&self, timeout: Duration) -> bool {
         matches!(
-            tokio::time::timeout(timeout, self.write(|_| Ok(()))).await,
+            // Privileged: it writes nothing, and a read-only store's writer
+            // is as alive as any.
+            tokio::time::timeout(timeout, self.write_privileged(|_| Ok(()))).await,
             Ok(Ok(()))
         )
     }
@@ -384,7 +457,11 @@ impl Store {
 
 /// Opens the write connection: refuses a newer schema, sets WAL and the
 /// pragmas, migrates to the latest schema.
-fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+fn open_writer(
+    path: &Path,
+    sync: Synchronous,
+    foreign_keys: bool,
+) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -392,7 +469,7 @@ fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection, StoreError>
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     check_schema_not_newer(&conn, path)?;
-    configure_writer(&conn, sync)?;
+    configure_writer(&conn, sync, foreign_keys)?;
     migrations::migrations()
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;
@@ -428,17 +505,22 @@ fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreErr
     Ok(())
 }
 
-fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<(), StoreError> {
+fn configure_writer(
+    conn: &Connection,
+    sync: Synchronous,
+    foreign_keys: bool,
+) -> Result<(), StoreError> {
     let sync = match sync {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    let fk = if foreign_keys { "ON" } else { "OFF" };
     // A 64 MiB page cache and memory-mapped reads keep the writer's working
     // set (indexes of the event log, the graph) off pread().
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
-         PRAGMA foreign_keys = ON;
+         PRAGMA foreign_keys = {fk};
          PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -65536;
          PRAGMA mmap_size = 268435456;"

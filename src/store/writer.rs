@@ -3,13 +3,16 @@
 //! that fails rolls back alone; the group shares one commit (one fsync), and
 //! a job's caller hears back only after that commit is durable.
 
+use arc_swap::ArcSwapOption;
+use rusqlite::session::Session;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+use super::hook::{CommitHook, Unrecorded};
 use super::readers::Pool;
 use super::{StoreError, Synchronous};
 
@@ -19,9 +22,18 @@ const MAX_GROUP: usize = 512;
 /// Tells a job's caller how its write ended once the group's commit is known.
 pub(super) type Finisher = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// A unit of work for the writer. Returns whether it failed (so its savepoint
-/// is rolled back) and what to do once the commit outcome is known. Given no
-/// transaction (one could not be begun), it must not run, only fail.
-pub(super) type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> (bool, Finisher) + Send>;
+/// is rolled back) and what to do once the commit outcome is known. Given an
+/// error instead of a transaction (none could be begun, or the store is
+/// read-only), it must not run, only fail with it.
+pub(super) type Run =
+    Box<dyn FnOnce(Result<&Transaction<'_>, &StoreError>) -> (bool, Finisher) + Send>;
+
+pub(super) struct Job {
+    pub run: Run,
+    /// Runs even while the store is read-only (replication applying what
+    /// the primary committed).
+    pub privileged: bool,
+}
 
 pub(super) enum Command {
     Job(Job),
@@ -55,10 +67,26 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
 }
 
+/// What the writer thread shares with the store's handles.
+#[derive(Default)]
+pub(super) struct Shared {
+    pub stats: WriterStats,
+    pub hook: ArcSwapOption<Box<dyn CommitHook>>,
+    /// Local (unprivileged) jobs fail with [`StoreError::ReadOnly`].
+    pub read_only: AtomicBool,
+    /// Why, for the error message.
+    pub read_only_reason: std::sync::Mutex<String>,
+    /// Set while the hook holds a commit: the writer is waiting on purpose,
+    /// not hung.
+    pub in_hook: AtomicBool,
+    /// `PRAGMA foreign_keys`, applied at every (re)open.
+    pub foreign_keys: AtomicBool,
+}
+
 pub(super) fn spawn(
     mut conn: Connection,
     rx: flume::Receiver<Command>,
-    stats: Arc<WriterStats>,
+    shared: Arc<Shared>,
     reopen: Reopen,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -79,12 +107,12 @@ pub(super) fn spawn(
                     }
                 }
                 if !group.is_empty() {
-                    commit_group(&mut conn, group, &stats);
+                    commit_group(&conn, group, &shared);
                 }
                 match after {
                     Some(Command::Exclusive(f)) => f(&mut conn),
                     Some(Command::Replace(r)) => {
-                        let out = replace(&mut conn, &reopen, &r.new_file, &r.stamp);
+                        let out = replace(&mut conn, &reopen, &shared, &r.new_file, &r.stamp);
                         let _ = r.reply.send(out);
                     }
                     Some(Command::Job(_)) | None => {}
@@ -101,27 +129,29 @@ pub(super) fn spawn(
 fn replace(
     conn: &mut Connection,
     ctx: &Reopen,
+    shared: &Shared,
     new_file: &Path,
     stamp: &str,
 ) -> Result<Option<PathBuf>, StoreError> {
+    let fk = shared.foreign_keys.load(Ordering::Relaxed);
     let paused = ctx.readers.pause();
     checkpoint_truncate(conn)?;
     // Close ours: as the last connection it also removes the (empty) WAL.
     let old = std::mem::replace(conn, Connection::open_in_memory()?);
     if let Err((_, e)) = old.close() {
-        *conn = super::open_writer(&ctx.path, ctx.sync)?;
+        *conn = super::open_writer(&ctx.path, ctx.sync, fk)?;
         return Err(e.into());
     }
     let swapped = super::swap::swap_in(&ctx.path, new_file, stamp);
     let kept = match swapped {
         Ok(kept) => kept,
         Err(e) => {
-            *conn = super::open_writer(&ctx.path, ctx.sync)?;
+            *conn = super::open_writer(&ctx.path, ctx.sync, fk)?;
             let _ = paused.reopen();
             return Err(e);
         }
     };
-    match super::open_writer(&ctx.path, ctx.sync) {
+    match super::open_writer(&ctx.path, ctx.sync, fk) {
         Ok(c) => *conn = c,
         Err(e) => {
             tracing::error!(error = %e, "the restored database does not open; putting the old one back");
@@ -131,7 +161,7 @@ fn replace(
                     source,
                 })?;
             }
-            *conn = super::open_writer(&ctx.path, ctx.sync)?;
+            *conn = super::open_writer(&ctx.path, ctx.sync, fk)?;
             let _ = paused.reopen();
             return Err(e);
         }
@@ -154,29 +184,100 @@ fn checkpoint_truncate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
+fn fail_all(group: Vec<Job>, err: &StoreError) {
+    for job in group {
+        let (_, fin) = (job.run)(Err(err));
+        fin(Err(err));
+    }
+}
+
+/// Starts recording the group's changes, when the hook asks for it.
+fn start_session<'c>(
+    conn: &'c Connection,
+    unrecorded: Unrecorded,
+) -> Result<Session<'c>, StoreError> {
+    let mut s = Session::new(conn)?;
+    s.table_filter(Some(move |t: &str| !unrecorded.contains(t)));
+    s.attach::<&str>(None)?;
+    Ok(s)
+}
+
+fn commit_group(conn: &Connection, group: Vec<Job>, shared: &Shared) {
+    let stats = &shared.stats;
     let n = group.len() as u64;
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
+    let hook = shared.hook.load_full();
+    let recording = hook.as_ref().and_then(|h| h.recording());
+    let session = match recording.map(|u| start_session(conn, u)).transpose() {
+        Ok(s) => s,
         Err(e) => {
-            let err = StoreError::CommitFailed(e.to_string());
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            for job in group {
-                let (_, fin) = job(None);
-                fin(Err(&err));
-            }
-            return;
+            tracing::error!(error = %e, "cannot record the group's changes; nothing was written");
+            return fail_all(group, &e);
         }
     };
+    let tx = match Transaction::new_unchecked(conn, TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            return fail_all(group, &StoreError::CommitFailed(e.to_string()));
+        }
+    };
+    let (finishers, rollback_all) = run_jobs(&tx, group, shared);
+    if rollback_all {
+        // The job's own error is what its caller hears; nothing was kept.
+        let _ = tx.rollback();
+        return finishers.into_iter().for_each(|f| f(Ok(())));
+    }
+    if let (Some(hook), Some(mut session)) = (hook.as_ref(), session) {
+        let held = changes(&mut session).and_then(|c| {
+            drop(session);
+            shared.in_hook.store(true, Ordering::Relaxed);
+            let out = hook.before_commit(&tx, c);
+            shared.in_hook.store(false, Ordering::Relaxed);
+            out
+        });
+        if let Err(e) = held {
+            let _ = tx.rollback();
+            stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            hook.after_commit(false);
+            return finishers.into_iter().for_each(|f| f(Err(&e)));
+        }
+        let committed = finish(tx, finishers, n, stats);
+        return hook.after_commit(committed);
+    }
+    finish(tx, finishers, n, stats);
+}
+
+fn changes(session: &mut Session<'_>) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    session.changeset_strm(&mut out)?;
+    Ok(out)
+}
+
+/// Runs each job in its own savepoint (a lone job needs none: if it fails,
+/// the whole transaction is rolled back; savepoints are not free, FTS5
+/// flushes its pending index data at each one). Returns the finishers and
+/// whether everything must be rolled back.
+fn run_jobs(tx: &Transaction<'_>, group: Vec<Job>, shared: &Shared) -> (Vec<Finisher>, bool) {
     let mut finishers = Vec::with_capacity(group.len());
-    // A lone job needs no savepoint: if it fails, the whole transaction is
-    // rolled back. (Savepoints are not free: FTS5 flushes its pending index
-    // data at each one.)
     let alone = group.len() == 1;
     let mut rollback_all = false;
+    let read_only = shared.read_only.load(Ordering::Relaxed).then(|| {
+        let why = shared
+            .read_only_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        StoreError::ReadOnly(why.clone())
+    });
     for job in group {
+        if let (Some(e), false) = (&read_only, job.privileged) {
+            let (_, fin) = (job.run)(Err(e));
+            let e = e.clone_refusal();
+            finishers.push(Box::new(move |_: Result<(), &StoreError>| fin(Err(&e))) as Finisher);
+            continue;
+        }
         let sp_ok = !alone && tx.execute_batch("SAVEPOINT job").is_ok();
-        let (failed, fin) = job(Some(&tx));
+        let (failed, fin) = (job.run)(Ok(tx));
         if sp_ok {
             let end = if failed {
                 "ROLLBACK TO job; RELEASE job"
@@ -188,14 +289,11 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
         rollback_all |= alone && failed;
         finishers.push(fin);
     }
-    if rollback_all {
-        // The job's own error is what its caller hears; nothing was kept.
-        let _ = tx.rollback();
-        for f in finishers {
-            f(Ok(()));
-        }
-        return;
-    }
+    (finishers, rollback_all)
+}
+
+/// Commits; tells every job how it ended. True when committed.
+fn finish(tx: Transaction<'_>, finishers: Vec<Finisher>, n: u64, stats: &WriterStats) -> bool {
     match tx.commit() {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +301,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
             for f in finishers {
                 f(Ok(()));
             }
+            true
         }
         Err(e) => {
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +310,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, stats: &WriterStats) {
             for f in finishers {
                 f(Err(&err));
             }
+            false
         }
     }
 }
@@ -222,23 +322,27 @@ where
     F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    let job: Job = Box::new(move |t| {
+    let run: Run = Box::new(move |t| {
         let out = match t {
-            Some(t) => f(t),
-            None => Err(StoreError::CommitFailed(
-                "no transaction could be begun".into(),
-            )),
+            Ok(t) => f(t),
+            Err(e) => Err(e.clone_refusal()),
         };
         let failed = out.is_err();
         let fin: Finisher = Box::new(move |commit| {
             let _ = tx.send(match commit {
                 Ok(()) => out,
-                Err(e) => Err(StoreError::CommitFailed(e.to_string())),
+                Err(e) => Err(e.clone_refusal()),
             });
         });
         (failed, fin)
     });
-    (job, rx)
+    (
+        Job {
+            run,
+            privileged: false,
+        },
+        rx,
+    )
 }
 
 /// Builds a job nobody waits for; failures are logged.
@@ -246,17 +350,20 @@ pub(super) fn detached<F>(what: &'static str, f: F) -> Job
 where
     F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
 {
-    Box::new(move |t| {
+    let run: Run = Box::new(move |t| {
         let started = Instant::now();
         let out = match t {
-            Some(t) => f(t),
-            None => Err(StoreError::CommitFailed(
-                "no transaction could be begun".into(),
-            )),
+            Ok(t) => f(t),
+            Err(e) => Err(e.clone_refusal()),
         };
         let failed = out.is_err();
-        if let Err(e) = &out {
-            tracing::warn!(error = %e, what, "background write failed");
+        match &out {
+            // A standby keeps no local writes: expected, not alarming.
+            Err(StoreError::ReadOnly(_)) => {
+                tracing::debug!(what, "background write skipped: read-only")
+            }
+            Err(e) => tracing::warn!(error = %e, what, "background write failed"),
+            Ok(()) => {}
         }
         let fin: Finisher = Box::new(move |commit| {
             if let Err(e) = commit {
@@ -267,5 +374,9 @@ where
             }
         });
         (failed, fin)
-    })
+    });
+    Job {
+        run,
+        privileged: false,
+    }
 }

@@ -57,6 +57,17 @@ ensure_machete() {
   install -m 0755 "$root/bin/cargo-machete" "$MACHETE"
 }
 
+# rusqlite's `session` feature (replication) runs bindgen at build time,
+# which needs libclang.
+ensure_libclang() {
+  if compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null; then
+    return 0
+  fi
+  echo "installing libclang-dev (Debian) for bindgen"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q libclang-dev >&2; then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libclang-dev >&2
+  fi
 # cargo-fuzz (libFuzzer targets in fuzz/, run on the nightly toolchain),
 # built once into the cache and put on PATH, where `cargo +nightly fuzz`
 # finds it.

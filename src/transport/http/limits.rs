@@ -92,10 +92,13 @@ impl Client {
 }
 
 /// Whom a request is charged to: the one place that decides it. Without
-/// authentication, its connection's address. When requests carry a
-/// principal, return `ClientKey::Principal` here and every per-client
-/// limit (rate, sessions, requests, streams) follows it; connections stay
-/// per address, since they are counted before any request is read.
+/// authentication, its connection's address. When erlmcp authenticates
+/// requests, return `ClientKey::Principal` here and every per-client limit
+/// (rate, sessions, requests, streams) follows it; connections stay per
+/// address, since they are counted before any request is read. (The
+/// `Authorization` digest that scopes tasks, [`super::principal`], is not
+/// checked by erlmcp: a client could name a new one per request, so no
+/// limit may follow it.)
 pub(crate) fn charged_to(client: Option<&Client>, _headers: &HeaderMap) -> ClientKey {
     match client {
         Some(c) => c.key.clone(),

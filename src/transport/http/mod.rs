@@ -16,6 +16,7 @@ pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod listener;
 mod post;
+mod principal;
 pub mod stream;
 
 use arc_swap::ArcSwap;
@@ -195,6 +196,12 @@ impl HttpState {
         Ok(restored)
     }
 
+    /// Forgets every stream (this node stops serving: a replication
+    /// standby); open SSE bodies end.
+    pub fn forget_all_streams(&self) {
+        self.streams.clear();
+    }
+
     /// Forgets streams of sessions that no longer exist.
     pub fn forget_session(&self, session_id: &str) {
         self.streams.retain(|(s, _), _| &**s != session_id);
@@ -268,6 +275,18 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
     if let Some(refused) = origin_refusal(&state, &req) {
         return refused;
+    }
+    if let Some(why) = state.server.refusal() {
+        // A replication standby: the client retries, on the primary once
+        // the virtual address moved.
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &McpError::not_writable(why),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     }
     match *req.method() {
         axum::http::Method::POST => post::handle(state, client, req).await,

@@ -304,10 +304,14 @@ async fn modern(
     {
         return json_error(modern_status(&e), Some(&id), &e);
     }
+    let caller = Caller::Modern {
+        meta,
+        peer: None,
+        principal: super::principal::of(h),
+    };
     if method == "subscriptions/listen" {
-        return listen(state, client, id, params.as_deref());
+        return listen(state, client, &caller, id, params.as_deref()).await;
     }
-    let caller = Caller::Modern { meta, peer: None };
     let call = Call { id, method, params };
     if !use_sse {
         let cancel = CancellationToken::new();
@@ -393,9 +397,10 @@ fn check_param_headers(
 
 /// A modern subscription: acknowledged at once, open until the client
 /// closes the stream or the server shuts down.
-fn listen(
+async fn listen(
     state: &Arc<HttpState>,
     client: &ClientKey,
+    caller: &Caller,
     id: RequestId,
     params: Option<&RawValue>,
 ) -> Response {
@@ -405,7 +410,8 @@ fn listen(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
-    let listening = match methods::subscriptions::listen(&state.server, &id, params, sink) {
+    let server = &state.server;
+    let listening = match methods::subscriptions::listen(server, caller, &id, params, sink).await {
         Ok(l) => l,
         Err(e) => return json_error(modern_status(&e), Some(&id), &e),
     };
