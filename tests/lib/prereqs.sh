@@ -68,6 +68,8 @@ ensure_libclang() {
     apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q libclang-dev >&2
   fi
+}
+
 # cargo-fuzz (libFuzzer targets in fuzz/, run on the nightly toolchain),
 # built once into the cache and put on PATH, where `cargo +nightly fuzz`
 # finds it.
