@@ -58,7 +58,7 @@ fn build_db(data: &Path, bytes: u64) {
     let mut c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
         .unwrap();
-    migrations::migrations().to_latest(&mut c).unwrap();
+    erlmcp::store::migrations::to_latest(&mut c).unwrap();
     let words = [
         "alpha", "beta", "gamma", "delta", "tool", "call", "memory", "graph", "entity", "relation",
     ];

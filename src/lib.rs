@@ -21,7 +21,7 @@
 //! | 3 | [`mcp`] | the protocol core and the toolset contract |
 //! | 2 | [`store`], [`supervisor`] | SQLite; the OTP-style tree and systemd |
 //! | 1 | [`config`], [`logging`] | the configuration file; where logs go |
-//! | 0 | [`clock`], [`fsx`], [`exit`] | time, crash-safe file steps, exit codes |
+//! | 0 | [`clock`], [`fsx`], [`exit`], [`release`] | time, crash-safe file steps, exit codes, this release |
 //!
 //! Modules of one layer do not import each other.
 //!
@@ -46,6 +46,7 @@ pub mod config;
 pub(crate) mod exit;
 pub(crate) mod fsx;
 pub(crate) mod logging;
+pub mod release;
 pub(crate) mod mcp;
 pub mod store;
 pub(crate) mod supervisor;

@@ -292,9 +292,7 @@ fn settle(db: &Path, stamp: &str) {
 /// migrated now, so the first start after the restore is an ordinary one.
 fn migrate(db: &Path) -> Result<(), BackupError> {
     let mut conn = Connection::open(db)?;
-    migrations::migrations()
-        .to_latest(&mut conn)
-        .map_err(|e| BackupError::Store(store::StoreError::Migration(e.to_string())))?;
+    migrations::migrate(&mut conn, &db.display().to_string(), crate::release::VERSION)?;
     conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }

@@ -11,10 +11,13 @@ use crate::store::StoreError;
 
 /// The log's own table.
 pub(crate) const LOG: &str = "repl_log";
+/// Each node's record of its schema's down steps (written by migrations,
+/// which are not replicated).
+const DOWNS: &str = "schema_downs";
 
 /// Every table the log leaves out.
 pub(crate) fn unrecorded(conn: &Connection) -> Result<HashSet<String>, StoreError> {
-    let mut out: HashSet<String> = HashSet::from([LOG.to_owned()]);
+    let mut out: HashSet<String> = HashSet::from([LOG.to_owned(), DOWNS.to_owned()]);
     let virtuals = names(
         conn,
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
@@ -101,9 +104,7 @@ mod tests {
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations()
-            .to_latest(&mut c)
-            .unwrap();
+        crate::store::migrations::to_latest(&mut c).unwrap();
         c
     }
 

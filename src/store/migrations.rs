@@ -1,11 +1,31 @@
-//! The schema, as an append-only list of migrations. The index of the last
-//! applied migration is SQLite's `user_version`; a database with a higher
-//! number than [`latest_version`] was written by a newer erlmcp and is
-//! refused before anything is written to it.
+//! The schema, as an append-only list of reversible migrations. The index
+//! of the last applied migration is SQLite's `user_version`.
+//!
+//! Each migration carries its `down` steps, and applying it records them in
+//! the database itself (`schema_downs`). So a binary that finds a *newer*
+//! schema — an upgrade being rolled back — takes it back to the schema it
+//! knows with the down steps the newer binary left, keeping every row the
+//! older schema can hold: a column the newer release added is dropped, a
+//! table it added is kept aside under `<name>_kept_v<N>`. A newer schema
+//! whose down steps are not all recorded is refused before anything is
+//! written ([`StoreError::SchemaTooNew`], exit 65). Up or down, every step
+//! of a change of schema runs in one transaction: the database is never
+//! left between two schemas.
 
-use rusqlite_migration::{M, Migrations};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-const V1: &str = r#"
+use super::StoreError;
+
+/// One step of the schema.
+pub struct Migration {
+    /// `user_version` once applied.
+    pub version: i64,
+    pub up: &'static str,
+    /// Takes `version` back to `version - 1`.
+    pub down: &'static str,
+}
+
+const V1_UP: &str = r#"
 CREATE TABLE kv (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -91,7 +111,7 @@ END;
 
 /// A session's standalone (GET) SSE stream, so it can be re-created at
 /// startup and keep logging notifications for the client to replay.
-const V2: &str = r#"
+const V2_UP: &str = r#"
 ALTER TABLE sessions ADD COLUMN standalone_stream INTEGER;
 "#;
 
@@ -100,7 +120,7 @@ ALTER TABLE sessions ADD COLUMN standalone_stream INTEGER;
 /// a small table of distinct types is searched instead. FTS5 merges less
 /// eagerly (automerge 8, crisismerge 64: a fifth less time per batch of
 /// create_entities at 20k entities, the same search time).
-const V3: &str = r#"
+const V3_UP: &str = r#"
 DROP TRIGGER memory_entities_ai;
 DROP TRIGGER memory_entities_ad;
 DELETE FROM memory_search WHERE rowid < 0 AND rowid % 2 != 0;
@@ -128,7 +148,7 @@ INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 64);
 /// the SQLite session extension), in commit order. `hash` chains every
 /// entry to the one before (see `replication::log`), so two nodes can tell
 /// whether their logs agree.
-const V4: &str = r#"
+const V4_UP: &str = r#"
 CREATE TABLE repl_log (
     seq       INTEGER PRIMARY KEY,
     epoch     INTEGER NOT NULL,
@@ -138,29 +158,241 @@ CREATE TABLE repl_log (
 );
 "#;
 
-pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+
+const V1_DOWN: &str = r#"
+DROP TRIGGER memory_observations_ad;
+DROP TRIGGER memory_observations_ai;
+DROP TRIGGER memory_entities_ad;
+DROP TRIGGER memory_entities_ai;
+DROP TABLE memory_search;
+ALTER TABLE memory_relations RENAME TO memory_relations_kept_v1;
+ALTER TABLE memory_observations RENAME TO memory_observations_kept_v1;
+ALTER TABLE memory_entities RENAME TO memory_entities_kept_v1;
+ALTER TABLE audit_log RENAME TO audit_log_kept_v1;
+ALTER TABLE sse_events RENAME TO sse_events_kept_v1;
+ALTER TABLE sessions RENAME TO sessions_kept_v1;
+ALTER TABLE kv RENAME TO kv_kept_v1;
+"#;
+
+const V2_DOWN: &str = r#"
+ALTER TABLE sessions DROP COLUMN standalone_stream;
+"#;
+
+/// The entity types go back into the full-text index; `memory_types` is
+/// derived from `memory_entities`, so dropping it loses nothing.
+const V3_DOWN: &str = r#"
+DROP TRIGGER memory_entities_ai;
+DROP TRIGGER memory_entities_ad;
+DROP INDEX memory_entities_type;
+DROP TABLE memory_types;
+INSERT INTO memory_search(rowid, entity_id, text)
+    SELECT -2 * id - 1, id, entity_type FROM memory_entities;
+CREATE TRIGGER memory_entities_ai AFTER INSERT ON memory_entities BEGIN
+    INSERT INTO memory_search(rowid, entity_id, text)
+        VALUES (-2 * new.id, new.id, new.name), (-2 * new.id - 1, new.id, new.entity_type);
+END;
+CREATE TRIGGER memory_entities_ad AFTER DELETE ON memory_entities BEGIN
+    DELETE FROM memory_search WHERE rowid IN (-2 * old.id, -2 * old.id - 1);
+END;
+INSERT INTO memory_search(memory_search, rank) VALUES ('automerge', 4);
+INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 16);
+"#;
+
+const V4_DOWN: &str = r#"
+ALTER TABLE repl_log RENAME TO repl_log_kept_v4;
+"#;
+
+/// Every migration of this release, in order.
+const REGULAR: &[Migration] = &[
+    Migration { version: 1, up: V1_UP, down: V1_DOWN },
+    Migration { version: 2, up: V2_UP, down: V2_DOWN },
+    Migration { version: 3, up: V3_UP, down: V3_DOWN },
+    Migration { version: 4, up: V4_UP, down: V4_DOWN },
+];
+
+/// The test build of a next release (`next-release`, never a release):
+/// one more migration that adds a column and a table.
+#[cfg(feature = "next-release")]
+const NEXT: Migration = Migration {
+    version: REGULAR.len() as i64 + 1,
+    up: r#"
+ALTER TABLE memory_entities ADD COLUMN updated_at INTEGER;
+CREATE TABLE memory_tags (
+    entity_id INTEGER NOT NULL,
+    tag       TEXT NOT NULL,
+    PRIMARY KEY (entity_id, tag)
+) WITHOUT ROWID;
+"#,
+    down: r#"
+ALTER TABLE memory_tags RENAME TO memory_tags_kept;
+ALTER TABLE memory_entities DROP COLUMN updated_at;
+"#,
+};
+
+/// Every migration this binary knows, in order.
+pub fn all() -> impl Iterator<Item = &'static Migration> {
+    let next: &'static [Migration] = {
+        #[cfg(feature = "next-release")]
+        {
+            std::slice::from_ref(&NEXT)
+        }
+        #[cfg(not(feature = "next-release"))]
+        {
+            &[]
+        }
+    };
+    REGULAR.iter().chain(next)
 }
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i64 {
-    4
+    all().last().map_or(0, |m| m.version)
+}
+
+/// Where the down steps of applied migrations are kept, with the release
+/// that recorded them. Not a migration: it must read the same in every
+/// version.
+const DOWNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_downs (
+    version INTEGER PRIMARY KEY,
+    down    TEXT NOT NULL,
+    by      TEXT NOT NULL,
+    at      INTEGER NOT NULL
+)";
+
+/// What opening a database will do to its schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// The schema is this binary's.
+    Current,
+    /// Up from `from` (0: a new database).
+    Up { from: i64, to: i64 },
+    /// Down from `from`, with the down steps recorded in the database.
+    Down { from: i64, to: i64 },
+}
+
+/// The database's schema version.
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// What [`migrate`] will do; refuses a newer schema it cannot take back.
+/// Reads only.
+pub fn plan(conn: &Connection, path: &str) -> Result<Plan, StoreError> {
+    let found = version(conn)?;
+    let known = latest_version();
+    if found < known {
+        return Ok(Plan::Up { from: found, to: known });
+    }
+    if found == known {
+        return Ok(Plan::Current);
+    }
+    let missing = missing_downs(conn, known, found)?;
+    if !missing.is_empty() {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    Ok(Plan::Down { from: found, to: known })
+}
+
+/// Versions in `(known, found]` whose down steps the database lacks.
+fn missing_downs(conn: &Connection, known: i64, found: i64) -> Result<Vec<i64>, StoreError> {
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_downs'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut missing = Vec::new();
+    for v in known + 1..=found {
+        let there = has_table
+            && conn
+                .query_row("SELECT 1 FROM schema_downs WHERE version = ?1", [v], |_| Ok(()))
+                .optional()?
+                .is_some();
+        if !there {
+            missing.push(v);
+        }
+    }
+    Ok(missing)
+}
+
+/// Brings the database to this binary's schema: up (recording each
+/// migration's down steps), or down (with the steps the newer binary
+/// recorded), in one transaction. `by` names this release in the record.
+pub fn migrate(conn: &mut Connection, path: &str, by: &str) -> Result<Plan, StoreError> {
+    let plan = plan(conn, path)?;
+    let tx = Transaction::new(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(DOWNS_TABLE)?;
+    match plan {
+        Plan::Current => {}
+        Plan::Up { from, to } => {
+            for m in all().filter(|m| m.version > from) {
+                tx.execute_batch(m.up)
+                    .map_err(|e| StoreError::Migration(format!("up to version {}: {e}", m.version)))?;
+            }
+            tx.pragma_update(None, "user_version", to)?;
+        }
+        Plan::Down { from, to } => {
+            for v in (to + 1..=from).rev() {
+                let down: String =
+                    tx.query_row("SELECT down FROM schema_downs WHERE version = ?1", [v], |r| r.get(0))?;
+                tx.execute_batch(&down)
+                    .map_err(|e| StoreError::Migration(format!("down from version {v}: {e}")))?;
+            }
+            tx.execute("DELETE FROM schema_downs WHERE version > ?1", [to])?;
+            tx.pragma_update(None, "user_version", to)?;
+        }
+    }
+    record_downs(&tx, by)?;
+    tx.commit()?;
+    Ok(plan)
+}
+
+/// Records the down steps of every migration this binary knows and the
+/// database has (also those applied before they were recorded).
+fn record_downs(tx: &Transaction<'_>, by: &str) -> Result<(), StoreError> {
+    let at = crate::clock::now_secs();
+    let current = version(tx)?;
+    for m in all().filter(|m| m.version <= current) {
+        tx.execute(
+            "INSERT INTO schema_downs (version, down, by, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(version) DO NOTHING",
+            params![m.version, m.down, by, at],
+        )?;
+    }
+    Ok(())
+}
+
+/// Migrates to this binary's schema, as a test or a tool would.
+pub fn to_latest(conn: &mut Connection) -> Result<Plan, StoreError> {
+    migrate(conn, ":memory:", env!("CARGO_PKG_VERSION"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn migrations_are_valid() {
-        super::migrations().validate().unwrap();
+    fn versions_follow_each_other_from_one() {
+        for (i, m) in all().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+        }
     }
 
     #[test]
-    fn latest_version_matches_the_list() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        super::migrations().to_latest(&mut conn).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+    fn a_new_database_reaches_the_latest_version_with_every_down_recorded() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(
+            to_latest(&mut conn).unwrap(),
+            Plan::Up { from: 0, to: latest_version() }
+        );
+        assert_eq!(version(&conn).unwrap(), latest_version());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM schema_downs", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, super::latest_version());
+        assert_eq!(n, latest_version());
+        assert_eq!(to_latest(&mut conn).unwrap(), Plan::Current);
     }
 }
