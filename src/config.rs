@@ -33,6 +33,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub mcp: McpConfig,
+    pub tasks: TasksConfig,
     pub toolsets: ToolsetsConfig,
     pub prompts: Vec<PromptConfig>,
     pub backup: BackupConfig,
@@ -120,6 +121,28 @@ pub struct McpConfig {
     pub instructions: Option<String>,
     pub audit_tool_calls: bool,
     pub list_ttl_ms: u64,
+}
+
+/// `[tasks]`: tool calls that answer now with a task handle and finish
+/// later (MCP tasks, 2025-11-25 and the 2026-07-28 extension).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// How long a task (and its result) is kept when the client asks for
+    /// no particular time.
+    pub default_ttl_secs: u64,
+    /// The longest a client may ask a task to be kept.
+    pub max_ttl_secs: u64,
+    /// The polling interval suggested to clients.
+    pub poll_interval_ms: u64,
+    /// A modern call of a tool that may run as a task, still running after
+    /// this long, is answered with a task instead of waiting for it.
+    pub promote_after_ms: u64,
+    /// Tasks not yet finished that one session or principal may have at
+    /// once; 0 turns task creation off.
+    pub max_live_per_owner: usize,
+    /// Largest result a task keeps; a bigger one fails the task.
+    pub max_result_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
@@ -380,6 +403,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             mcp: McpConfig::default(),
+            tasks: TasksConfig::default(),
             toolsets: ToolsetsConfig::default(),
             prompts: Vec::new(),
             backup: BackupConfig::default(),
@@ -455,6 +479,34 @@ impl Default for McpConfig {
             audit_tool_calls: true,
             list_ttl_ms: 60_000,
         }
+    }
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            default_ttl_secs: 3600,
+            max_ttl_secs: 7 * 24 * 3600,
+            poll_interval_ms: 500,
+            promote_after_ms: 250,
+            max_live_per_owner: 64,
+            max_result_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl TasksConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            return Err("tasks.default_ttl_secs must be between 1 and tasks.max_ttl_secs".into());
+        }
+        if self.poll_interval_ms == 0 {
+            return Err("tasks.poll_interval_ms must be at least 1".into());
+        }
+        if self.max_result_bytes < 1024 {
+            return Err("tasks.max_result_bytes must be at least 1024".into());
+        }
+        Ok(())
     }
 }
 
@@ -560,6 +612,7 @@ impl Config {
             return Err("toolsets.files is enabled but lists no roots".into());
         }
         self.backup.validate()?;
+        self.tasks.validate()?;
         self.replication.validate(self)?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {

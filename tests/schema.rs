@@ -19,6 +19,10 @@ struct Schema {
 }
 
 impl Schema {
+    /// `version` is a directory of tests/data/schema: a protocol revision,
+    /// or `ext-tasks` (the tasks extension's own schema, from
+    /// modelcontextprotocol/ext-tasks at e434597, for its messages on
+    /// 2026-07-28).
     fn load(version: &str) -> Schema {
         let path = format!(
             "{}/tests/data/schema/{version}/schema.json",
@@ -75,6 +79,8 @@ impl Schema {
             let modern = self.has("InputRequiredResult");
             if modern && result.get("resultType") == Some(&json!("input_required")) {
                 self.check("InputRequiredResult", result, &ctx);
+            } else if result.get("task").is_some() && self.has("CreateTaskResult") {
+                self.check("CreateTaskResult", result, &ctx);
             } else {
                 self.check(def, result, &ctx);
             }
@@ -86,8 +92,12 @@ impl Schema {
     }
 
     fn assert_clean(&self, label: &str) {
+        self.assert_clean_after(label, 20);
+    }
+
+    fn assert_clean_after(&self, label: &str, at_least: usize) {
         assert!(
-            self.checked > 20,
+            self.checked > at_least,
             "{label}: too few messages checked ({})",
             self.checked
         );
@@ -112,6 +122,10 @@ fn result_def(method: &str) -> &'static str {
         "prompts/list" => "ListPromptsResult",
         "prompts/get" => "GetPromptResult",
         "completion/complete" => "CompleteResult",
+        "tasks/get" => "GetTaskResult",
+        "tasks/list" => "ListTasksResult",
+        "tasks/cancel" => "CancelTaskResult",
+        "tasks/result" => "GetTaskPayloadResult",
         _ => "EmptyResult",
     }
 }
@@ -284,6 +298,64 @@ fn call_answering(s: &Session, id: u64, tool: &str, args: Value) -> Vec<Value> {
     seen
 }
 
+/// The response among messages (the one with an id and no method).
+fn response_of(msgs: &[Value]) -> Value {
+    msgs.iter()
+        .find(|m| m.get("id").is_some() && m.get("method").is_none())
+        .cloned()
+        .unwrap_or_else(|| panic!("no response in {msgs:?}"))
+}
+
+/// A task's life on a 2025-11-25 session, every message checked:
+/// creation, get, result, list, cancel (ended and running), the refusals.
+fn legacy_task_flow(schema: &mut Schema, request: &mut dyn FnMut(&str, Value) -> Vec<Value>) {
+    let mut send = |schema: &mut Schema, method: &str, params: Value| {
+        let msgs = request(method, params);
+        for m in &msgs {
+            schema.message(m, Some(method));
+        }
+        response_of(&msgs)
+    };
+    let created = send(
+        schema,
+        "tools/call",
+        json!({ "name": "slow_compute", "arguments": { "seconds": 0 }, "task": { "ttl": 60000 } }),
+    );
+    let id = created["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(schema, "tasks/get", json!({ "taskId": id }));
+    let payload = send(schema, "tasks/result", json!({ "taskId": id }));
+    schema.check("CallToolResult", &payload["result"], "tasks/result");
+    send(schema, "tasks/list", json!({}));
+    let refused = send(schema, "tasks/cancel", json!({ "taskId": id }));
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let running = send(
+        schema,
+        "tools/call",
+        json!({ "name": "slow_compute", "arguments": { "seconds": 600 }, "task": {} }),
+    );
+    let rid = running["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cancelled = send(schema, "tasks/cancel", json!({ "taskId": rid }));
+    assert_eq!(cancelled["result"]["status"], "cancelled");
+    send(schema, "tasks/result", json!({ "taskId": rid }));
+    send(schema, "tasks/get", json!({ "taskId": "no-such-task" }));
+    let forbidden = json!({ "name": "greet", "arguments": { "name": "x" }, "task": {} });
+    assert_eq!(
+        send(schema, "tools/call", forbidden)["error"]["code"],
+        -32601
+    );
+    let required = json!({ "name": "failing_job", "arguments": {} });
+    assert_eq!(
+        send(schema, "tools/call", required)["error"]["code"],
+        -32601
+    );
+}
+
 #[test]
 fn legacy_http_messages_validate_in_every_version() {
     let server = Server::start(&["--fixture", "conformance"]);
@@ -325,6 +397,13 @@ fn legacy_http_messages_validate_in_every_version() {
             for m in &seen {
                 schema.message(m, Some("tools/call"));
             }
+        }
+        if version == "2025-11-25" {
+            let list = s.request("tools/list", json!({}));
+            let tools = list.result()["tools"].as_array().unwrap();
+            let slow = tools.iter().find(|t| t["name"] == "slow_compute").unwrap();
+            assert_eq!(slow["execution"]["taskSupport"], "optional");
+            legacy_task_flow(&mut schema, &mut |m, p| s.request(m, p).messages);
         }
         schema.assert_clean(version);
     }
@@ -382,6 +461,167 @@ fn modern_http_messages_validate() {
     logged["_meta"] = json!({ "io.modelcontextprotocol/logLevel": "debug" });
     send(&mut schema, "tools/call", logged);
     schema.assert_clean("2026-07-28");
+    modern_tasks_validate(&url);
+}
+
+/// The tasks extension on 2026-07-28: every message's envelope against
+/// the core schema, every task result against the extension's schema.
+fn modern_tasks_validate(url: &str) {
+    let mut core = Schema::load("2026-07-28");
+    let mut ext = Schema::load("ext-tasks");
+    let mut id = 100;
+    let mut send =
+        |core: &mut Schema, ext: &mut Schema, method: &str, params: Value, def: Option<&str>| {
+            id += 1;
+            let r = modern_with(url, id, method, params, tasks_caps(), &[]);
+            let resp = response_of(&r.messages);
+            for m in &r.messages {
+                core.check("JSONRPCMessage", m, method);
+            }
+            match (def, resp.get("result")) {
+                (Some(def), Some(result)) => ext.check(def, result, method),
+                _ => core.message(&resp, Some(method)),
+            }
+            resp
+        };
+    let created = send(
+        &mut core,
+        &mut ext,
+        "tools/call",
+        json!({ "name": "slow_compute", "arguments": { "seconds": 600 } }),
+        Some("CreateTaskResult"),
+    );
+    let slow = created["result"]["taskId"].as_str().unwrap().to_owned();
+    send(
+        &mut core,
+        &mut ext,
+        "tasks/get",
+        json!({ "taskId": slow }),
+        Some("GetTaskResult"),
+    );
+    send(
+        &mut core,
+        &mut ext,
+        "tasks/cancel",
+        json!({ "taskId": slow }),
+        Some("CancelTaskResult"),
+    );
+    send(
+        &mut core,
+        &mut ext,
+        "tasks/get",
+        json!({ "taskId": slow }),
+        Some("GetTaskResult"),
+    );
+    let asked = send(
+        &mut core,
+        &mut ext,
+        "tools/call",
+        json!({ "name": "confirm_delete", "arguments": { "filename": "f" } }),
+        Some("CreateTaskResult"),
+    );
+    let confirm = asked["result"]["taskId"].as_str().unwrap().to_owned();
+    let listen = json!({ "jsonrpc": "2.0", "id": "l", "method": "subscriptions/listen",
+        "params": { "notifications": { "taskIds": [confirm] }, "_meta": modern_meta(tasks_caps()) } });
+    let heard = stream_messages(
+        url,
+        &[
+            ("Accept", ACCEPT_BOTH),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "subscriptions/listen"),
+        ],
+        &listen,
+    );
+    // Acknowledged (and watching) before the task moves on.
+    let ack = heard
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap();
+    core.message(&ack, None);
+    let waiting = loop {
+        let got = send(
+            &mut core,
+            &mut ext,
+            "tasks/get",
+            json!({ "taskId": confirm }),
+            Some("GetTaskResult"),
+        );
+        if got["result"]["status"] == "input_required" {
+            break got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let key = waiting["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let answer = json!({ key: { "action": "accept", "content": { "confirm": true } } });
+    send(
+        &mut core,
+        &mut ext,
+        "tasks/update",
+        json!({ "taskId": confirm, "inputResponses": answer }),
+        Some("UpdateTaskResult"),
+    );
+    loop {
+        let got = send(
+            &mut core,
+            &mut ext,
+            "tasks/get",
+            json!({ "taskId": confirm }),
+            Some("GetTaskResult"),
+        );
+        if got["result"]["status"] == "completed" {
+            core.check("CallToolResult", &got["result"]["result"], "inlined result");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    loop {
+        let n = heard
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        core.check("JSONRPCMessage", &n, "notifications/tasks");
+        ext.check("TaskStatusNotification", &n, "notifications/tasks");
+        if n["params"]["status"] == "completed" {
+            break;
+        }
+    }
+    let failing = send(
+        &mut core,
+        &mut ext,
+        "tools/call",
+        json!({ "name": "protocol_error_job" }),
+        Some("CreateTaskResult"),
+    );
+    let failing = failing["result"]["taskId"].as_str().unwrap().to_owned();
+    loop {
+        let got = send(
+            &mut core,
+            &mut ext,
+            "tasks/get",
+            json!({ "taskId": failing }),
+            Some("GetTaskResult"),
+        );
+        if got["result"]["status"] == "failed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    send(
+        &mut core,
+        &mut ext,
+        "tasks/get",
+        json!({ "taskId": "no-such-task" }),
+        None,
+    );
+    let r = modern(url, 999, "tools/call", json!({ "name": "failing_job" }));
+    assert_eq!(r.error_code(), -32021);
+    core.message(r.response(), Some("tools/call"));
+    core.assert_clean_after("2026-07-28 tasks", 10);
+    ext.assert_clean_after("ext-tasks", 8);
 }
 
 #[test]
@@ -398,6 +638,18 @@ fn stdio_messages_validate() {
             for m in &c.seen[start..] {
                 schema.message(m, Some(method));
             }
+        }
+        if version == "2025-11-25" {
+            // Status notifications come on stdout with everything else.
+            let mut next = 500;
+            legacy_task_flow(&mut schema, &mut |m, p| {
+                next += 1;
+                let start = c.seen.len();
+                c.request(next, m, p);
+                c.seen[start..].to_vec()
+            });
+            let status = |m: &Value| m["method"] == "notifications/tasks/status";
+            assert!(c.seen.iter().any(status), "no task status notification");
         }
         schema.assert_clean(version);
     }

@@ -23,6 +23,15 @@ impl ClientInfo {
             .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
     }
 
+    /// True when the client declared extension `id` under
+    /// `capabilities.extensions` (2026-07-28).
+    pub fn supports_extension(&self, id: &str) -> bool {
+        self.capabilities
+            .get("extensions")
+            .and_then(|e| e.get(id))
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+    }
+
     /// A name for logs.
     pub fn name(&self) -> &str {
         self.info

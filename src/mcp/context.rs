@@ -19,6 +19,8 @@ use super::error::McpError;
 use super::jsonrpc;
 use super::outbound::{Peer, SharedSink};
 use super::session::Session;
+use super::tasks::live::LiveTask;
+use super::tasks::slot::Slot;
 use super::version::ProtocolVersion;
 use crate::mcp::toolset::ToolError;
 
@@ -106,6 +108,10 @@ pub struct RequestContext {
     pub request_state: Option<String>,
     pub signer: Arc<StateSigner>,
     pub client_request_timeout: Duration,
+    /// Modern requests: who is asking (tasks are scoped to it).
+    pub principal: Option<Arc<str>>,
+    /// Set when the call runs, or may come to run, as a task.
+    pub task: Option<Arc<Slot>>,
 }
 
 impl RequestContext {
@@ -113,8 +119,57 @@ impl RequestContext {
         self.session.as_ref().map(|s| &*s.id)
     }
 
-    /// Sends a notification related to this request.
+    /// An owned copy for a handler that runs apart from its request (as a
+    /// task, or as a call that may become one): its own cancellation token
+    /// and task slot, everything else as the request had it.
+    pub fn fork(&self, cancel: CancellationToken, task: Option<Arc<Slot>>) -> RequestContext {
+        RequestContext {
+            version: self.version,
+            session: self.session.clone(),
+            peer: self.peer.clone(),
+            client: self.client.clone(),
+            log_level: self.log_level,
+            progress_token: self.progress_token.clone(),
+            cancel,
+            sink: self.sink.clone(),
+            input_responses: self.input_responses.clone(),
+            request_state: self.request_state.clone(),
+            signer: self.signer.clone(),
+            client_request_timeout: self.client_request_timeout,
+            principal: self.principal.clone(),
+            task,
+        }
+    }
+
+    /// The task this call runs as, if it is one.
+    pub fn live_task(&self) -> Option<Arc<LiveTask>> {
+        self.task.as_ref().and_then(|s| s.live())
+    }
+
+    /// Asks to finish as a task, answering the request now with the task's
+    /// handle: for a handler about to take long (a big batch, waiting on the
+    /// user). True once the call is a task; false where it cannot be (the
+    /// client takes no tasks, the tool is not allowed, the owner is at its
+    /// limit), and the handler then simply goes on.
+    pub async fn promote(&self) -> bool {
+        match &self.task {
+            Some(slot) => slot.promote().await,
+            None => false,
+        }
+    }
+
+    /// Sends a notification related to this request. A 2026-07-28 task has
+    /// none (the extension carries progress and logs on no stream); a
+    /// 2025-11-25 task's carry its related-task `_meta`.
     pub fn notify(&self, method: &str, params: Value) {
+        let live = self.live_task();
+        if live.is_some() && self.version.is_stateless() {
+            return;
+        }
+        let params = match &live {
+            Some(t) => with_related_task(params, &t.id),
+            None => params,
+        };
         if let Some(sink) = &self.sink {
             sink.send(jsonrpc::notification(method, &params));
         }
@@ -176,12 +231,38 @@ impl RequestContext {
         for (_, method, _) in &wanted {
             self.require_capability_for(method)?;
         }
+        if let Some(live) = self.live_task() {
+            return self.task_inputs(&live, wanted).await;
+        }
         if self.version.is_stateless() {
             return self.inputs_from_retry(wanted);
         }
         let mut answers = Vec::with_capacity(wanted.len());
         for (_, method, params) in wanted {
             answers.push(self.client_request(&method, params).await?);
+        }
+        Ok(answers)
+    }
+
+    /// Input inside a task: published for `tasks/update` (2026-07-28), or
+    /// asked on the task's stream with its related-task `_meta` (2025-11-25).
+    async fn task_inputs(
+        &self,
+        live: &LiveTask,
+        wanted: Vec<(String, String, Value)>,
+    ) -> Result<Vec<Value>, ToolError> {
+        if self.version.is_stateless() {
+            return live.inputs(wanted).await;
+        }
+        let Some(peer) = &self.peer else {
+            return Err(ToolError::Failed(
+                "the task's session is gone; nobody can answer".into(),
+            ));
+        };
+        let mut answers = Vec::with_capacity(wanted.len());
+        for (_, method, params) in wanted {
+            let params = with_related_task(params, &live.id);
+            answers.push(live.ask(peer, &method, &params).await?);
         }
         Ok(answers)
     }
@@ -295,6 +376,23 @@ impl RequestContext {
             sink.close_connection(retry_ms);
         }
     }
+}
+
+/// `params` with `_meta["io.modelcontextprotocol/related-task"]` naming
+/// `task_id` (2025-11-25: every message a task sends carries it).
+pub fn with_related_task(mut params: Value, task_id: &str) -> Value {
+    if let Some(obj) = params.as_object_mut() {
+        let meta = obj
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert(
+                super::tasks::RELATED_TASK.into(),
+                json!({ "taskId": task_id }),
+            );
+        }
+    }
+    params
 }
 
 #[cfg(test)]

@@ -44,10 +44,12 @@ impl serde::Serialize for Reply {
 pub enum Caller {
     /// A legacy session (HTTP with `Mcp-Session-Id`, or stdio after `initialize`).
     Session(Arc<Session>),
-    /// A modern request; `peer` lets stdio cancel it by id.
+    /// A modern request; `peer` lets stdio cancel it by id; `principal`
+    /// is who the transport says is asking (tasks are scoped to it).
     Modern {
         meta: ModernMeta,
         peer: Option<Arc<Peer>>,
+        principal: Arc<str>,
     },
 }
 
@@ -58,12 +60,15 @@ pub struct Call {
     pub params: Option<Box<RawValue>>,
 }
 
-/// Methods only the legacy (session) era has.
+/// Methods only the legacy (session) era has. (2026-07-28 removed
+/// `tasks/result` and `tasks/list` with the move of tasks to an extension.)
 const LEGACY_ONLY: &[&str] = &[
     "ping",
     "logging/setLevel",
     "resources/subscribe",
     "resources/unsubscribe",
+    "tasks/result",
+    "tasks/list",
 ];
 
 /// Methods whose modern results carry caching hints.
@@ -164,20 +169,26 @@ impl Server {
     ) -> Result<RequestContext, McpError> {
         let meta = RequestMeta::read(call.params.as_deref());
         let settings = self.settings();
-        let (version, session, peer, client, log_level) = match caller {
+        let (version, session, peer, client, log_level, principal) = match caller {
             Caller::Session(s) => (
                 s.version,
                 Some(s.clone()),
                 Some(s.peer.clone()),
                 s.client.clone(),
                 s.log_level(),
+                None,
             ),
-            Caller::Modern { meta, peer } => (
+            Caller::Modern {
+                meta,
+                peer,
+                principal,
+            } => (
                 meta.version,
                 None,
                 peer.clone(),
                 meta.client.clone(),
                 meta.log_level,
+                Some(principal.clone()),
             ),
         };
         let (input_responses, request_state) = if version.is_stateless() {
@@ -198,6 +209,8 @@ impl Server {
             request_state,
             signer: self.signer(),
             client_request_timeout: settings.client_request_timeout,
+            principal,
+            task: None,
         })
     }
 
@@ -225,6 +238,11 @@ impl Server {
             "prompts/get" => methods::prompts::get(self, ctx, params).await,
             "completion/complete" => methods::completion::complete(self, ctx, params).await,
             "logging/setLevel" => methods::logging::set_level(self, ctx, params).await,
+            "tasks/get" => methods::tasks::get(self, ctx, params).await,
+            "tasks/list" => methods::tasks::list(self, ctx, params).await,
+            "tasks/result" => methods::tasks::result(self, ctx, params).await,
+            "tasks/cancel" => methods::tasks::cancel(self, ctx, params).await,
+            "tasks/update" => methods::tasks::update(self, ctx, params).await,
             "initialize" if !modern => Err(McpError::invalid_request(
                 "this session is already initialized",
             )),
@@ -324,6 +342,11 @@ fn method_label(method: &str) -> &'static str {
         "completion/complete",
         "logging/setLevel",
         "subscriptions/listen",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+        "tasks/update",
     ];
     KNOWN
         .iter()

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod outbound;
 pub mod server;
 pub mod session;
+pub mod tasks;
 pub mod toolset;
 pub mod version;
 

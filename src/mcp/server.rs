@@ -11,8 +11,9 @@ use super::catalog::Catalog;
 use super::context::StateSigner;
 use super::notify::{Change, Hub, Registration, Subscriber};
 use super::session::SessionRegistry;
+use super::tasks::{self, TaskSettings, Tasks};
 use super::version::ProtocolVersion;
-use crate::config::McpConfig;
+use crate::config::{McpConfig, TasksConfig};
 use crate::store::{self, Store, StoreError};
 
 /// Settings the dispatcher reads on every request; swapped whole on reload.
@@ -28,16 +29,18 @@ pub struct Settings {
     pub audit_tool_calls: bool,
     /// `ttlMs` for cacheable modern results that rarely change.
     pub list_ttl_ms: u64,
+    pub tasks: TaskSettings,
 }
 
 impl Settings {
-    pub fn from_config(c: &McpConfig) -> Settings {
+    pub fn from_config(c: &McpConfig, tasks: &TasksConfig) -> Settings {
         Settings {
             page_size: c.page_size,
             client_request_timeout: Duration::from_secs(c.client_request_timeout_secs),
             instructions: c.instructions.clone(),
             audit_tool_calls: c.audit_tool_calls,
             list_ttl_ms: c.list_ttl_ms,
+            tasks: TaskSettings::from_config(tasks),
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct Server {
     /// standby), if it does not.
     refusal: arc_swap::ArcSwapOption<String>,
     pub hub: Arc<Hub>,
+    /// Tasks this process runs, and the way to all stored ones.
+    pub tasks: Arc<Tasks>,
     /// Every request being served holds a token of it; a drain closes it
     /// and waits for the last token to drop.
     in_flight: TaskTracker,
@@ -74,10 +79,12 @@ impl Server {
         let key = signing_key(&store).await?;
         let sessions = Arc::new(SessionRegistry::new(Some(store.clone())));
         let reg = hub.register(sessions.clone());
+        let tasks = Arc::new(Tasks::new(store.clone())?);
         Ok(Arc::new(Server {
             catalog: ArcSwap::from_pointee(catalog),
             settings: ArcSwap::from_pointee(settings),
             sessions,
+            tasks,
             store,
             signer: ArcSwap::from_pointee(StateSigner::new(key)),
             refusal: Default::default(),
@@ -128,6 +135,8 @@ impl Server {
             sessions = n,
             "sessions will be read afresh from the database"
         );
+        // The old primary's running tasks have nobody running them here.
+        super::tasks::recovery::take_over(self).await?;
         Ok(())
     }
 
@@ -158,15 +167,29 @@ impl Server {
         }
     }
 
-    /// What this server can do; the same for every client.
-    pub fn capabilities(&self) -> Value {
-        json!({
+    /// What this server can do for a client of `version`: the same for
+    /// everyone but tasks, which each era declares its own way.
+    pub fn capabilities(&self, version: ProtocolVersion) -> Value {
+        let mut caps = json!({
             "tools": { "listChanged": true },
             "resources": { "subscribe": true, "listChanged": true },
             "prompts": { "listChanged": true },
             "logging": {},
             "completions": {},
-        })
+        });
+        if !self.settings().tasks.enabled() {
+            return caps;
+        }
+        if version.has_experimental_tasks() {
+            caps["tasks"] = json!({
+                "list": {},
+                "cancel": {},
+                "requests": { "tools": { "call": {} } },
+            });
+        } else if version.is_stateless() {
+            caps["extensions"] = json!({ tasks::EXTENSION: {} });
+        }
+        caps
     }
 }
 

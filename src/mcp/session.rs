@@ -228,6 +228,11 @@ impl SessionRegistry {
         ids.len()
     }
 
+    /// True when `id` is a session of this registry now in memory.
+    pub fn knows(&self, id: &str) -> bool {
+        self.live.contains_key(id)
+    }
+
     pub fn live_count(&self) -> usize {
         self.live.len()
     }

@@ -11,6 +11,28 @@ use super::context::{InputRequired, RequestContext};
 use super::error::McpError;
 use super::version::ProtocolVersion;
 
+/// Whether a tool may run as a task (`execution.taskSupport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Always answered directly.
+    #[default]
+    Forbidden,
+    /// As a task when the client can take one and the call runs long.
+    Optional,
+    /// Only as a task: a client that cannot take tasks is refused.
+    Required,
+}
+
+impl TaskSupport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSupport::Forbidden => "forbidden",
+            TaskSupport::Optional => "optional",
+            TaskSupport::Required => "required",
+        }
+    }
+}
+
 /// A tool as listed by `tools/list`.
 #[derive(Clone, Debug, Default)]
 pub struct ToolDef {
@@ -21,6 +43,11 @@ pub struct ToolDef {
     pub output_schema: Option<Value>,
     pub annotations: Option<Value>,
     pub icons: Option<Value>,
+    pub task_support: TaskSupport,
+    /// Running it again after an interruption does no harm (it reads, or
+    /// its writes are idempotent): a task of it that a crash cut short is
+    /// run once more instead of failing. Not on the wire.
+    pub rerun_safe: bool,
 }
 
 impl ToolDef {
@@ -45,6 +72,17 @@ impl ToolDef {
 
     pub fn annotations(mut self, annotations: Value) -> Self {
         self.annotations = Some(annotations);
+        self
+    }
+
+    pub fn task_support(mut self, support: TaskSupport) -> Self {
+        self.task_support = support;
+        self
+    }
+
+    /// Marks the tool safe to run again after a crash (see [`ToolDef::rerun_safe`]).
+    pub fn rerun_safe(mut self) -> Self {
+        self.rerun_safe = true;
         self
     }
 
@@ -80,6 +118,13 @@ impl ToolDef {
             && let Some(i) = &self.icons
         {
             m.insert("icons".into(), i.clone());
+        }
+        // 2026-07-28 has no per-tool declaration: the server decides.
+        if version.has_experimental_tasks() && self.task_support != TaskSupport::Forbidden {
+            m.insert(
+                "execution".into(),
+                json!({ "taskSupport": self.task_support.as_str() }),
+            );
         }
         Value::Object(m)
     }

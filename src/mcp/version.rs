@@ -82,6 +82,14 @@ impl ProtocolVersion {
         self >= Self::V2025_06_18
     }
 
+    /// Tasks as the core's experimental utility (`capabilities.tasks`,
+    /// `execution.taskSupport`, `tasks/result`, `tasks/list`): 2025-11-25
+    /// only; 2026-07-28 moved them to the `io.modelcontextprotocol/tasks`
+    /// extension.
+    pub fn has_experimental_tasks(self) -> bool {
+        self == Self::V2025_11_25
+    }
+
     /// Icons on tools, prompts, resources and implementations arrived in 2025-11-25.
     pub fn has_icons(self) -> bool {
         self >= Self::V2025_11_25

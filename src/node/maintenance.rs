@@ -1,4 +1,6 @@
-//! Periodic housekeeping: expire idle sessions, prune old SSE events. It
+//! Periodic housekeeping: expire idle sessions, prune old SSE events, prune
+//! expired tasks (and those of ended sessions), take over the tasks of
+//! processes that died (another `erlmcp stdio` on this data directory). It
 //! reads its settings from a watch channel, so a reload takes effect at
 //! once (a pass runs as soon as they change).
 
@@ -65,5 +67,17 @@ async fn pass(server: &Server, h: Housekeeping) {
         .await
     {
         tracing::warn!(error = %e, "pruning the SSE event log failed");
+    }
+    tasks(server).await;
+}
+
+async fn tasks(server: &Server) {
+    match server.tasks.prune().await {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "expired tasks deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning tasks failed"),
+    }
+    if let Err(e) = crate::mcp::tasks::recovery::take_over(server).await {
+        tracing::warn!(error = %e, "taking over the tasks of ended processes failed");
     }
 }

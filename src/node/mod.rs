@@ -109,8 +109,18 @@ pub(crate) fn open_store(config: &Config) -> Result<Store, NodeError> {
 pub(crate) async fn server(config: &Config, store: &Store) -> Result<Arc<Server>, NodeError> {
     let hub = Hub::new();
     let catalog = registry::build(config, store, &hub).map_err(NodeError::Toolsets)?;
-    let settings = Settings::from_config(&config.mcp);
-    Ok(Server::new(store.clone(), catalog, settings, hub).await?)
+    let settings = Settings::from_config(&config.mcp, &config.tasks);
+    let server = Server::new(store.clone(), catalog, settings, hub).await?;
+    // Before serving: tasks an ended process left behind fail or run again,
+    // so none is seen `working` with nobody running it. A standby leaves
+    // that to the primary; a failure (a primary that cannot write yet) is
+    // not a reason to stay down: housekeeping tries again.
+    if !store.is_read_only()
+        && let Err(e) = crate::mcp::tasks::recovery::take_over(&server).await
+    {
+        tracing::warn!(error = %e, "taking over the tasks of ended processes failed");
+    }
+    Ok(server)
 }
 
 /// A process beside the daemon (`erlmcp stdio`): the store, recording its

@@ -44,7 +44,8 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
     let notes = keep_fixed(&current, &mut new);
     let catalog = registry::build(&new, &ctx.store, &ctx.server.hub)?;
     ctx.log.set_level(&new.log.level)?;
-    ctx.server.reload(catalog, Settings::from_config(&new.mcp));
+    ctx.server
+        .reload(catalog, Settings::from_config(&new.mcp, &new.tasks));
     ctx.http.reload(HttpSettings::from_config(&new.http));
     ctx.files.send_replace(new.toolsets.files.clone());
     ctx.housekeeping

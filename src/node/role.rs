@@ -54,6 +54,8 @@ pub(super) async fn apply(change: RoleChange, server: &Server, http: &Arc<HttpSt
             )));
             server.sessions.forget_all();
             http.forget_all_streams();
+            // The primary takes over the tasks this node was running.
+            server.tasks.stop_all();
         }
     }
 }

@@ -118,4 +118,14 @@ fn describe() {
         "erlmcp_config_reloads_total",
         "Configuration reloads, by outcome"
     );
+    describe_counter!("erlmcp_tasks_created_total", "Tasks created");
+    describe_counter!(
+        "erlmcp_tasks_finished_total",
+        "Tasks ended, by status (completed, failed, cancelled)"
+    );
+    describe_gauge!("erlmcp_tasks_running", "Tasks running in this process");
+    describe_counter!(
+        "erlmcp_tasks_taken_over_total",
+        "Tasks of ended processes taken over, by action (failed, rerun)"
+    );
 }

@@ -221,20 +221,25 @@ impl Replication {
     }
 
     /// Puts the store and the gate in `node`'s role.
+    /// The order matters: no write may ever commit unrecorded. A new
+    /// primary records before it takes local writes; a new standby refuses
+    /// local writes before it stops recording.
     async fn take_role(&self, node: &NodeState, last_seq: u64) -> Result<(), StoreError> {
         match node.role {
             Role::Primary => {
                 self.store.set_foreign_keys(true).await?;
-                self.store.set_read_only(None);
                 self.gate
                     .set_primary(true, node.epoch, node.sync_standby, last_seq);
+                self.store.set_read_only(None);
             }
             Role::Standby => {
-                self.gate.set_primary(false, node.epoch, false, last_seq);
                 self.store.set_read_only(Some(
                     "this node is a replication standby: write through the primary",
                 ));
+                self.gate.set_primary(false, node.epoch, false, last_seq);
                 self.store.set_foreign_keys(false).await?;
+                let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
+                f.applied.seq = last_seq;
             }
         }
         metrics::role(node.role);

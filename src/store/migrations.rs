@@ -159,19 +159,78 @@ CREATE TABLE repl_log (
 "#;
 
 
+/// Tool calls answered with a task handle (MCP tasks), kept until they
+/// expire; the result or error is kept once the task ends. `owner` scopes
+/// every lookup (a session, a stdio connection or a principal); `session_id`
+/// names the persisted session the task ends with; `runner` is the lease of
+/// the process running it (see `store::lease`), so a task whose process died
+/// is found and never stays `working`. A rowid table: results can be large.
+const V5_UP: &str = r#"
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    session_id       TEXT,
+    runner           TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    request          TEXT NOT NULL,
+    client           TEXT NOT NULL,
+    status           TEXT NOT NULL
+        CHECK (status IN ('working', 'input_required', 'completed', 'failed', 'cancelled')),
+    status_message   TEXT,
+    input_requests   TEXT,
+    result           TEXT,
+    error            TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 1,
+    created_at_ms    INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL,
+    ttl_ms           INTEGER NOT NULL,
+    expires_at_ms    INTEGER NOT NULL,
+    poll_interval_ms INTEGER NOT NULL
+);
+CREATE INDEX tasks_owner ON tasks(owner, created_at_ms, id);
+CREATE INDEX tasks_expiry ON tasks(expires_at_ms);
+CREATE INDEX tasks_session ON tasks(session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX tasks_unfinished ON tasks(runner) WHERE status IN ('working', 'input_required');
+"#;
+
+/// Tasks are kept aside (their indexes, derived, go with the table).
+const V5_DOWN: &str = r#"
+CREATE TABLE IF NOT EXISTS tasks_kept_v5 AS SELECT * FROM tasks WHERE 0;
+INSERT INTO tasks_kept_v5 SELECT * FROM tasks;
+DROP TABLE tasks;
+"#;
+
 const V1_DOWN: &str = r#"
 DROP TRIGGER memory_observations_ad;
 DROP TRIGGER memory_observations_ai;
 DROP TRIGGER memory_entities_ad;
 DROP TRIGGER memory_entities_ai;
 DROP TABLE memory_search;
-ALTER TABLE memory_relations RENAME TO memory_relations_kept_v1;
-ALTER TABLE memory_observations RENAME TO memory_observations_kept_v1;
-ALTER TABLE memory_entities RENAME TO memory_entities_kept_v1;
-ALTER TABLE audit_log RENAME TO audit_log_kept_v1;
-ALTER TABLE sse_events RENAME TO sse_events_kept_v1;
-ALTER TABLE sessions RENAME TO sessions_kept_v1;
-ALTER TABLE kv RENAME TO kv_kept_v1;
+DROP INDEX memory_relations_to;
+DROP INDEX audit_log_at;
+DROP INDEX sse_events_created;
+CREATE TABLE IF NOT EXISTS memory_relations_kept_v1 AS SELECT * FROM memory_relations WHERE 0;
+INSERT INTO memory_relations_kept_v1 SELECT * FROM memory_relations;
+DROP TABLE memory_relations;
+CREATE TABLE IF NOT EXISTS memory_observations_kept_v1 AS SELECT * FROM memory_observations WHERE 0;
+INSERT INTO memory_observations_kept_v1 SELECT * FROM memory_observations;
+DROP TABLE memory_observations;
+CREATE TABLE IF NOT EXISTS memory_entities_kept_v1 AS SELECT * FROM memory_entities WHERE 0;
+INSERT INTO memory_entities_kept_v1 SELECT * FROM memory_entities;
+DROP TABLE memory_entities;
+CREATE TABLE IF NOT EXISTS audit_log_kept_v1 AS SELECT * FROM audit_log WHERE 0;
+INSERT INTO audit_log_kept_v1 SELECT * FROM audit_log;
+DROP TABLE audit_log;
+CREATE TABLE IF NOT EXISTS sse_events_kept_v1 AS SELECT * FROM sse_events WHERE 0;
+INSERT INTO sse_events_kept_v1 SELECT * FROM sse_events;
+DROP TABLE sse_events;
+CREATE TABLE IF NOT EXISTS sessions_kept_v1 AS SELECT * FROM sessions WHERE 0;
+INSERT INTO sessions_kept_v1 SELECT * FROM sessions;
+DROP TABLE sessions;
+CREATE TABLE IF NOT EXISTS kv_kept_v1 AS SELECT * FROM kv WHERE 0;
+INSERT INTO kv_kept_v1 SELECT * FROM kv;
+DROP TABLE kv;
 "#;
 
 const V2_DOWN: &str = r#"
@@ -199,7 +258,9 @@ INSERT INTO memory_search(memory_search, rank) VALUES ('crisismerge', 16);
 "#;
 
 const V4_DOWN: &str = r#"
-ALTER TABLE repl_log RENAME TO repl_log_kept_v4;
+CREATE TABLE IF NOT EXISTS repl_log_kept_v4 AS SELECT * FROM repl_log WHERE 0;
+INSERT INTO repl_log_kept_v4 SELECT * FROM repl_log;
+DROP TABLE repl_log;
 "#;
 
 /// Every migration of this release, in order.
@@ -208,6 +269,7 @@ const REGULAR: &[Migration] = &[
     Migration { version: 2, up: V2_UP, down: V2_DOWN },
     Migration { version: 3, up: V3_UP, down: V3_DOWN },
     Migration { version: 4, up: V4_UP, down: V4_DOWN },
+    Migration { version: 5, up: V5_UP, down: V5_DOWN },
 ];
 
 /// The test build of a next release (`next-release`, never a release):
@@ -224,7 +286,9 @@ CREATE TABLE memory_tags (
 ) WITHOUT ROWID;
 "#,
     down: r#"
-ALTER TABLE memory_tags RENAME TO memory_tags_kept;
+CREATE TABLE IF NOT EXISTS memory_tags_kept AS SELECT * FROM memory_tags WHERE 0;
+INSERT INTO memory_tags_kept SELECT * FROM memory_tags;
+DROP TABLE memory_tags;
 ALTER TABLE memory_entities DROP COLUMN updated_at;
 "#,
 };
@@ -278,8 +342,11 @@ pub fn version(conn: &Connection) -> Result<i64, StoreError> {
 /// What [`migrate`] will do; refuses a newer schema it cannot take back.
 /// Reads only.
 pub fn plan(conn: &Connection, path: &str) -> Result<Plan, StoreError> {
+    plan_to(conn, path, latest_version())
+}
+
+fn plan_to(conn: &Connection, path: &str, known: i64) -> Result<Plan, StoreError> {
     let found = version(conn)?;
-    let known = latest_version();
     if found < known {
         return Ok(Plan::Up { from: found, to: known });
     }
@@ -322,13 +389,17 @@ fn missing_downs(conn: &Connection, known: i64, found: i64) -> Result<Vec<i64>, 
 /// migration's down steps), or down (with the steps the newer binary
 /// recorded), in one transaction. `by` names this release in the record.
 pub fn migrate(conn: &mut Connection, path: &str, by: &str) -> Result<Plan, StoreError> {
-    let plan = plan(conn, path)?;
+    migrate_to(conn, path, by, latest_version())
+}
+
+fn migrate_to(conn: &mut Connection, path: &str, by: &str, target: i64) -> Result<Plan, StoreError> {
+    let plan = plan_to(conn, path, target)?;
     let tx = Transaction::new(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(DOWNS_TABLE)?;
     match plan {
         Plan::Current => {}
         Plan::Up { from, to } => {
-            for m in all().filter(|m| m.version > from) {
+            for m in all().filter(|m| m.version > from && m.version <= to) {
                 tx.execute_batch(m.up)
                     .map_err(|e| StoreError::Migration(format!("up to version {}: {e}", m.version)))?;
             }
@@ -373,6 +444,7 @@ pub fn to_latest(conn: &mut Connection) -> Result<Plan, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn versions_follow_each_other_from_one() {
@@ -394,5 +466,132 @@ mod tests {
             .unwrap();
         assert_eq!(n, latest_version());
         assert_eq!(to_latest(&mut conn).unwrap(), Plan::Current);
+    }
+
+    /// Rows in every table of a schema at `v`, as the releases write them.
+    fn populate(c: &Connection, v: i64) {
+        c.execute_batch(
+            "INSERT INTO kv VALUES ('k', x'01');
+             INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at, last_seen_at)
+                 VALUES ('s1', '2025-11-25', '{}', '{}', 1, 2);
+             INSERT INTO sse_events VALUES ('s1', 7, 1, 'data', 3);
+             INSERT INTO audit_log (at_ms, kind, subject, outcome) VALUES (4, 'tool', 't', 'ok');
+             INSERT INTO memory_entities (name, entity_type) VALUES ('alice', 'person'), ('bob', 'cat');
+             INSERT INTO memory_observations (entity_id, content) VALUES (1, 'likes tea');
+             INSERT INTO memory_relations (from_name, to_name, relation_type) VALUES ('alice', 'bob', 'owns');",
+        )
+        .unwrap();
+        if v >= 2 {
+            c.execute_batch("UPDATE sessions SET standalone_stream = 7").unwrap();
+        }
+        if v >= 4 {
+            c.execute_batch("INSERT INTO repl_log VALUES (1, 1, x'00', 5, x'00')").unwrap();
+        }
+        if v >= 5 {
+            c.execute_batch(
+                "INSERT INTO tasks (id, owner, runner, protocol_version, method, request, client, status,
+                    created_at_ms, updated_at_ms, ttl_ms, expires_at_ms, poll_interval_ms)
+                 VALUES ('t1', 'o', 'r', '2025-11-25', 'tools/call', '{}', '{}', 'completed', 1, 2, 3, 4, 5)",
+            )
+            .unwrap();
+        }
+    }
+
+    /// Every table's rows in order; the full-text index by what it finds.
+    fn dump(c: &Connection) -> BTreeMap<String, Vec<String>> {
+        let tables: Vec<String> = c
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                 AND name NOT LIKE 'memory_search_%' AND name != 'schema_downs'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let mut out = BTreeMap::new();
+        for t in tables {
+            let sql = if t == "memory_search" {
+                "SELECT rowid, entity_id, text FROM memory_search ORDER BY rowid".to_owned()
+            } else {
+                format!("SELECT * FROM \"{t}\" ORDER BY 1")
+            };
+            let mut stmt = c.prepare(&sql).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    let vals: Vec<String> = (0..n)
+                        .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                        .collect();
+                    Ok(vals.join("|"))
+                })
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            out.insert(t, rows);
+        }
+        out
+    }
+
+    /// Up to the latest schema and back down with the recorded steps gives
+    /// back the same rows, from every version; what the newer schema's
+    /// tables held is kept aside, never dropped.
+    #[test]
+    fn every_migration_goes_up_and_down_keeping_the_rows() {
+        for k in 1..latest_version() {
+            let mut c = Connection::open_in_memory().unwrap();
+            migrate_to(&mut c, "t", "test", k).unwrap();
+            populate(&c, k);
+            let before = dump(&c);
+            migrate(&mut c, "t", "test").unwrap();
+            populate_newer(&c, k);
+            // As an older binary: down with what the newer one recorded.
+            assert_eq!(
+                migrate_to(&mut c, "t", "old", k).unwrap(),
+                Plan::Down { from: latest_version(), to: k }
+            );
+            let mut after = dump(&c);
+            let kept: Vec<String> = after.keys().filter(|t| t.contains("_kept")).cloned().collect();
+            for t in kept {
+                let rows = after.remove(&t).unwrap();
+                assert!(
+                    !rows.is_empty() || !t.contains("tasks"),
+                    "from {k}: {t} kept the newer release's rows"
+                );
+            }
+            assert_eq!(before, after, "from version {k} up and down again");
+            migrate(&mut c, "t", "test").unwrap();
+            assert_eq!(version(&c).unwrap(), latest_version(), "and up again");
+        }
+    }
+
+    /// Rows only the newer schema can hold, which the way down keeps aside
+    /// (or drops with the column that held them).
+    fn populate_newer(c: &Connection, k: i64) {
+        #[cfg(feature = "next-release")]
+        c.execute_batch(
+            "UPDATE memory_entities SET updated_at = 9;
+             INSERT INTO memory_tags VALUES (1, 'friend');",
+        )
+        .unwrap();
+        if k < 5 {
+            c.execute_batch(
+                "INSERT INTO tasks (id, owner, runner, protocol_version, method, request, client, status,
+                    created_at_ms, updated_at_ms, ttl_ms, expires_at_ms, poll_interval_ms)
+                 VALUES ('new', 'o', 'r', '2025-11-25', 'tools/call', '{}', '{}', 'working', 1, 2, 3, 4, 5)",
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_without_its_down_steps_is_refused_untouched() {
+        let mut c = Connection::open_in_memory().unwrap();
+        to_latest(&mut c).unwrap();
+        let newer = latest_version() + 1;
+        c.pragma_update(None, "user_version", newer).unwrap();
+        let err = migrate(&mut c, "db", "test").unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { found, .. } if found == newer), "{err}");
+        assert_eq!(version(&c).unwrap(), newer);
     }
 }

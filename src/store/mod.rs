@@ -16,7 +16,9 @@ mod writer;
 pub mod audit;
 pub(crate) mod events;
 pub mod kv;
+pub(crate) mod lease;
 pub(crate) mod sessions;
+pub(crate) mod tasks;
 
 pub use error::StoreError;
 pub(crate) use writer::WriterStats;

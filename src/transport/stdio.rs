@@ -232,6 +232,9 @@ impl Connection {
                 Ok(m) => Caller::Modern {
                     meta: m,
                     peer: Some(self.peer.clone()),
+                    // Whoever can write to this process's stdin is the
+                    // local user that started it.
+                    principal: Arc::from("local"),
                 },
                 Err(e) => return self.reply_err(Some(&id), &e),
             }
@@ -249,7 +252,7 @@ impl Connection {
             return self.reply_err(Some(&id), &e);
         };
         if method == "subscriptions/listen" && matches!(caller, Caller::Modern { .. }) {
-            return self.listen(id, params.as_deref()).await;
+            return self.listen(&caller, id, params.as_deref()).await;
         }
         let cancel = CancellationToken::new();
         let call = Call {
@@ -286,9 +289,15 @@ impl Connection {
     }
 
     /// Holds a modern subscription until the client cancels it (by id).
-    async fn listen(&self, id: RequestId, params: Option<&serde_json::value::RawValue>) {
+    async fn listen(
+        &self,
+        caller: &Caller,
+        id: RequestId,
+        params: Option<&serde_json::value::RawValue>,
+    ) {
+        let out = self.out.clone();
         let listening =
-            match methods::subscriptions::listen(&self.server, &id, params, self.out.clone()) {
+            match methods::subscriptions::listen(&self.server, caller, &id, params, out).await {
                 Ok(l) => l,
                 Err(e) => return self.reply_err(Some(&id), &e),
             };

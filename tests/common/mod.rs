@@ -354,6 +354,106 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Posts a request and answers the server's requests as they arrive on
+    /// its SSE stream (`answer(method, params)` gives each result), until
+    /// the response to `id`. Returns everything the server sent.
+    pub fn request_answering(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        answer: impl Fn(&str, &Value) -> Value,
+    ) -> Vec<Value> {
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut req = agent()
+            .post(&self.url)
+            .header("Content-Type", "application/json");
+        for (k, v) in self.headers() {
+            req = req.header(k, v);
+        }
+        let resp = req.send(body.to_string().as_bytes()).expect("POST");
+        let reader = BufReader::new(resp.into_body().into_reader());
+        let mut seen = Vec::new();
+        let mut data = String::new();
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+                continue;
+            }
+            if !line.is_empty() || data.trim().is_empty() {
+                continue;
+            }
+            let msg: Value = serde_json::from_str(&data).unwrap();
+            data.clear();
+            seen.push(msg.clone());
+            if let (Some(rid), Some(m)) = (msg.get("id"), msg.get("method").and_then(Value::as_str))
+            {
+                let result = answer(m, &msg["params"]);
+                let r = self.post(&json!({ "jsonrpc": "2.0", "id": rid, "result": result }));
+                assert_eq!(r.status, 202, "answering {m}: {}", r.body);
+            }
+            if msg.get("id") == Some(&json!(id)) && msg.get("method").is_none() {
+                break;
+            }
+        }
+        seen
+    }
+}
+
+/// Posts `body` and delivers each message of the SSE reply as it arrives,
+/// from a thread, until the stream ends (for long-lived streams such as
+/// `subscriptions/listen`).
+pub fn stream_messages(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut req = agent().post(url).header("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = body.to_string();
+    std::thread::spawn(move || {
+        let Ok(resp) = req.send(body.as_bytes()) else {
+            return;
+        };
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut reader = BufReader::new(resp.into_body().into_reader());
+        if !sse {
+            let mut text = String::new();
+            let _ = reader.read_to_string(&mut text);
+            if let Ok(msg) = serde_json::from_str(&text) {
+                let _ = tx.send(msg);
+            }
+            return;
+        }
+        let mut data = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !data.trim().is_empty() {
+                let msg = serde_json::from_str(&data).unwrap();
+                data.clear();
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        }
+        if !data.trim().is_empty() {
+            let _ = tx.send(serde_json::from_str(&data).unwrap());
+        }
+    });
+    rx
+}
+
 /// Modern (2026-07-28) request metadata.
 pub fn modern_meta(caps: Value) -> Value {
     json!({
@@ -364,11 +464,31 @@ pub fn modern_meta(caps: Value) -> Value {
 }
 
 /// Sends a modern request with the standard headers filled in from the body.
-pub fn modern(url: &str, id: u64, method: &str, mut params: Value) -> Reply {
-    params["_meta"] = modern_meta(json!({ "sampling": {}, "elicitation": {}, "roots": {} }));
+pub fn modern(url: &str, id: u64, method: &str, params: Value) -> Reply {
+    let caps = json!({ "sampling": {}, "elicitation": {}, "roots": {} });
+    modern_with(url, id, method, params, caps, &[])
+}
+
+/// Client capabilities of a modern client that takes tasks.
+pub fn tasks_caps() -> Value {
+    json!({ "elicitation": {}, "extensions": { "io.modelcontextprotocol/tasks": {} } })
+}
+
+/// A modern request with these client capabilities and extra headers.
+pub fn modern_with(
+    url: &str,
+    id: u64,
+    method: &str,
+    mut params: Value,
+    caps: Value,
+    extra: &[(&str, &str)],
+) -> Reply {
+    params["_meta"] = modern_meta(caps);
+    // Mcp-Name mirrors the name, uri or task id the method carries.
     let name = params
         .get("name")
         .or_else(|| params.get("uri"))
+        .or_else(|| params.get("taskId"))
         .and_then(Value::as_str)
         .map(str::to_owned);
     let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -380,6 +500,7 @@ pub fn modern(url: &str, id: u64, method: &str, mut params: Value) -> Reply {
     if let Some(n) = &name {
         h.push(("Mcp-Name", n));
     }
+    h.extend_from_slice(extra);
     post_raw(url, &h, body.to_string().as_bytes())
 }
 

@@ -45,7 +45,7 @@ pub async fn initialize(
         .map_err(|e| McpError::internal(format!("cannot store the session: {e}")))?;
     let mut result = Map::new();
     result.insert("protocolVersion".into(), json!(version.as_str()));
-    result.insert("capabilities".into(), server.capabilities());
+    result.insert("capabilities".into(), server.capabilities(version));
     result.insert("serverInfo".into(), server.server_info(version));
     if let Some(i) = &server.settings().instructions {
         result.insert("instructions".into(), json!(i));
@@ -67,7 +67,10 @@ pub fn discover(server: &Server) -> Value {
         "supportedVersions".into(),
         json!(ProtocolVersion::supported_strings()),
     );
-    result.insert("capabilities".into(), server.capabilities());
+    result.insert(
+        "capabilities".into(),
+        server.capabilities(ProtocolVersion::NEWEST_MODERN),
+    );
     if let Some(i) = &server.settings().instructions {
         result.insert("instructions".into(), json!(i));
     }

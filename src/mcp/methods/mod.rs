@@ -7,6 +7,7 @@ pub mod logging;
 pub mod prompts;
 pub mod resources;
 pub mod subscriptions;
+pub mod tasks;
 pub mod tools;
 
 use serde::de::DeserializeOwned;

@@ -1,4 +1,5 @@
-//! `tools/list` and `tools/call`.
+//! `tools/list` and `tools/call`. A call runs on its request or as a task;
+//! `crate::mcp::tasks::launch` decides and starts it.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -9,8 +10,10 @@ use super::{ListParams, list_result, params};
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::server::Server;
-use crate::mcp::toolset::{ToolError, ToolOutput};
-use crate::store::{self, audit::AuditEntry};
+use crate::mcp::tasks::launch::{self, Launched, Plan, ToolCall};
+use crate::mcp::tasks::runner;
+use crate::mcp::toolset::{ToolError, ToolOutput, ToolResult};
+use crate::store::{self, Store, audit::AuditEntry};
 
 pub fn list(
     server: &Server,
@@ -31,6 +34,10 @@ struct CallParams {
     name: String,
     #[serde(default)]
     arguments: Option<Value>,
+    /// 2025-11-25: the client asks for a task (`{ "ttl": ms }`). Other
+    /// revisions ignore it (2026-07-28 clients may still send it).
+    #[serde(default)]
+    task: Option<Value>,
 }
 
 pub async fn call(
@@ -40,7 +47,7 @@ pub async fn call(
 ) -> Result<Value, McpError> {
     let p: CallParams = params(raw)?;
     let catalog = server.catalog();
-    let Some((entry, toolset)) = catalog.tool(&p.name) else {
+    let Some((entry, _)) = catalog.tool(&p.name) else {
         return Err(
             McpError::invalid_params(format!("Unknown tool: {}", p.name))
                 .with_data(json!({ "name": p.name })),
@@ -51,16 +58,41 @@ pub async fn call(
         Some(a @ Value::Object(_)) => a,
         Some(_) => return Err(McpError::invalid_params("arguments must be an object")),
     };
-    let started = Instant::now();
-    let outcome = match entry.validate(&args) {
-        // Invalid arguments are a tool execution error the model can fix.
-        Err(why) => Ok(ToolOutput::error(format!(
-            "Invalid arguments for tool {}: {why}",
-            p.name
-        ))),
-        Ok(()) => toolset.call_tool(&p.name, args, ctx).await,
+    let plan = launch::plan(ctx, &entry.def, p.task.as_ref(), &server.settings().tasks)?;
+    let call = ToolCall {
+        catalog: catalog.clone(),
+        name: p.name,
+        args,
+        started: Instant::now(),
     };
-    audit(server, ctx, &p.name, &outcome, started);
+    match plan {
+        Plan::Direct => {
+            let outcome = runner::invoke(&call.catalog, &call.name, call.args, ctx).await;
+            answer(server, ctx, &call.name, outcome, call.started)
+        }
+        Plan::TaskNow { ttl_ms } => launch::task_now(server, ctx, call, ttl_ms).await,
+        Plan::Candidate => {
+            let (name, started) = (call.name.clone(), call.started);
+            match launch::candidate(server, ctx, call).await? {
+                Launched::Task(created) => Ok(created),
+                Launched::Finished(outcome) => answer(server, ctx, &name, outcome, started),
+            }
+        }
+    }
+}
+
+/// The answer of a call that ran on its request, recorded in the audit log.
+fn answer(
+    server: &Server,
+    ctx: &RequestContext,
+    tool: &str,
+    outcome: ToolResult,
+    started: Instant,
+) -> Result<Value, McpError> {
+    if server.settings().audit_tool_calls {
+        let session = ctx.session_id().map(str::to_owned);
+        audit_to(&server.store, session, tool, &outcome, started);
+    }
     match outcome {
         Ok(out) => Ok(out.to_json(ctx.version)),
         Err(e) => tool_error_to_result(ctx, e),
@@ -81,16 +113,14 @@ pub fn tool_error_to_result(ctx: &RequestContext, e: ToolError) -> Result<Value,
     }
 }
 
-fn audit(
-    server: &Server,
-    ctx: &RequestContext,
+/// Records a tool call in the audit log (batched: it never delays the call).
+pub(crate) fn audit_to(
+    store: &Store,
+    session_id: Option<String>,
     tool: &str,
-    outcome: &Result<ToolOutput, ToolError>,
+    outcome: &ToolResult,
     started: Instant,
 ) {
-    if !server.settings().audit_tool_calls {
-        return;
-    }
     let (result, detail) = match outcome {
         Ok(o) if o.is_error => ("error", None),
         Ok(_) => ("ok", None),
@@ -101,14 +131,12 @@ fn audit(
     };
     let entry = AuditEntry {
         at_ms: crate::clock::now_millis(),
-        session_id: ctx.session_id().map(str::to_owned),
+        session_id,
         kind: "tool".into(),
         subject: tool.to_owned(),
         outcome: result.into(),
         duration_us: Some(started.elapsed().as_micros() as i64),
         detail,
     };
-    server
-        .store
-        .write_batched(move |tx| store::audit::record(tx, &entry));
+    store.write_batched(move |tx| store::audit::record(tx, &entry));
 }

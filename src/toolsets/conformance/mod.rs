@@ -7,6 +7,7 @@
 //! [`content`] (plain results), [`streaming`] (logs, progress, reconnection,
 //! list changes), [`input`] (sampling, elicitation, roots: server requests
 //! on a legacy session, `InputRequiredResult` on a modern request),
+//! [`tasks`] (tools that run as tasks, each with its `taskSupport`),
 //! [`resources`], [`prompts`].
 
 mod content;
@@ -14,6 +15,7 @@ mod input;
 mod prompts;
 mod resources;
 mod streaming;
+mod tasks;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -65,6 +67,17 @@ impl Conformance {
             .iter()
             .chain(streaming::TOOLS)
             .chain(input::TOOLS)
+            .chain(tasks::TOOLS.iter().map(|t| &t.tool))
+    }
+
+    /// A tool's definition, with its task support when it has one.
+    fn def(t: &Tool) -> ToolDef {
+        let def = ToolDef::new(t.name, t.description, (t.schema)());
+        match tasks::TOOLS.iter().find(|x| x.tool.name == t.name) {
+            Some(x) if x.rerun_safe => def.task_support(x.support).rerun_safe(),
+            Some(x) => def.task_support(x.support),
+            None => def,
+        }
     }
 }
 
@@ -75,9 +88,7 @@ impl Toolset for Conformance {
     }
 
     fn tools(&self) -> Vec<ToolDef> {
-        Self::all_tools()
-            .map(|t| ToolDef::new(t.name, t.description, (t.schema)()))
-            .collect()
+        Self::all_tools().map(Self::def).collect()
     }
 
     async fn call_tool(&self, name: &str, args: Value, ctx: &RequestContext) -> ToolResult {

@@ -17,8 +17,8 @@ use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
 use crate::mcp::notify::{Change, Hub};
 use crate::mcp::toolset::{
-    CompletionRef, Page, ResourceDef, ResourceTemplateDef, ToolDef, ToolError, ToolOutput,
-    ToolResult, Toolset,
+    CompletionRef, Page, ResourceDef, ResourceTemplateDef, TaskSupport, ToolDef, ToolError,
+    ToolOutput, ToolResult, Toolset,
 };
 use crate::store::{Store, StoreError};
 use graph::{Entity, ObservationAdd, ObservationDelete, Relation};
@@ -97,8 +97,15 @@ struct NamesArg {
     names: Vec<String>,
 }
 
+/// A `create_entities` batch this large answers a modern client with a task
+/// at once rather than after `tasks.promote_after_ms`.
+const LONG_BATCH: usize = 1000;
+
 impl Memory {
-    async fn create_entities(&self, a: EntitiesArg) -> ToolResult {
+    async fn create_entities(&self, a: EntitiesArg, ctx: &RequestContext) -> ToolResult {
+        if a.entities.len() >= LONG_BATCH {
+            ctx.promote().await;
+        }
         let created = self
             .store
             .write(move |tx| graph::create_entities(tx, &a.entities))
@@ -271,7 +278,10 @@ impl Toolset for Memory {
                 object(json!({ "entities": entities }), &["entities"]))
                 .title("Create Entities")
                 .output_schema(object(json!({ "entities": entities }), &["entities"]))
-                .annotations(hints(false, false, false)),
+                .annotations(hints(false, false, false))
+                // Existing names are skipped, so a second run adds nothing twice.
+                .task_support(TaskSupport::Optional)
+                .rerun_safe(),
             ToolDef::new("create_relations",
                 "Create multiple new relations between entities in the knowledge graph. Relations should be in active voice",
                 object(json!({ "relations": relations }), &["relations"]))
@@ -311,7 +321,9 @@ impl Toolset for Memory {
             ToolDef::new("read_graph", "Read the entire knowledge graph", object(json!({}), &[]))
                 .title("Read Graph")
                 .output_schema(graph_schema())
-                .annotations(hints(true, false, true)),
+                .annotations(hints(true, false, true))
+                .task_support(TaskSupport::Optional)
+                .rerun_safe(),
             ToolDef::new("search_nodes", "Search for nodes in the knowledge graph based on a query",
                 object(json!({ "query": { "type": "string",
                     "description": "The search query to match against entity names, types, and observation content" } }), &["query"]))
@@ -326,9 +338,9 @@ impl Toolset for Memory {
         ]
     }
 
-    async fn call_tool(&self, name: &str, a: Value, _ctx: &RequestContext) -> ToolResult {
+    async fn call_tool(&self, name: &str, a: Value, ctx: &RequestContext) -> ToolResult {
         match name {
-            "create_entities" => self.create_entities(args(a)?).await,
+            "create_entities" => self.create_entities(args(a)?, ctx).await,
             "create_relations" => self.create_relations(args(a)?).await,
             "add_observations" => self.add_observations(args(a)?).await,
             "delete_entities" => self.delete_entities(args(a)?).await,

@@ -9,6 +9,7 @@ mod get;
 pub mod guard;
 mod headers;
 mod post;
+mod principal;
 pub mod stream;
 
 use arc_swap::ArcSwap;

@@ -247,10 +247,14 @@ async fn modern(
     {
         return json_error(modern_status(&e), Some(&id), &e);
     }
+    let caller = Caller::Modern {
+        meta,
+        peer: None,
+        principal: super::principal::of(h),
+    };
     if method == "subscriptions/listen" {
-        return listen(state, id, params.as_deref());
+        return listen(state, &caller, id, params.as_deref()).await;
     }
-    let caller = Caller::Modern { meta, peer: None };
     let call = Call { id, method, params };
     if !use_sse {
         let cancel = CancellationToken::new();
@@ -335,10 +339,16 @@ fn check_param_headers(
 
 /// A modern subscription: acknowledged at once, open until the client
 /// closes the stream or the server shuts down.
-fn listen(state: &Arc<HttpState>, id: RequestId, params: Option<&RawValue>) -> Response {
+async fn listen(
+    state: &Arc<HttpState>,
+    caller: &Caller,
+    id: RequestId,
+    params: Option<&RawValue>,
+) -> Response {
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
-    let listening = match methods::subscriptions::listen(&state.server, &id, params, sink) {
+    let server = &state.server;
+    let listening = match methods::subscriptions::listen(server, caller, &id, params, sink).await {
         Ok(l) => l,
         Err(e) => return json_error(modern_status(&e), Some(&id), &e),
     };

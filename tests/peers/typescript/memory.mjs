@@ -1,5 +1,6 @@
 // The official TypeScript SDK client (@modelcontextprotocol/sdk) against
-// erlmcp's memory toolset, over stdio or over Streamable HTTP.
+// erlmcp's memory toolset, over stdio or over Streamable HTTP, including a
+// task-augmented call through the SDK's experimental tasks API.
 //
 //   node memory.mjs stdio|http
 //
@@ -27,8 +28,12 @@ const sdk = (p) =>
 const { Client } = await sdk('client/index.js');
 const { StdioClientTransport } = await sdk('client/stdio.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
-const { McpError, ResourceUpdatedNotificationSchema, ResourceListChangedNotificationSchema } =
-  await sdk('types.js');
+const {
+  McpError,
+  CallToolResultSchema,
+  ResourceUpdatedNotificationSchema,
+  ResourceListChangedNotificationSchema,
+} = await sdk('types.js');
 
 const here = dirname(fileURLToPath(import.meta.url));
 const EXPECTED_TOOLS = JSON.parse(readFileSync(join(here, '..', 'memory-tools.json'), 'utf8')).tools;
@@ -456,6 +461,39 @@ async function rawPost(url, headers, message) {
   return { status: res.status, message: parsed };
 }
 
+/**
+ * read_graph as a task, through the SDK's experimental tasks API
+ * (2025-11-25: the client asks with `task`, polls tasks/get, fetches
+ * tasks/result). Returns the task id.
+ */
+async function taskFlow(client, expected) {
+  step = 'tools/call read_graph as a task (callToolStream)';
+  const seen = [];
+  let taskId;
+  const stream = client.experimental.tasks.callToolStream(
+    { name: 'read_graph', arguments: {} },
+    CallToolResultSchema,
+    { task: { ttl: 600000 } },
+  );
+  for await (const m of stream) {
+    seen.push(m.type);
+    if (m.type === 'taskCreated') taskId = m.task.taskId;
+    if (m.type === 'error') fail(`the task ended in an error: ${m.error.message}`);
+    if (m.type === 'result') eq(m.result.structuredContent, expected, 'read_graph as a task: its result');
+  }
+  eq(seen[0], 'taskCreated', 'the stream starts with the created task');
+  eq(seen.at(-1), 'result', 'the stream ends with the result');
+  check(typeof taskId === 'string', 'no task id');
+
+  step = 'tasks/get and tasks/list';
+  const task = await client.experimental.tasks.getTask(taskId);
+  eq(task.status, 'completed', 'tasks/get once the result came');
+  eq(task.ttl, 600000, 'the ttl the client asked for');
+  const { tasks } = await client.experimental.tasks.listTasks();
+  check(tasks.some((t) => t.taskId === taskId), 'tasks/list shows the task');
+  return taskId;
+}
+
 // ---------------------------------------------------------------- scenarios
 
 async function overStdio() {
@@ -466,6 +504,7 @@ async function overStdio() {
   await memoryFlow(client);
   await changeNotifications(client);
   await concurrentWrites(client, FINAL);
+  await taskFlow(client, FINAL);
   await client.close();
 
   // The graph outlives the process.
@@ -490,6 +529,7 @@ async function overHttp() {
   await memoryFlow(client);
   await changeNotifications(client);
   await concurrentWrites(client, FINAL);
+  const taskId = await taskFlow(client, FINAL);
   // A subscription made before the crash (erlmcp keeps it with the session).
   const updated = [];
   client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => updated.push(n.params.uri));
@@ -509,6 +549,9 @@ async function overHttp() {
   step = 'the same client after the restart';
   eq(await callOk(client, 'read_graph', {}), withMarker, 'read_graph on the old session after the restart');
   eq(transport.sessionId, sid, 'the client kept its Mcp-Session-Id');
+  step = 'tasks/result of a task finished before the SIGKILL';
+  const kept = await client.experimental.tasks.getTaskResult(taskId, CallToolResultSchema);
+  eq(kept.structuredContent, FINAL, 'the task result outlives the process');
 
   // A write right after the restart, before the client's GET stream has
   // come back: its notification must reach the subscriber when the stream
