@@ -23,6 +23,7 @@ use crate::ops::{self, OpsState};
 use crate::replication::frame::Role;
 use crate::replication::{Replication, RoleChange};
 use crate::store::{Store, StoreError};
+use crate::upgrade::{self, Upgrade};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::{HttpSettings, HttpState};
@@ -91,10 +92,18 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
-    // The store first: a database from a newer erlmcp is refused before
+    // A database from a newer erlmcp it cannot take back is refused before
     // anything is created beside it.
-    let store = super::open_store(&config)?;
+    let plan = upgrade::plan(&config)?;
     let _one_daemon = daemon_lock(&config)?;
+    let prepared = upgrade::prepare(&config, plan)?;
+    let store = super::open_store(&config)?;
+    let upgrade = Upgrade::start(&config, prepared)?;
+    #[cfg(feature = "fault-injection")]
+    if upgrade::fault::active("crash") {
+        tracing::error!("fault injection: crashing after the migrations");
+        std::process::exit(1);
+    }
     let (replication, secret) = replication(&config, &store).await?;
     let server = super::server(&config, &store).await?;
     let mcp = match activated.mcp {
@@ -146,6 +155,7 @@ pub(crate) async fn run(
         last_reload: std::sync::Mutex::new(None),
         replication: replication.clone(),
         secret,
+        upgrade: Some(upgrade.clone()),
     });
     let ctx = Arc::new(Ctx {
         server,
@@ -158,6 +168,7 @@ pub(crate) async fn run(
         housekeeping: watch::channel(Housekeeping::from_config(&config)).0,
         log,
         replication,
+        upgrade,
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
     let mut supervisor = tokio::spawn({

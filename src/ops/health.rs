@@ -23,6 +23,17 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "alive" }))
 }
 
+/// Ready as far as can be told without a database round trip: started, not
+/// stopping, the role able to serve (a standby only while promotable).
+pub(crate) fn ready_now(s: &OpsState) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if crate::upgrade::fault::active("unready") {
+        return false;
+    }
+    let role_ready = s.replication.as_ref().is_none_or(|r| r.ready().0);
+    s.ready.load(Ordering::Relaxed) && role_ready
+}
+
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
     let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
     let started = s.ready.load(Ordering::Relaxed);
@@ -32,7 +43,7 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
         Some(r) => r.ready(),
         None => (true, "standalone"),
     };
-    let ready = started && writable && role_ready;
+    let ready = ready_now(&s) && writable && role_ready;
     let status = if ready {
         StatusCode::OK
     } else {

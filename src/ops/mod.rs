@@ -12,7 +12,7 @@ pub(crate) mod backup;
 pub(crate) mod client;
 #[cfg(feature = "fault-injection")]
 mod fault;
-mod health;
+pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod replication;
 pub(crate) mod status;
@@ -30,6 +30,7 @@ use std::time::Instant;
 use crate::backup::Backups;
 use crate::mcp::server::Server;
 use crate::replication::Replication;
+use crate::upgrade::Upgrade;
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::HttpState;
 
@@ -52,6 +53,7 @@ pub(crate) struct OpsState {
     pub(crate) replication: Option<Arc<Replication>>,
     /// The replication secret (links from the peer present it).
     pub(crate) secret: Option<replication::Secret>,
+    pub(crate) upgrade: Option<Arc<Upgrade>>,
 }
 
 impl OpsState {

@@ -417,6 +417,9 @@ fn migrate_to(conn: &mut Connection, path: &str, by: &str, target: i64) -> Resul
         }
     }
     record_downs(&tx, by)?;
+    if plan != Plan::Current {
+        crate::clock::pause_point("migrate.before_commit");
+    }
     tx.commit()?;
     Ok(plan)
 }
