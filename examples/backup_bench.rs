@@ -11,7 +11,7 @@
 use erlmcp::backup::restore::{self, Target};
 use erlmcp::backup::{Backups, snapshot};
 use erlmcp::config::Config;
-use erlmcp::store::{Store, StoreConfig, migrations};
+use erlmcp::store::{Store, StoreConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -43,17 +43,23 @@ impl Daemon {
             mcp,
             ops,
         };
-        wait_for("the daemon to answer", Duration::from_secs(30), || d.status().is_some());
+        wait_for("the daemon to answer", Duration::from_secs(30), || {
+            d.status().is_some()
+        });
         d
     }
 
     fn status(&self) -> Option<Value> {
-        let r = ureq::get(&format!("http://127.0.0.1:{}/status", self.ops)).call().ok()?;
+        let r = ureq::get(&format!("http://127.0.0.1:{}/status", self.ops))
+            .call()
+            .ok()?;
         serde_json::from_str(&r.into_body().read_to_string().ok()?).ok()
     }
 
     fn upgrade(&self) -> Value {
-        self.status().map(|s| s["upgrade"].clone()).unwrap_or(Value::Null)
+        self.status()
+            .map(|s| s["upgrade"].clone())
+            .unwrap_or(Value::Null)
     }
 
     fn url(&self) -> String {
@@ -64,7 +70,11 @@ impl Daemon {
         let mut w = Writer::new();
         assert!(w.open(&self.url()));
         for n in names {
-            assert_eq!(w.create(&self.url(), n), common::pair::Outcome::Acked, "{n}");
+            assert_eq!(
+                w.create(&self.url(), n),
+                common::pair::Outcome::Acked,
+                "{n}"
+            );
         }
     }
 
@@ -76,7 +86,8 @@ impl Daemon {
 
 fn schema(db: &Path) -> i64 {
     let c = Connection::open(db).unwrap();
-    c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn pinned(dir: &Path) -> Vec<PathBuf> {
@@ -109,13 +120,17 @@ fn the_previous_release_takes_the_data_back_keeping_every_row() {
     let u = d.upgrade();
     assert_eq!(u["state"], "probation", "{u}");
     assert_eq!(u["previous"], base.as_str());
-    let restore_point = u["restore_point"].as_str().expect("a restore point").to_owned();
+    let restore_point = u["restore_point"]
+        .as_str()
+        .expect("a restore point")
+        .to_owned();
     assert_eq!(pinned(&dir).len(), 1, "the restore point is pinned");
     d.write(&["during-1"]);
     {
         let c = Connection::open(dir.join("erlmcp.db")).unwrap();
         c.busy_timeout(Duration::from_secs(5)).unwrap();
-        c.execute("INSERT INTO memory_tags VALUES (1, 'friend')", []).unwrap();
+        c.execute("INSERT INTO memory_tags VALUES (1, 'friend')", [])
+            .unwrap();
     }
     d.stop();
     assert_eq!(schema(&dir.join("erlmcp.db")), old_schema + 1);
@@ -124,7 +139,10 @@ fn the_previous_release_takes_the_data_back_keeping_every_row() {
     let u = d.upgrade();
     assert_eq!(u["state"], "rolled_back", "{u}");
     assert_eq!(u["release"], base.as_str());
-    assert!(u["reason"].as_str().unwrap().contains("older release"), "{u}");
+    assert!(
+        u["reason"].as_str().unwrap().contains("older release"),
+        "{u}"
+    );
     assert_eq!(schema(&dir.join("erlmcp.db")), old_schema);
     let names = entity_names(&dir.join("erlmcp.db"));
     for n in ["before-1", "before-2", "during-1"] {
@@ -134,8 +152,14 @@ fn the_previous_release_takes_the_data_back_keeping_every_row() {
     let kept: i64 = c
         .query_row("SELECT count(*) FROM memory_tags_kept", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(kept, 1, "rows of a table the old release lacks are kept aside");
-    assert!(pinned(&dir).is_empty(), "restore point {restore_point} unpinned after the rollback");
+    assert_eq!(
+        kept, 1,
+        "rows of a table the old release lacks are kept aside"
+    );
+    assert!(
+        pinned(&dir).is_empty(),
+        "restore point {restore_point} unpinned after the rollback"
+    );
     d.stop();
 }
 
@@ -148,7 +172,9 @@ fn a_healthy_release_is_confirmed_after_probation() {
     Daemon::start(Path::new(BIN), &dir, &[]).stop();
     let d = Daemon::start(&next_release_bin(), &dir, &[]);
     assert_eq!(d.upgrade()["state"], "probation");
-    wait_for("the confirmation", Duration::from_secs(20), || d.upgrade()["state"] == "confirmed");
+    wait_for("the confirmation", Duration::from_secs(20), || {
+        d.upgrade()["state"] == "confirmed"
+    });
     assert!(pinned(&dir).is_empty());
     d.stop();
 }
@@ -194,16 +220,24 @@ fn a_kill_in_the_middle_of_a_migration_leaves_one_schema() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("migrate.before_commit") {
                 let _ = tx.send(());
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("paused in the migration");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("paused in the migration");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(schema(&db), old, "killed before its commit: the old schema, whole");
+    assert_eq!(
+        schema(&db),
+        old,
+        "killed before its commit: the old schema, whole"
+    );
     let d = Daemon::start(&next_release_bin(), &dir, &[]);
     assert_eq!(schema(&db), old + 1);
     assert!(entity_names(&db).contains("kept"));
@@ -243,7 +277,8 @@ impl Host {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::copy(bin, d.join("erlmcp")).unwrap();
         }
-        std::os::unix::fs::symlink(root.join("releases").join(&base), root.join("current")).unwrap();
+        std::os::unix::fs::symlink(root.join("releases").join(&base), root.join("current"))
+            .unwrap();
         let (mcp, ops) = (free_port(), free_port());
         let data = root.join("data");
         let config = root.join("erlmcp.toml");
@@ -261,10 +296,16 @@ impl Host {
         .unwrap();
         let unit = root.join("unit");
         std::fs::create_dir_all(&unit).unwrap();
-        let env = fault.map(|f| format!("TEST_ERLMCP_FAULT={f}@{next} ")).unwrap_or_default();
+        let env = fault
+            .map(|f| format!("TEST_ERLMCP_FAULT={f}@{next} "))
+            .unwrap_or_default();
         std::fs::write(
             unit.join("exec"),
-            format!("env {env}RUST_LOG=info {}/erlmcp serve --config {}", root.join("current").display(), config.display()),
+            format!(
+                "env {env}RUST_LOG=info {}/erlmcp serve --config {}",
+                root.join("current").display(),
+                config.display()
+            ),
         )
         .unwrap();
         let bin = root.join("bin");
@@ -274,14 +315,28 @@ impl Host {
             bin.join("systemctl"),
         )
         .unwrap();
-        let h = Host { _tmp: tmp, root, config, data, ops, base, next };
+        let h = Host {
+            _tmp: tmp,
+            root,
+            config,
+            data,
+            ops,
+            base,
+            next,
+        };
         h.systemctl(&["restart"]);
-        wait_for("the service to answer", Duration::from_secs(30), || h.status().is_some());
+        wait_for("the service to answer", Duration::from_secs(30), || {
+            h.status().is_some()
+        });
         h
     }
 
     fn path(&self) -> String {
-        format!("{}:{}", self.root.join("bin").display(), std::env::var("PATH").unwrap_or_default())
+        format!(
+            "{}:{}",
+            self.root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 
     fn systemctl(&self, args: &[&str]) {
@@ -319,7 +374,9 @@ impl Host {
     }
 
     fn status(&self) -> Option<Value> {
-        let r = ureq::get(&format!("http://127.0.0.1:{}/status", self.ops)).call().ok()?;
+        let r = ureq::get(&format!("http://127.0.0.1:{}/status", self.ops))
+            .call()
+            .ok()?;
         serde_json::from_str(&r.into_body().read_to_string().ok()?).ok()
     }
 
@@ -373,14 +430,20 @@ fn upgrade_apply_confirms_a_healthy_release() {
 fn upgrade_apply_rolls_back_an_unready_release_keeping_its_writes() {
     let h = Host::new(Some("unready"), 8);
     h.write(&["before"]);
-    let cmd = h.erlmcp(&["upgrade", "apply", &h.next.clone(), "--json"], None).spawn();
+    let cmd = h
+        .erlmcp(&["upgrade", "apply", &h.next.clone(), "--json"], None)
+        .spawn();
     let mut child = cmd.unwrap();
     wait_for("the next release to serve", Duration::from_secs(30), || {
         h.status().is_some_and(|s| s["version"] == h.next.as_str())
     });
     h.write(&["during"]);
     let code = child.wait().unwrap().code();
-    assert_eq!(code, Some(1), "an upgrade that rolled back fails the command");
+    assert_eq!(
+        code,
+        Some(1),
+        "an upgrade that rolled back fails the command"
+    );
     assert_eq!(h.current(), h.base);
     wait_for("the previous release", Duration::from_secs(30), || {
         h.status().is_some_and(|s| s["version"] == h.base.as_str())
@@ -389,7 +452,10 @@ fn upgrade_apply_rolls_back_an_unready_release_keeping_its_writes() {
     assert_eq!(u["state"], "rolled_back", "{u}");
     assert!(u["reason"].as_str().unwrap().contains("not ready"), "{u}");
     let names = entity_names(&h.data.join("erlmcp.db"));
-    assert!(names.contains("before") && names.contains("during"), "{names:?}");
+    assert!(
+        names.contains("before") && names.contains("during"),
+        "{names:?}"
+    );
 }
 
 /// A release that crashes after its migration: the crash loop is seen and
@@ -401,7 +467,11 @@ fn upgrade_apply_rolls_back_a_crash_loop() {
     let (code, out) = h.upgrade(&["apply", &h.next.clone()]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out["outcome"], "rolled_back");
-    assert!(out["reason"].as_str().unwrap().contains("crash loop") || out["reason"].as_str().unwrap().contains("failed"), "{out}");
+    assert!(
+        out["reason"].as_str().unwrap().contains("crash loop")
+            || out["reason"].as_str().unwrap().contains("failed"),
+        "{out}"
+    );
     assert_eq!(h.current(), h.base);
     assert!(entity_names(&h.data.join("erlmcp.db")).contains("kept"));
 }
@@ -418,7 +488,10 @@ fn an_interrupted_upgrade_is_finished_by_resume() {
         let h = Host::new(fault, 6);
         h.write(&["kept"]);
         let mut child = h
-            .erlmcp(&["upgrade", "apply", &h.next.clone()], Some(&format!("{point}:60000")))
+            .erlmcp(
+                &["upgrade", "apply", &h.next.clone()],
+                Some(&format!("{point}:60000")),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -427,21 +500,32 @@ fn an_interrupted_upgrade_is_finished_by_resume() {
         let p = point.to_owned();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if line.contains(&p) {
                     let _ = tx.send(());
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("never reached {point}"));
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never reached {point}"));
         child.kill().unwrap();
         child.wait().unwrap();
         let (code, out) = h.upgrade(&["resume"]);
-        let expected = if fault.is_some() { "rolled_back" } else { "confirmed" };
+        let expected = if fault.is_some() {
+            "rolled_back"
+        } else {
+            "confirmed"
+        };
         assert_eq!(out["outcome"], expected, "{point}: {out} ({code})");
         let runs = if fault.is_some() { &h.base } else { &h.next };
         assert_eq!(&h.current(), runs, "{point}");
-        assert!(entity_names(&h.data.join("erlmcp.db")).contains("kept"), "{point}");
+        assert!(
+            entity_names(&h.data.join("erlmcp.db")).contains("kept"),
+            "{point}"
+        );
         let (_, again) = h.upgrade(&["resume"]);
         assert_eq!(again, Value::Null, "{point}: nothing left to resume");
     }

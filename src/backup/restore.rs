@@ -292,7 +292,11 @@ fn settle(db: &Path, stamp: &str) {
 /// migrated now, so the first start after the restore is an ordinary one.
 fn migrate(db: &Path) -> Result<(), BackupError> {
     let mut conn = Connection::open(db)?;
-    migrations::migrate(&mut conn, &db.display().to_string(), crate::release::VERSION)?;
+    migrations::migrate(
+        &mut conn,
+        &db.display().to_string(),
+        crate::release::VERSION,
+    )?;
     conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }

@@ -43,7 +43,11 @@ pub fn plan(entries: &[Entry], p: &Policy) -> Plan {
         .filter_map(|e| e.manifest.as_ref().map(|m| (e.id.as_str(), m.created_at)))
         .collect();
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); good.len()];
-    for (i, e) in entries.iter().filter(|e| e.is_good() && e.manifest.is_some()).enumerate() {
+    for (i, e) in entries
+        .iter()
+        .filter(|e| e.is_good() && e.manifest.is_some())
+        .enumerate()
+    {
         if e.pinned.is_some() {
             reasons[i].push("pinned");
         }

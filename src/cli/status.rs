@@ -90,12 +90,21 @@ fn human(s: &Status) -> String {
 
 fn upgrade(out: &mut String, u: &crate::upgrade::Status) {
     use crate::upgrade::record::State;
-    let previous = u.previous.as_deref().map(|p| format!(" (previous {p})")).unwrap_or_default();
+    let previous = u
+        .previous
+        .as_deref()
+        .map(|p| format!(" (previous {p})"))
+        .unwrap_or_default();
     let state = match &u.state {
-        State::Probation { since } => format!("on probation since {}", crate::clock::rfc3339(*since)),
+        State::Probation { since } => {
+            format!("on probation since {}", crate::clock::rfc3339(*since))
+        }
         State::Confirmed { at } => format!("confirmed {}", crate::clock::rfc3339(*at)),
         State::RolledBack { from, reason, at } => {
-            format!("ROLLED BACK from {from} at {}: {reason}", crate::clock::rfc3339(*at))
+            format!(
+                "ROLLED BACK from {from} at {}: {reason}",
+                crate::clock::rfc3339(*at)
+            )
         }
     };
     let _ = writeln!(out, "  release    {}{previous}, {state}", u.release);

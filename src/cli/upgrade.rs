@@ -110,7 +110,10 @@ fn observer(config: &Config) -> Box<dyn Fn() -> Option<Observed>> {
 
 fn print_outcome(o: &Outcome) {
     match o {
-        Outcome::Confirmed { release, after_secs } => {
+        Outcome::Confirmed {
+            release,
+            after_secs,
+        } => {
             println!("{release} confirmed after {after_secs} s")
         }
         Outcome::RolledBack {

@@ -30,10 +30,10 @@ use crate::logging::LogControl;
 use crate::mcp::server::Server;
 use crate::ops::{self, OpsState};
 use crate::replication::Replication;
-use crate::upgrade::Upgrade;
 use crate::store::Store;
 use crate::supervisor::{ChildSpec, Intensity, Restart, Strategy, Supervisor, systemd, watchdog};
 use crate::transport::http::{self, HttpState};
+use crate::upgrade::Upgrade;
 
 /// What the children share.
 pub(super) struct Ctx {
@@ -184,7 +184,8 @@ fn probation_child(ctx: &Arc<Ctx>, probation: Duration) -> ChildSpec {
     ChildSpec::new("probation", Restart::Transient, move |stop| {
         let (upgrade, ops) = (ctx.upgrade.clone(), ctx.ops.clone());
         async move {
-            let healthy = move || ops::health::ready_now(&ops) && ops.heartbeats.stale(STALE).is_empty();
+            let healthy =
+                move || ops::health::ready_now(&ops) && ops.heartbeats.stale(STALE).is_empty();
             crate::upgrade::probation::run(upgrade, healthy, probation, stop).await;
             Ok(())
         }

@@ -23,10 +23,10 @@ use crate::ops::{self, OpsState};
 use crate::replication::frame::Role;
 use crate::replication::{Replication, RoleChange};
 use crate::store::{Store, StoreError};
-use crate::upgrade::{self, Upgrade};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::{HttpSettings, HttpState};
+use crate::upgrade::{self, Upgrade};
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     let l = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {

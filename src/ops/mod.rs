@@ -30,9 +30,9 @@ use std::time::Instant;
 use crate::backup::Backups;
 use crate::mcp::server::Server;
 use crate::replication::Replication;
-use crate::upgrade::Upgrade;
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::HttpState;
+use crate::upgrade::Upgrade;
 
 /// Everything the ops endpoints report on and act on.
 pub(crate) struct OpsState {

@@ -158,7 +158,6 @@ CREATE TABLE repl_log (
 );
 "#;
 
-
 /// Tool calls answered with a task handle (MCP tasks), kept until they
 /// expire; the result or error is kept once the task ends. `owner` scopes
 /// every lookup (a session, a stdio connection or a principal); `session_id`
@@ -265,11 +264,31 @@ DROP TABLE repl_log;
 
 /// Every migration of this release, in order.
 const REGULAR: &[Migration] = &[
-    Migration { version: 1, up: V1_UP, down: V1_DOWN },
-    Migration { version: 2, up: V2_UP, down: V2_DOWN },
-    Migration { version: 3, up: V3_UP, down: V3_DOWN },
-    Migration { version: 4, up: V4_UP, down: V4_DOWN },
-    Migration { version: 5, up: V5_UP, down: V5_DOWN },
+    Migration {
+        version: 1,
+        up: V1_UP,
+        down: V1_DOWN,
+    },
+    Migration {
+        version: 2,
+        up: V2_UP,
+        down: V2_DOWN,
+    },
+    Migration {
+        version: 3,
+        up: V3_UP,
+        down: V3_DOWN,
+    },
+    Migration {
+        version: 4,
+        up: V4_UP,
+        down: V4_DOWN,
+    },
+    Migration {
+        version: 5,
+        up: V5_UP,
+        down: V5_DOWN,
+    },
 ];
 
 /// The test build of a next release (`next-release`, never a release):
@@ -348,7 +367,10 @@ pub fn plan(conn: &Connection, path: &str) -> Result<Plan, StoreError> {
 fn plan_to(conn: &Connection, path: &str, known: i64) -> Result<Plan, StoreError> {
     let found = version(conn)?;
     if found < known {
-        return Ok(Plan::Up { from: found, to: known });
+        return Ok(Plan::Up {
+            from: found,
+            to: known,
+        });
     }
     if found == known {
         return Ok(Plan::Current);
@@ -361,7 +383,10 @@ fn plan_to(conn: &Connection, path: &str, known: i64) -> Result<Plan, StoreError
             known,
         });
     }
-    Ok(Plan::Down { from: found, to: known })
+    Ok(Plan::Down {
+        from: found,
+        to: known,
+    })
 }
 
 /// Versions in `(known, found]` whose down steps the database lacks.
@@ -375,7 +400,9 @@ fn missing_downs(conn: &Connection, known: i64, found: i64) -> Result<Vec<i64>, 
     for v in known + 1..=found {
         let there = has_table
             && conn
-                .query_row("SELECT 1 FROM schema_downs WHERE version = ?1", [v], |_| Ok(()))
+                .query_row("SELECT 1 FROM schema_downs WHERE version = ?1", [v], |_| {
+                    Ok(())
+                })
                 .optional()?
                 .is_some();
         if !there {
@@ -392,7 +419,12 @@ pub fn migrate(conn: &mut Connection, path: &str, by: &str) -> Result<Plan, Stor
     migrate_to(conn, path, by, latest_version())
 }
 
-fn migrate_to(conn: &mut Connection, path: &str, by: &str, target: i64) -> Result<Plan, StoreError> {
+fn migrate_to(
+    conn: &mut Connection,
+    path: &str,
+    by: &str,
+    target: i64,
+) -> Result<Plan, StoreError> {
     let plan = plan_to(conn, path, target)?;
     let tx = Transaction::new(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(DOWNS_TABLE)?;
@@ -400,15 +432,19 @@ fn migrate_to(conn: &mut Connection, path: &str, by: &str, target: i64) -> Resul
         Plan::Current => {}
         Plan::Up { from, to } => {
             for m in all().filter(|m| m.version > from && m.version <= to) {
-                tx.execute_batch(m.up)
-                    .map_err(|e| StoreError::Migration(format!("up to version {}: {e}", m.version)))?;
+                tx.execute_batch(m.up).map_err(|e| {
+                    StoreError::Migration(format!("up to version {}: {e}", m.version))
+                })?;
             }
             tx.pragma_update(None, "user_version", to)?;
         }
         Plan::Down { from, to } => {
             for v in (to + 1..=from).rev() {
-                let down: String =
-                    tx.query_row("SELECT down FROM schema_downs WHERE version = ?1", [v], |r| r.get(0))?;
+                let down: String = tx.query_row(
+                    "SELECT down FROM schema_downs WHERE version = ?1",
+                    [v],
+                    |r| r.get(0),
+                )?;
                 tx.execute_batch(&down)
                     .map_err(|e| StoreError::Migration(format!("down from version {v}: {e}")))?;
             }
@@ -461,7 +497,10 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             to_latest(&mut conn).unwrap(),
-            Plan::Up { from: 0, to: latest_version() }
+            Plan::Up {
+                from: 0,
+                to: latest_version()
+            }
         );
         assert_eq!(version(&conn).unwrap(), latest_version());
         let n: i64 = conn
@@ -485,10 +524,12 @@ mod tests {
         )
         .unwrap();
         if v >= 2 {
-            c.execute_batch("UPDATE sessions SET standalone_stream = 7").unwrap();
+            c.execute_batch("UPDATE sessions SET standalone_stream = 7")
+                .unwrap();
         }
         if v >= 4 {
-            c.execute_batch("INSERT INTO repl_log VALUES (1, 1, x'00', 5, x'00')").unwrap();
+            c.execute_batch("INSERT INTO repl_log VALUES (1, 1, x'00', 5, x'00')")
+                .unwrap();
         }
         if v >= 5 {
             c.execute_batch(
@@ -551,10 +592,17 @@ mod tests {
             // As an older binary: down with what the newer one recorded.
             assert_eq!(
                 migrate_to(&mut c, "t", "old", k).unwrap(),
-                Plan::Down { from: latest_version(), to: k }
+                Plan::Down {
+                    from: latest_version(),
+                    to: k
+                }
             );
             let mut after = dump(&c);
-            let kept: Vec<String> = after.keys().filter(|t| t.contains("_kept")).cloned().collect();
+            let kept: Vec<String> = after
+                .keys()
+                .filter(|t| t.contains("_kept"))
+                .cloned()
+                .collect();
             for t in kept {
                 let rows = after.remove(&t).unwrap();
                 assert!(
@@ -594,7 +642,10 @@ mod tests {
         let newer = latest_version() + 1;
         c.pragma_update(None, "user_version", newer).unwrap();
         let err = migrate(&mut c, "db", "test").unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found, .. } if found == newer), "{err}");
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found, .. } if found == newer),
+            "{err}"
+        );
         assert_eq!(version(&c).unwrap(), newer);
     }
 }

@@ -88,14 +88,20 @@ impl Releases {
     fn check(&self, release: &str) -> Result<(), ApplyError> {
         let bin = self.binary(release);
         if !bin.is_file() {
-            return Err(ApplyError::NoRelease(release.into(), self.dir.join(release).display().to_string()));
+            return Err(ApplyError::NoRelease(
+                release.into(),
+                self.dir.join(release).display().to_string(),
+            ));
         }
         let out = Command::new(&bin)
             .arg("--version")
             .output()
             .map_err(|e| ApplyError::Broken(release.into(), e.to_string()))?;
         if !out.status.success() {
-            return Err(ApplyError::Broken(release.into(), String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(ApplyError::Broken(
+                release.into(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
         Ok(())
     }
@@ -167,8 +173,16 @@ pub(crate) trait Service {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub(crate) enum Outcome {
-    Confirmed { release: String, after_secs: u64 },
-    RolledBack { release: String, from: String, reason: String, after_secs: u64 },
+    Confirmed {
+        release: String,
+        after_secs: u64,
+    },
+    RolledBack {
+        release: String,
+        from: String,
+        reason: String,
+        after_secs: u64,
+    },
 }
 
 /// Restarts within one wait that make a crash loop.
@@ -199,7 +213,11 @@ pub(crate) fn apply(
 }
 
 /// `erlmcp upgrade resume`: finishes what an interrupted upgrade left.
-pub(crate) fn resume(r: &Releases, svc: &dyn Service, data_dir: &Path) -> Result<Option<Outcome>, ApplyError> {
+pub(crate) fn resume(
+    r: &Releases,
+    svc: &dyn Service,
+    data_dir: &Path,
+) -> Result<Option<Outcome>, ApplyError> {
     match load_journal(r) {
         None => Ok(None),
         Some(ip) => {
@@ -210,7 +228,11 @@ pub(crate) fn resume(r: &Releases, svc: &dyn Service, data_dir: &Path) -> Result
 }
 
 /// `erlmcp upgrade rollback`: back to the release that ran before.
-pub(crate) fn rollback_now(r: &Releases, svc: &dyn Service, data_dir: &Path) -> Result<Outcome, ApplyError> {
+pub(crate) fn rollback_now(
+    r: &Releases,
+    svc: &dyn Service,
+    data_dir: &Path,
+) -> Result<Outcome, ApplyError> {
     let rec = record::load(data_dir)?.ok_or(ApplyError::NothingToRollBackTo)?;
     let to = rec.previous.ok_or(ApplyError::NothingToRollBackTo)?;
     r.check(&to)?;
@@ -228,7 +250,12 @@ pub(crate) fn rollback_now(r: &Releases, svc: &dyn Service, data_dir: &Path) -> 
 /// Runs `release`: the link points at it and the service runs it. Each
 /// step is idempotent, so a resumed upgrade redoes what may not have
 /// happened.
-fn run_release(r: &Releases, svc: &dyn Service, release: &str, flipped_point: &str) -> Result<(), ApplyError> {
+fn run_release(
+    r: &Releases,
+    svc: &dyn Service,
+    release: &str,
+    flipped_point: &str,
+) -> Result<(), ApplyError> {
     if r.current()? != release {
         r.flip(release)?;
     }
@@ -239,7 +266,12 @@ fn run_release(r: &Releases, svc: &dyn Service, release: &str, flipped_point: &s
     Ok(())
 }
 
-fn finish(r: &Releases, svc: &dyn Service, data_dir: &Path, ip: InProgress) -> Result<Outcome, ApplyError> {
+fn finish(
+    r: &Releases,
+    svc: &dyn Service,
+    data_dir: &Path,
+    ip: InProgress,
+) -> Result<Outcome, ApplyError> {
     let started = Instant::now();
     if ip.phase == Phase::RollingBack {
         return rollback(r, svc, data_dir, ip, started);
@@ -324,7 +356,11 @@ fn rollback(
             continue;
         }
         if svc.failed() || Instant::now() >= until {
-            let why = if svc.failed() { "the service failed" } else { "no ready answer within 120 s" };
+            let why = if svc.failed() {
+                "the service failed"
+            } else {
+                "no ready answer within 120 s"
+            };
             return Err(stuck(&ip.from, why));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -347,7 +383,8 @@ fn leave_reason(data_dir: &Path, reason: &str) -> Result<(), ApplyError> {
     if matches!(rec.state, State::Probation { .. } | State::Confirmed { .. }) {
         rec.rollback_reason = Some(reason.to_owned());
         record::save(data_dir, &rec)?;
-        let owner = std::fs::metadata(data_dir).map_err(|e| FsError::new("reading", data_dir, e))?;
+        let owner =
+            std::fs::metadata(data_dir).map_err(|e| FsError::new("reading", data_dir, e))?;
         use std::os::unix::fs::MetadataExt;
         let file = record::path(data_dir);
         std::os::unix::fs::chown(&file, Some(owner.uid()), Some(owner.gid()))
@@ -419,7 +456,10 @@ impl Service for Systemd {
         if !out.status.success() {
             return Err(stuck(
                 &binary.display().to_string(),
-                &format!("restoring {id}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                &format!(
+                    "restoring {id}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             ));
         }
         give_back(data_dir)?;

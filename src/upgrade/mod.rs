@@ -38,7 +38,9 @@ pub(crate) enum UpgradeError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the restore point before changing the schema could not be taken ({0}); nothing was changed")]
+    #[error(
+        "the restore point before changing the schema could not be taken ({0}); nothing was changed"
+    )]
     RestorePoint(#[source] BackupError),
 }
 
@@ -142,7 +144,9 @@ impl Upgrade {
             None if p.restore_point.is_some() => {
                 let mut r = Record::new(&this, State::Probation { since: now() });
                 r.restore_point = p.restore_point;
-                r.note(format!("{this} started on data of an earlier release, on probation{schema}"));
+                r.note(format!(
+                    "{this} started on data of an earlier release, on probation{schema}"
+                ));
                 r
             }
             None => {
@@ -190,7 +194,9 @@ impl Upgrade {
             at: crate::clock::now_secs(),
         };
         let release = r.release.clone();
-        r.note(format!("{release} confirmed after {healthy_secs} s ready and healthy"));
+        r.note(format!(
+            "{release} confirmed after {healthy_secs} s ready and healthy"
+        ));
         unpin(&self.backups, r.restore_point.take());
         if let Err(e) = record::save(&self.data_dir, &r) {
             tracing::error!(error = %e, "cannot record the confirmation");
@@ -232,7 +238,9 @@ fn rolled_back(
         .take()
         .unwrap_or_else(|| format!("an older release ({this}) started on this data"));
     let from = std::mem::replace(&mut r.release, this.to_owned());
-    r.note(format!("{this} took over from {from}, rolled back: {reason}{schema}"));
+    r.note(format!(
+        "{this} took over from {from}, rolled back: {reason}{schema}"
+    ));
     r.previous = Some(from.clone());
     r.state = State::RolledBack {
         from,

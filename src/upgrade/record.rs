@@ -16,10 +16,18 @@ pub(crate) const FILE: &str = "upgrade.json";
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum State {
     /// Running, not yet healthy for the whole probation.
-    Probation { since: i64 },
-    Confirmed { at: i64 },
+    Probation {
+        since: i64,
+    },
+    Confirmed {
+        at: i64,
+    },
     /// The release that runs took over from `from`, which failed.
-    RolledBack { from: String, reason: String, at: i64 },
+    RolledBack {
+        from: String,
+        reason: String,
+        at: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +67,10 @@ impl Record {
 
     pub(crate) fn note(&mut self, line: String) {
         tracing::info!(upgrade = %line, "upgrade");
-        self.history
-            .push(format!("{} {line}", crate::clock::rfc3339(crate::clock::now_secs())));
+        self.history.push(format!(
+            "{} {line}",
+            crate::clock::rfc3339(crate::clock::now_secs())
+        ));
         let excess = self.history.len().saturating_sub(HISTORY);
         self.history.drain(..excess);
     }

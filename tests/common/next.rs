@@ -16,7 +16,13 @@ pub fn next_release_bin() -> PathBuf {
         let target = root.join("target").join("next-release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--locked", "--features", "fault-injection,next-release", "--target-dir"])
+            .args([
+                "build",
+                "--locked",
+                "--features",
+                "fault-injection,next-release",
+                "--target-dir",
+            ])
             .arg(&target)
             .current_dir(&root)
             .status()
