@@ -471,3 +471,24 @@ fn stdio_writes_beside_the_primary_are_replicated_and_beside_a_standby_refused()
     assert_eq!(r["error"]["code"], -32060, "{r}");
     assert!(!entity_names(&b.db()).contains("on-standby"));
 }
+
+/// keepalived's track script asks a standby in sync whether it is ready,
+/// every second: it answers yes, and goes on answering everything else
+/// (the readiness check once held the state's lock while taking it again).
+#[test]
+fn a_standby_in_sync_is_ready_and_stays_responsive() {
+    let tmp = TestDir::new();
+    let (a, b) = start_pair(&tmp, "");
+    for node in [&a, &b] {
+        for _ in 0..3 {
+            let out = std::process::Command::new(common::BIN)
+                .args(["ready", "--ops", &format!("127.0.0.1:{}", node.ops)])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}: {out:?}", node.name);
+        }
+    }
+    assert_eq!(b.replication()["role"], "standby");
+    write_n(&a, "after-ready", 3);
+    wait_in_sync(&a, &b, Duration::from_secs(10));
+}
