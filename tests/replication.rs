@@ -322,6 +322,28 @@ fn with_block_writes_wait_for_the_standby_and_reads_go_on() {
     write_n(&a, "resumed", 2);
 }
 
+/// Block mode, the standby gone, a write waiting for it: the primary is
+/// still ready (keepalived's track script), since it is the node that must
+/// keep the address; a failed check would have keepalived demote it.
+#[test]
+fn with_block_the_primary_waiting_for_its_standby_stays_ready() {
+    let tmp = TestDir::new();
+    let (a, mut b) = start_pair(&tmp, "ack_timeout_ms = 4000");
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    b.kill9();
+    let url = a.url();
+    let waiting = std::thread::spawn(move || w.create(&url, "waits"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(common::BIN)
+        .args(["ready", "--ops", &format!("127.0.0.1:{}", a.ops)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(waiting.join().unwrap(), Outcome::Unknown);
+    assert_eq!(a.replication()["role"], "primary");
+}
+
 /// Degrade: the primary goes on alone (counted), and the standby catches
 /// up when it returns.
 #[test]
