@@ -514,3 +514,67 @@ fn a_standby_in_sync_is_ready_and_stays_responsive() {
     write_n(&a, "after-ready", 3);
     wait_in_sync(&a, &b, Duration::from_secs(10));
 }
+
+/// What keepalived's hooks run: `erlmcp ready|role --config` with the
+/// daemon's configuration, outside the service, so without its credential
+/// (`$CREDENTIALS_DIRECTORY`). The configuration is valid there
+/// (`check-config` too, as NixOS runs it at build time); only `serve`
+/// needs the secret, and refuses to start without it (78).
+#[test]
+fn hooks_read_the_config_without_the_credential() {
+    let tmp = TestDir::new();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let (mcp, ops) = (common::free_port(), common::free_port());
+    let config = tmp.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_name = \"a\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{mcp}\"\n\
+             [ops]\nlisten = \"127.0.0.1:{ops}\"\n[replication]\nenabled = true\n\
+             peer = \"127.0.0.1:{}\"\ninitial_role = \"primary\"\n",
+            tmp.path().join("a").display(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let erlmcp = |args: &[&str], creds: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args).env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(d) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", d);
+        }
+        cmd
+    };
+    let cfg = config.to_str().unwrap();
+    let out = erlmcp(&["check-config", cfg], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = erlmcp(&["serve", "--config", cfg], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replication-secret"), "{err}");
+
+    // The credential as systemd passes it.
+    let creds = tmp.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::copy(&secret, creds.join("replication-secret")).unwrap();
+    let mut daemon = erlmcp(&["serve", "--config", cfg], Some(&creds))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the daemon", Duration::from_secs(20), || {
+        erlmcp(&["ready", "--config", cfg], None)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let out = erlmcp(&["role", "primary", "--config", cfg], None)
+        .output()
+        .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("primary at epoch"));
+}
