@@ -9,7 +9,10 @@ role name to its address.
 nspawn backend: one namespace per machine (`emh-<name>`) with `eth0` inside,
 its veth peer `v-<name>` enslaved to bridge `br0` in the lab namespace
 `emh-lab`.  `block()` takes `v-<name>` down: to the machine it looks like an
-unplugged cable (eth0 loses carrier).
+unplugged cable (eth0 loses carrier; keepalived on it goes FAULT).  The
+namespace outlives the container, so each boot starts from a clean
+interface (`reset`): what the last boot added (a virtual IP keepalived
+held when the machine crashed) is gone, as a power cycle clears a NIC.
 
 qemu backend: the QEMU processes themselves run inside the lab namespace, so
 the multicast socket LAN between VMs lives on that namespace's loopback and
@@ -55,6 +58,7 @@ class Lab:
     def __init__(self, state):
         self.state = state
         self.up = False
+        self.address = {}
 
     def create(self):
         if self.up:
@@ -80,9 +84,18 @@ class Lab:
            "netns", LAB_NS, what=f"creating the veth pair of {name}")
         ip("-n", LAB_NS, "link", "set", peer, "master", "br0")
         ip("-n", LAB_NS, "link", "set", peer, "up")
-        ip("-n", ns, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
+        self.address[name] = address
+        self.reset(name)
         return f"/run/netns/{ns}"
+
+    def reset(self, name):
+        """eth0 of `name` as at power-on: only its LAN address, no
+        neighbours; addresses a daemon added during the last boot are gone."""
+        ns = machine_ns(name)
+        ip("-n", ns, "addr", "flush", "dev", "eth0")
+        ip("-n", ns, "neigh", "flush", "dev", "eth0")
+        ip("-n", ns, "addr", "add", f"{self.address[name]}/{SUBNET.prefixlen}", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
 
     def set_link(self, name, up):
         ip("-n", LAB_NS, "link", "set", host_veth(name), "up" if up else "down",

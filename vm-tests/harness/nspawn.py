@@ -61,6 +61,7 @@ class NspawnMachine(Machine):
             f"--bind={self.shared_dir}:/tmp/shared", "--console=interactive",
         ]
         self.boots += 1
+        self.lab.reset(self.name)
         self.lab.set_link(self.name, not self.blocked)
         with open(self.console_path, "a") as f:
             f.write(f"\n===== harness: boot {self.boots} of {self.name} =====\n")
