@@ -78,6 +78,17 @@ class TomlTest(unittest.TestCase):
         self.assertEqual(provision.restart_triggers(base), provision.restart_triggers(prompts))
         self.assertNotEqual(provision.restart_triggers(base), provision.restart_triggers(degrade))
 
+    def test_keepalived_configs_differ_in_priority_only(self):
+        # The failover story runs dist/keepalived/keepalived.conf on the
+        # primary and this copy on the standby.
+        with open(os.path.join(provision.REPO, "dist/keepalived/keepalived.conf")) as f:
+            dist = f.read()
+        with open(os.path.join(provision.VM_TESTS,
+                               "scenarios/files/failover-keepalived-standby.conf")) as f:
+            standby = f.read()
+        self.assertIn("\n    priority 150\n", dist)
+        self.assertEqual(dist.replace("\n    priority 150\n", "\n    priority 100\n"), standby)
+
 
 class NetlabTest(unittest.TestCase):
     def test_nixos_addressing(self):
