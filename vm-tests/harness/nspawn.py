@@ -56,7 +56,11 @@ class NspawnMachine(Machine):
         self._reap()
         nspawn = [
             "systemd-nspawn", "-D", self.root, "-b", "--register=no", "--keep-unit",
-            "-M", self.name, f"--network-namespace-path={self.netns_path}",
+            # Another slot's run may have a machine of the same name: nspawn
+            # keeps per-name state under /run/systemd/nspawn. The hostname
+            # comes from the machine's /etc/hostname all the same.
+            "-M", self.name if not self.state.slot else f"{self.name}-{self.state.slot}",
+            f"--network-namespace-path={self.netns_path}",
             "--link-journal=no", "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
             f"--bind={self.shared_dir}:/tmp/shared", "--console=interactive",
         ]

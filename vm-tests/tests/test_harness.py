@@ -90,6 +90,36 @@ class TomlTest(unittest.TestCase):
         self.assertEqual(dist.replace("\n    priority 150\n", "\n    priority 100\n"), standby)
 
 
+class SlotTest(unittest.TestCase):
+    """Concurrent runs take separate state slots, namespaces and LANs."""
+
+    def test_two_runs_two_slots(self):
+        from harness import state
+        old = state.STATE_DIR
+        state.STATE_DIR = tempfile.mkdtemp()
+        try:
+            a, b = state.State(Logger()), state.State(Logger())
+            a.acquire()
+            b.acquire()
+            self.assertEqual((a.slot, b.slot), (0, 1))
+            self.assertNotEqual(a.state_file, b.state_file)
+            b.add("file", os.path.join(state.STATE_DIR, "nothing"))
+            a.release_all()
+            c = state.State(Logger())
+            c.acquire()  # slot 0 is free again
+            self.assertEqual(c.slot, 0)
+            c.release_all()
+            b.release_all()
+        finally:
+            state.STATE_DIR = old
+
+    def test_names_per_slot(self):
+        self.assertEqual(netlab.lab_ns(0), "emh-lab")
+        self.assertEqual(netlab.machine_ns("primary", 0), "emh-primary")
+        self.assertEqual(netlab.lab_ns(3), "emh3-lab")
+        self.assertEqual(netlab.machine_ns("primary", 3), "emh3-primary")
+
+
 class NetlabTest(unittest.TestCase):
     def test_nixos_addressing(self):
         # NixOS numbers nodes in name order on 192.168.<vlan>.<n>
