@@ -397,6 +397,9 @@ with subtest("the old primary boots, sees the higher epoch, follows and catches 
     figures["discarded_after_crash"] = metric(primary, "erlmcp_replication_discarded_changes_total")
     primary.succeed(f"erlmcp ready --config {CONFIG}")
     primary.wait_until_succeeds("systemctl is-active keepalived.service", timeout=60)
+    # Longer than a backup waits before it takes over (1.8 s): with
+    # nopreempt, the higher priority does not take the address back.
+    time.sleep(3)
     t.assertTrue(holds_vip(standby))
     t.assertFalse(holds_vip(primary))
     figures["tables"] = same_tables(standby, primary)
