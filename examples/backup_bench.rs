@@ -11,7 +11,7 @@
 use erlmcp::backup::restore::{self, Target};
 use erlmcp::backup::{Backups, snapshot};
 use erlmcp::config::Config;
-use erlmcp::store::{Store, StoreConfig, migrations};
+use erlmcp::store::{Store, StoreConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ fn build_db(data: &Path, bytes: u64) {
     let mut c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
         .unwrap();
-    migrations::migrations().to_latest(&mut c).unwrap();
+    erlmcp::store::migrations::to_latest(&mut c).unwrap();
     let words = [
         "alpha", "beta", "gamma", "delta", "tool", "call", "memory", "graph", "entity", "relation",
     ];

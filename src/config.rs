@@ -38,6 +38,7 @@ pub struct Config {
     pub prompts: Vec<PromptConfig>,
     pub backup: BackupConfig,
     pub replication: ReplicationConfig,
+    pub upgrade: UpgradeConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
 }
@@ -336,6 +337,50 @@ impl BackupConfig {
     }
 }
 
+/// `[upgrade]`: releases on probation, and `erlmcp upgrade apply` (see
+/// `docs/operations/upgrades.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeConfig {
+    /// A release this data has not run before is confirmed once it has been
+    /// ready, its watchdog healthy, this long without a break.
+    pub probation_secs: u64,
+    /// `erlmcp upgrade apply` rolls back when the new release is not
+    /// confirmed this long after its restart.
+    pub deadline_secs: u64,
+    /// Where releases live, one directory per release holding `erlmcp`.
+    pub releases_dir: PathBuf,
+    /// The link the service runs (`<current_link>/erlmcp`), pointing into
+    /// `releases_dir`.
+    pub current_link: PathBuf,
+    /// The systemd unit to restart.
+    pub unit: String,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig {
+            probation_secs: 30,
+            deadline_secs: 180,
+            releases_dir: PathBuf::from("/opt/erlmcp/releases"),
+            current_link: PathBuf::from("/opt/erlmcp/current"),
+            unit: "erlmcp.service".into(),
+        }
+    }
+}
+
+impl UpgradeConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.probation_secs == 0 {
+            return Err("upgrade.probation_secs must be at least 1".into());
+        }
+        if self.deadline_secs <= self.probation_secs {
+            return Err("upgrade.deadline_secs must be longer than upgrade.probation_secs".into());
+        }
+        Ok(())
+    }
+}
+
 /// `[replication]`: a primary and a hot standby (see
 /// `docs/operations/replication-and-failover.md`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -441,13 +486,11 @@ impl ReplicationConfig {
         if self.max_log_entries < 1000 {
             return Err("replication.max_log_entries must be at least 1000".into());
         }
-        if self.secret_path().is_none() {
-            return Err(
-                "replication needs a shared secret: replication.secret_file, or a \
-                 `replication-secret` systemd credential"
-                    .into(),
-            );
-        }
+        // Where the secret is found is not checked here: the default is the
+        // service's credential, which only the daemon sees. `erlmcp
+        // check-config` at build time, and keepalived's hooks (`erlmcp role
+        // --config`, `erlmcp ready --config`), read this file without it;
+        // `serve` refuses to start without the secret (exit 78).
         Ok(())
     }
 }
@@ -469,6 +512,7 @@ impl Default for Config {
             prompts: Vec::new(),
             backup: BackupConfig::default(),
             replication: ReplicationConfig::default(),
+            upgrade: UpgradeConfig::default(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
         }
@@ -712,6 +756,7 @@ impl Config {
         self.backup.validate()?;
         self.tasks.validate()?;
         self.replication.validate(self)?;
+        self.upgrade.validate()?;
         self.validate_limits()?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {

@@ -15,14 +15,14 @@
 //! | 10 | [`cli`] | one file per subcommand; the only layer that prints for humans |
 //! | 9 | [`node`] | a running process: wiring, the supervised children, reload, shutdown |
 //! | 8 | [`ops`] | the operations listener: one file per endpoint group, its client, the peer link |
-//! | 7 | [`transport`] | stdio and Streamable HTTP |
+//! | 7 | [`transport`], [`upgrade`] | stdio and Streamable HTTP; releases on probation, rolled back with their data |
 //! | 6 | [`replication`] | primary and standby: the log, the link, roles and epochs |
 //! | 5 | [`backup`] | domain subsystems: no HTTP, no printing |
 //! | 4 | [`toolsets`] | implementations (memory, files, prompts, conformance) and their registry |
 //! | 3 | [`mcp`] | the protocol core and the toolset contract |
 //! | 2 | [`store`], [`supervisor`] | SQLite; the OTP-style tree and systemd |
 //! | 1 | [`config`], [`logging`] | the configuration file; where logs go |
-//! | 0 | [`clock`], [`fsx`], [`exit`] | time, crash-safe file steps, exit codes |
+//! | 0 | [`clock`], [`fsx`], [`exit`], [`release`] | time, crash-safe file steps, exit codes, this release |
 //!
 //! Modules of one layer do not import each other.
 //!
@@ -40,6 +40,7 @@ pub(crate) mod node;
 pub(crate) mod ops;
 pub(crate) mod replication;
 pub(crate) mod transport;
+pub(crate) mod upgrade;
 // `pub` where integration tests use the library directly.
 pub mod backup;
 pub mod clock;
@@ -50,6 +51,7 @@ pub(crate) mod fsx;
 pub mod fuzzing;
 pub(crate) mod logging;
 pub(crate) mod mcp;
+pub mod release;
 pub mod store;
 pub(crate) mod supervisor;
 pub(crate) mod toolsets;

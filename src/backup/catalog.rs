@@ -27,6 +27,9 @@ pub struct Entry {
     #[serde(flatten)]
     pub status: Status,
     pub manifest: Option<Manifest>,
+    /// Why retention must keep it (an upgrade's restore point), if pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 impl Status {
@@ -95,12 +98,21 @@ fn ids(b: &Backups) -> std::io::Result<BTreeSet<String>> {
 }
 
 fn entry(b: &Backups, id: String) -> Entry {
+    let pinned = super::pin::pinned(b, &id);
+    Entry {
+        pinned,
+        ..status_of(b, id)
+    }
+}
+
+fn status_of(b: &Backups, id: String) -> Entry {
     let manifest_path = b.manifest_file(&id);
     if !manifest_path.exists() {
         return Entry {
             id,
             status: Status::Partial,
             manifest: None,
+            pinned: None,
         };
     }
     let m = match Manifest::read(&manifest_path, &id) {
@@ -110,6 +122,7 @@ fn entry(b: &Backups, id: String) -> Entry {
                 id,
                 status: Status::Invalid { reason },
                 manifest: None,
+                pinned: None,
             };
         }
     };
@@ -134,6 +147,7 @@ fn entry(b: &Backups, id: String) -> Entry {
         id,
         status,
         manifest: Some(m),
+        pinned: None,
     }
 }
 
@@ -170,5 +184,6 @@ pub fn clean_leftovers(b: &Backups) -> Result<Vec<String>, BackupError> {
 pub fn delete(b: &Backups, id: &str) -> Result<(), BackupError> {
     crate::fsx::remove_if_exists(&b.manifest_file(id))?;
     crate::fsx::remove_if_exists(&b.data_file(id))?;
+    crate::fsx::remove_if_exists(&b.pin_marker(id))?;
     Ok(crate::fsx::remove_if_exists(&b.bad_marker(id))?)
 }

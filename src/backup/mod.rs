@@ -23,6 +23,7 @@ pub mod catalog;
 pub(crate) mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod pin;
 pub mod restore;
 pub(crate) mod retention;
 pub mod scheduler;
@@ -221,6 +222,10 @@ impl Backups {
         self.dir.join(format!("{id}.json"))
     }
 
+    pub fn pin_marker(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.pinned"))
+    }
+
     pub fn bad_marker(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.bad"))
     }
@@ -242,24 +247,4 @@ pub fn new_id(millis: i64) -> String {
         .collect();
     let suffix: u8 = rand::random();
     format!("{stamp}-{:03}{suffix:02x}", millis % 1000)
-}
-
-/// Test hook: with `TEST_ERLMCP_PAUSE_AT=NAME:MS` in the environment (not
-/// `ERLMCP_*`: those are configuration overrides) the process
-/// sleeps MS milliseconds at the point NAME, so an integration test can
-/// `kill -9` it exactly there. Points: `backup.after_copy`,
-/// `backup.before_manifest`, `restore.before_swap`, `restore.after_swap`.
-pub(crate) fn pause_point(name: &str) {
-    let Ok(spec) = std::env::var("TEST_ERLMCP_PAUSE_AT") else {
-        return;
-    };
-    for item in spec.split(',') {
-        if let Some((point, ms)) = item.split_once(':')
-            && point == name
-            && let Ok(ms) = ms.parse()
-        {
-            tracing::warn!(point, ms, "pausing at a test pause point");
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-    }
 }

@@ -251,9 +251,9 @@ pub fn restore_offline(
     let db = b.data_dir.join(DB_FILE);
     let stamp = stamp();
     settle(&db, &stamp);
-    super::pause_point("restore.before_swap");
+    crate::clock::pause_point("restore.before_swap");
     let previous = swap::swap_in(&db, &prepared.file, &stamp)?;
-    super::pause_point("restore.after_swap");
+    crate::clock::pause_point("restore.after_swap");
     drop(dir_lock);
     let out = restored(&prepared, false, previous, started);
     migrate(&db)?;
@@ -292,9 +292,11 @@ fn settle(db: &Path, stamp: &str) {
 /// migrated now, so the first start after the restore is an ordinary one.
 fn migrate(db: &Path) -> Result<(), BackupError> {
     let mut conn = Connection::open(db)?;
-    migrations::migrations()
-        .to_latest(&mut conn)
-        .map_err(|e| BackupError::Store(store::StoreError::Migration(e.to_string())))?;
+    migrations::migrate(
+        &mut conn,
+        &db.display().to_string(),
+        crate::release::VERSION,
+    )?;
     conn.close().map_err(|(_, e)| e)?;
     Ok(())
 }
@@ -378,7 +380,7 @@ pub async fn restore_online(
         fsx::remove_if_exists(&prepared.file)?;
         return Ok(restored(&prepared, true, None, started));
     }
-    tokio::task::spawn_blocking(|| super::pause_point("restore.before_swap"))
+    tokio::task::spawn_blocking(|| crate::clock::pause_point("restore.before_swap"))
         .await
         .ok();
     let previous = match store.replace_with(&prepared.file, &stamp()).await {

@@ -22,7 +22,8 @@ pub struct Policy {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
-    /// Kept backups and why (`last`, `hourly`, `daily`, `weekly`, `newest`).
+    /// Kept backups and why (`last`, `hourly`, `daily`, `weekly`, `newest`,
+    /// `pinned`).
     pub keep: Vec<(String, Vec<String>)>,
     /// Deleted backups and why.
     pub delete: Vec<(String, String)>,
@@ -42,6 +43,15 @@ pub fn plan(entries: &[Entry], p: &Policy) -> Plan {
         .filter_map(|e| e.manifest.as_ref().map(|m| (e.id.as_str(), m.created_at)))
         .collect();
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); good.len()];
+    for (i, e) in entries
+        .iter()
+        .filter(|e| e.is_good() && e.manifest.is_some())
+        .enumerate()
+    {
+        if e.pinned.is_some() {
+            reasons[i].push("pinned");
+        }
+    }
     if !good.is_empty() {
         reasons[0].push("newest");
     }
@@ -131,6 +141,7 @@ mod tests {
             id: id.into(),
             status: Status::Good,
             manifest: Some(m),
+            pinned: None,
         }
     }
 
@@ -171,6 +182,7 @@ mod tests {
                     reason: "checksum".into(),
                 },
                 manifest: None,
+                pinned: None,
             },
             good("y", T + 10),
             good("x", T),
@@ -181,6 +193,7 @@ mod tests {
                 reason: "truncated".into(),
             },
             manifest: None,
+            pinned: None,
         });
         let p = plan(
             &entries,
@@ -194,5 +207,23 @@ mod tests {
         assert_eq!(kept(&p), ["y"]);
         let deleted: Vec<&str> = p.delete.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(deleted, ["x", "z", "w"]);
+    }
+
+    #[test]
+    fn a_pinned_backup_outlives_the_policy() {
+        let mut old = good("old", T - 100 * 86_400);
+        old.pinned = Some("restore point of an upgrade".into());
+        let entries = vec![good("new", T), old];
+        let p = plan(
+            &entries,
+            &Policy {
+                keep_last: 1,
+                hourly: 0,
+                daily: 0,
+                weekly: 0,
+            },
+        );
+        assert_eq!(kept(&p), ["new", "old"]);
+        assert!(p.delete.is_empty());
     }
 }

@@ -113,7 +113,7 @@ fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64),
     let created_at = crate::clock::now_secs();
     let staging = b.temp_file(id, "staging");
     let copy = copy_online(db, &staging, b.pacing, &b.cancel)?;
-    super::pause_point("backup.after_copy");
+    crate::clock::pause_point("backup.after_copy");
     let zst_tmp = b.temp_file(id, "zst");
     let packed = compress(&staging, &zst_tmp, b.level)?;
     fsx::remove_if_exists(&staging)?;
@@ -145,7 +145,7 @@ fn build(b: &Backups, db: &Path, id: &str) -> Result<(Manifest, CopyStats, u64),
             reason,
         });
     }
-    super::pause_point("backup.before_manifest");
+    crate::clock::pause_point("backup.before_manifest");
     write_manifest(b, &manifest)?;
     Ok((manifest, copy, verify_started.elapsed().as_millis() as u64))
 }

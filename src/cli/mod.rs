@@ -13,6 +13,7 @@ mod role;
 mod serve;
 mod status;
 mod stdio;
+mod upgrade;
 mod via;
 
 use clap::{Parser, Subcommand};
@@ -26,7 +27,11 @@ use crate::node::NodeError;
 use crate::ops::client::ClientError;
 
 #[derive(Parser, Debug)]
-#[command(name = "erlmcp", version, about = "An MCP server built to be operated")]
+#[command(
+    name = "erlmcp",
+    version = crate::release::VERSION,
+    about = "An MCP server built to be operated"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +58,9 @@ enum Command {
     Role(role::RoleArgs),
     /// Exit 0 when the local daemon is ready (keepalived's track_script).
     Ready(ready::ReadyArgs),
+    /// Switch releases with automatic rollback (hosts with a releases
+    /// directory and a `current` link).
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// Why a command failed; each knows its exit code.
@@ -105,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Role(args) => role::run(args),
         Command::Ready(args) => ready::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
     };
     match out {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,11 +83,39 @@ fn human(s: &Status) -> String {
     if let Some(b) = &s.last_backup {
         let _ = writeln!(out, "  backup     {b}");
     }
+    if let Some(u) = &s.upgrade {
+        upgrade(&mut out, u);
+    }
     if let Some(r) = &s.replication {
         replication(&mut out, r);
     }
     let _ = writeln!(out, "  children   {}", children(s));
     out
+}
+
+fn upgrade(out: &mut String, u: &crate::upgrade::Status) {
+    use crate::upgrade::record::State;
+    let previous = u
+        .previous
+        .as_deref()
+        .map(|p| format!(" (previous {p})"))
+        .unwrap_or_default();
+    let state = match &u.state {
+        State::Probation { since } => {
+            format!("on probation since {}", crate::clock::rfc3339(*since))
+        }
+        State::Confirmed { at } => format!("confirmed {}", crate::clock::rfc3339(*at)),
+        State::RolledBack { from, reason, at } => {
+            format!(
+                "ROLLED BACK from {from} at {}: {reason}",
+                crate::clock::rfc3339(*at)
+            )
+        }
+    };
+    let _ = writeln!(out, "  release    {}{previous}, {state}", u.release);
+    if let Some(b) = &u.restore_point {
+        let _ = writeln!(out, "  restore    point {b} (pinned until confirmed)");
+    }
 }
 
 fn replication(out: &mut String, r: &crate::replication::Status) {

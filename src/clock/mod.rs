@@ -32,3 +32,25 @@ pub fn rfc3339_millis(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// Test hook: with `TEST_ERLMCP_PAUSE_AT=NAME:MS[,NAME:MS...]` in the
+/// environment (not `ERLMCP_*`: those are configuration overrides) the
+/// process sleeps MS milliseconds at the point NAME, so an integration test
+/// can `kill -9` it exactly there. Points: `backup.after_copy`,
+/// `backup.before_manifest`, `restore.before_swap`, `restore.after_swap`,
+/// `migrate.before_commit`, `upgrade.after_journal`, `upgrade.after_flip`,
+/// `upgrade.rollback.after_flip`.
+pub fn pause_point(name: &str) {
+    let Ok(spec) = std::env::var("TEST_ERLMCP_PAUSE_AT") else {
+        return;
+    };
+    for item in spec.split(',') {
+        if let Some((point, ms)) = item.split_once(':')
+            && point == name
+            && let Ok(ms) = ms.parse()
+        {
+            tracing::warn!(point, ms, "pausing at a test pause point");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}

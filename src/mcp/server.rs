@@ -46,7 +46,7 @@ impl Settings {
 }
 
 pub const SERVER_NAME: &str = "erlmcp";
-pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const SERVER_VERSION: &str = crate::release::VERSION;
 
 pub struct Server {
     catalog: ArcSwap<Catalog>,

@@ -10,6 +10,7 @@
 //!  ├─ backup       scheduled, verified backups + prune ([backup] enabled) (permanent)
 //!  ├─ replication  follow the primary / check the peer / prune the log ([replication] enabled)
 //!  ├─ role         serve MCP as a primary, refuse it as a standby     (permanent)
+//!  ├─ probation    confirms a new release once healthy long enough   (transient, while on probation)
 //!  ├─ http         the MCP listener on /mcp                          (permanent)
 //!  ├─ reload       SIGHUP → configuration reload                     (permanent)
 //!  ├─ status       systemd STATUS= line                              (permanent)
@@ -32,6 +33,7 @@ use crate::replication::Replication;
 use crate::store::Store;
 use crate::supervisor::{ChildSpec, Intensity, Restart, Strategy, Supervisor, systemd, watchdog};
 use crate::transport::http::{self, HttpState};
+use crate::upgrade::Upgrade;
 
 /// What the children share.
 pub(super) struct Ctx {
@@ -46,6 +48,7 @@ pub(super) struct Ctx {
     pub(super) housekeeping: watch::Sender<Housekeeping>,
     pub(super) log: LogControl,
     pub(super) replication: Option<Arc<Replication>>,
+    pub(super) upgrade: Arc<Upgrade>,
 }
 
 pub(super) fn tree(
@@ -73,6 +76,10 @@ pub(super) fn tree(
         root = root
             .child(replication(r.clone()))
             .child(role(ctx, r.clone()));
+    }
+    if ctx.upgrade.on_probation() {
+        let probation = Duration::from_secs(config.upgrade.probation_secs);
+        root = root.child(probation_child(ctx, probation));
     }
     root.child(mcp_listener(ctx, mcp).shutdown(drain))
         .child(reload(ctx))
@@ -171,6 +178,25 @@ fn replication(repl: Arc<Replication>) -> ChildSpec {
         .boxed()
     })
 }
+
+/// Confirms a new release once it has been ready and healthy long enough.
+fn probation_child(ctx: &Arc<Ctx>, probation: Duration) -> ChildSpec {
+    let ctx = ctx.clone();
+    ChildSpec::new("probation", Restart::Transient, move |stop| {
+        let (upgrade, ops) = (ctx.upgrade.clone(), ctx.ops.clone());
+        async move {
+            let healthy =
+                move || ops::health::ready_now(&ops) && ops.heartbeats.stale(STALE).is_empty();
+            crate::upgrade::probation::run(upgrade, healthy, probation, stop).await;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+/// A heartbeat older than this is not healthy (the critical children beat
+/// every second at most).
+const STALE: Duration = Duration::from_secs(5);
 
 /// Serves MCP as a primary, refuses it as a standby.
 fn role(ctx: &Arc<Ctx>, repl: Arc<Replication>) -> ChildSpec {

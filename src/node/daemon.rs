@@ -26,6 +26,7 @@ use crate::store::{Store, StoreError};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::{HttpSettings, HttpState, listener};
+use crate::upgrade::{self, Upgrade};
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     let l = std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
@@ -71,10 +72,13 @@ async fn replication(
     if !config.replication.enabled {
         return Ok((None, None));
     }
-    let path = config
-        .replication
-        .secret_path()
-        .ok_or_else(|| NodeError::Secret("replication needs a shared secret".into()))?;
+    let path = config.replication.secret_path().ok_or_else(|| {
+        NodeError::Secret(
+            "replication needs a shared secret: replication.secret_file, or a \
+                 `replication-secret` systemd credential (LoadCredential=)"
+                .into(),
+        )
+    })?;
     let secret = Secret::load(&path).map_err(NodeError::Secret)?;
     let peer = config.replication.peer.clone().unwrap_or_default();
     let connector = Arc::new(WsConnector::new(&peer, secret.clone()));
@@ -101,10 +105,18 @@ pub(crate) async fn run(
             n
         }
     };
-    // The store first: a database from a newer erlmcp is refused before
+    // A database from a newer erlmcp it cannot take back is refused before
     // anything is created beside it.
-    let store = super::open_store(&config)?;
+    let plan = upgrade::plan(&config)?;
     let _one_daemon = daemon_lock(&config)?;
+    let prepared = upgrade::prepare(&config, plan)?;
+    let store = super::open_store(&config)?;
+    let upgrade = Upgrade::start(&config, prepared)?;
+    #[cfg(feature = "fault-injection")]
+    if upgrade::fault::active("crash") {
+        tracing::error!("fault injection: crashing after the migrations");
+        std::process::exit(1);
+    }
     let (replication, secret) = replication(&config, &store).await?;
     let server = super::server(&config, &store).await?;
     let mcp = match activated.mcp {
@@ -161,6 +173,7 @@ pub(crate) async fn run(
         last_reload: std::sync::Mutex::new(None),
         replication: replication.clone(),
         secret,
+        upgrade: Some(upgrade.clone()),
     });
     let ctx = Arc::new(Ctx {
         server,
@@ -173,6 +186,7 @@ pub(crate) async fn run(
         housekeeping: watch::channel(Housekeeping::from_config(&config)).0,
         log,
         replication,
+        upgrade,
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
     let mut supervisor = tokio::spawn({

@@ -51,6 +51,8 @@ pub(crate) enum NodeError {
     Crashed(String),
     #[error(transparent)]
     Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     #[error("{0}")]
     Secret(String),
     #[error(
@@ -76,6 +78,7 @@ impl NodeError {
             | NodeError::Crashed(_)
             | NodeError::Replication(_) => exit::FAILURE,
             NodeError::Secret(_) => exit::CONFIG,
+            NodeError::Upgrade(e) => e.exit_code(),
             NodeError::AlreadyServed { .. } => exit::TEMP_FAIL,
         }
     }

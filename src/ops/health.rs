@@ -24,8 +24,29 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "alive" }))
 }
 
+/// Ready as far as can be told without a database round trip: started, not
+/// stopping, the role able to serve (a standby only while promotable).
+pub(crate) fn ready_now(s: &OpsState) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if crate::upgrade::fault::active("unready") {
+        return false;
+    }
+    let role_ready = s.replication.as_ref().is_none_or(|r| r.ready().0);
+    // A listener out of file descriptors answers nobody: a failover check
+    // (and an upgrade's probation) must see it.
+    s.ready.load(Ordering::Relaxed) && role_ready && s.http.accept_failure().is_none()
+}
+
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
-    let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
+    // A writer holding a commit for the standby's ack (sync mode, `block`,
+    // the standby gone) waits on purpose, as the store child's heartbeat
+    // knows: the primary is still the node to serve, and keepalived must
+    // not take the address from it (that demotes it, and a promotion
+    // afterwards writes alone).
+    let store = &s.server.store;
+    let writable = store.writer_waits_in_hook()
+        || store.ping_writer(Duration::from_secs(2)).await
+        || store.writer_waits_in_hook();
     let started = s.ready.load(Ordering::Relaxed);
     // A standby is ready when it may be promoted: keepalived's check must
     // not let a standby that lacks acknowledged writes take the address.
@@ -33,10 +54,7 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
         Some(r) => r.ready(),
         None => (true, "standalone"),
     };
-    // A listener out of file descriptors answers nobody: a failover check
-    // must see it.
-    let accept_failure = s.http.accept_failure();
-    let ready = started && writable && role_ready && accept_failure.is_none();
+    let ready = ready_now(&s) && writable && role_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -49,7 +67,7 @@ async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
             "role": s.role(),
             "replication": role_says,
             "database": if writable { "writable" } else { "not writable" },
-            "listener": match &accept_failure {
+            "listener": match s.http.accept_failure() {
                 None => "accepting".to_owned(),
                 Some(why) => format!("cannot accept: {why}"),
             },

@@ -12,7 +12,7 @@ pub(crate) mod backup;
 pub(crate) mod client;
 #[cfg(feature = "fault-injection")]
 mod fault;
-mod health;
+pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod replication;
 pub(crate) mod status;
@@ -32,6 +32,7 @@ use crate::mcp::server::Server;
 use crate::replication::Replication;
 use crate::supervisor::{Heartbeats, TreeStatus};
 use crate::transport::http::HttpState;
+use crate::upgrade::Upgrade;
 
 /// Everything the ops endpoints report on and act on.
 pub(crate) struct OpsState {
@@ -52,6 +53,7 @@ pub(crate) struct OpsState {
     pub(crate) replication: Option<Arc<Replication>>,
     /// The replication secret (links from the peer present it).
     pub(crate) secret: Option<replication::Secret>,
+    pub(crate) upgrade: Option<Arc<Upgrade>>,
 }
 
 impl OpsState {

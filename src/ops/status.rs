@@ -42,6 +42,8 @@ pub struct Status {
     pub children: BTreeMap<String, ChildStatus>,
     #[serde(default)]
     pub replication: Option<crate::replication::Status>,
+    #[serde(default)]
+    pub upgrade: Option<crate::upgrade::Status>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +112,7 @@ pub fn snapshot(s: &OpsState) -> Status {
             .map(|(k, v)| (k, v.into()))
             .collect(),
         replication: s.replication.as_ref().map(|r| r.status()),
+        upgrade: s.upgrade.as_ref().map(|u| u.status()),
     }
 }
 

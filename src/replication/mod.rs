@@ -498,10 +498,15 @@ impl Replication {
     /// Ready for keepalived: a primary is; a standby only while it may be
     /// promoted (in sync, applying).
     pub(crate) fn ready(&self) -> (bool, &'static str) {
-        let s = self.lock_state();
-        match s.role {
+        // The state's guard is dropped before `stopped()`, which takes it
+        // again (a std Mutex deadlocks on that).
+        let (role, in_sync) = {
+            let s = self.lock_state();
+            (s.role, s.in_sync)
+        };
+        match role {
             Role::Primary => (true, "primary"),
-            Role::Standby if s.in_sync && self.stopped().is_none() => (true, "standby in sync"),
+            Role::Standby if in_sync && self.stopped().is_none() => (true, "standby in sync"),
             Role::Standby => (false, "standby not in sync"),
         }
     }

@@ -117,9 +117,7 @@ mod tests {
 
     fn db() -> rusqlite::Connection {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations()
-            .to_latest(&mut c)
-            .unwrap();
+        crate::store::migrations::to_latest(&mut c).unwrap();
         c
     }
 

@@ -120,9 +120,7 @@ mod tests {
     #[test]
     fn events_are_pruned_by_age_and_by_count_oldest_first() {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations()
-            .to_latest(&mut c)
-            .unwrap();
+        crate::store::migrations::to_latest(&mut c).unwrap();
         let tx = c.transaction().unwrap();
         tx.execute(
             "INSERT INTO sessions (id, protocol_version, client_info, capabilities,

@@ -455,8 +455,9 @@ impl Store {
     }
 }
 
-/// Opens the write connection: refuses a newer schema, sets WAL and the
-/// pragmas, migrates to the latest schema.
+/// Opens the write connection: sets WAL and the pragmas, brings the schema
+/// to this binary's (up, or down with recorded steps; a newer schema
+/// without them is refused untouched).
 fn open_writer(
     path: &Path,
     sync: Synchronous,
@@ -468,11 +469,19 @@ fn open_writer(
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    check_schema_not_newer(&conn, path)?;
     configure_writer(&conn, sync, foreign_keys)?;
-    migrations::migrations()
-        .to_latest(&mut conn)
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let shown = path.display().to_string();
+    match migrations::migrate(&mut conn, &shown, crate::release::VERSION)? {
+        migrations::Plan::Current => {}
+        migrations::Plan::Up { from, to } => {
+            tracing::info!(from, to, "database schema migrated up")
+        }
+        migrations::Plan::Down { from, to } => tracing::warn!(
+            from,
+            to,
+            "database schema taken back with the down steps the newer release recorded"
+        ),
+    }
     Ok(conn)
 }
 
@@ -485,24 +494,10 @@ fn precheck_schema(path: &Path) -> Result<(), StoreError> {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
         return Ok(());
     };
-    match check_schema_not_newer(&conn, path) {
+    match migrations::plan(&conn, &path.display().to_string()) {
         Err(e @ StoreError::SchemaTooNew { .. }) => Err(e),
         _ => Ok(()),
     }
-}
-
-/// Reads `user_version` before anything else touches the file.
-fn check_schema_not_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = migrations::latest_version();
-    if found > known {
-        return Err(StoreError::SchemaTooNew {
-            path: path.display().to_string(),
-            found,
-            known,
-        });
-    }
-    Ok(())
 }
 
 fn configure_writer(

@@ -329,9 +329,7 @@ mod tests {
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Connection::open(dir.path().join("t.db")).unwrap();
-        super::super::migrations::migrations()
-            .to_latest(&mut c)
-            .unwrap();
+        super::super::migrations::to_latest(&mut c).unwrap();
         (dir, c)
     }
 

@@ -16,9 +16,7 @@ pub fn make_db(data_dir: &Path, marker: &str, rows: usize, pad: usize) -> PathBu
     let db = data_dir.join("erlmcp.db");
     let mut c = Connection::open(&db).unwrap();
     c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
-    erlmcp::store::migrations::migrations()
-        .to_latest(&mut c)
-        .unwrap();
+    erlmcp::store::migrations::to_latest(&mut c).unwrap();
     let tx = c.transaction().unwrap();
     set_marker_tx(&tx, marker);
     for i in 0..rows {

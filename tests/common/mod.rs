@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod next;
 pub mod pair;
 
 use serde_json::{Value, json};

@@ -398,9 +398,7 @@ mod tests {
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::migrations()
-            .to_latest(&mut c)
-            .unwrap();
+        crate::store::migrations::to_latest(&mut c).unwrap();
         c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
         c
     }
