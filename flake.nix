@@ -72,6 +72,17 @@
             meta.mainProgram = "erlmcp";
           });
 
+          # The test build of a plausible next release (one more migration, a
+          # later version) with the fault hooks, for the upgrade-rollback VM
+          # test's specialisation "next". A check input only: never a package.
+          erlmcpNextRelease = craneLib.buildPackage (commonArgs // {
+            inherit cargoArtifacts;
+            pname = "erlmcp-next-release";
+            cargoExtraArgs = "--locked --features next-release,fault-injection";
+            doCheck = false;
+            meta.mainProgram = "erlmcp";
+          });
+
           # Offline-safe: the graph and where crates come from. Advisories need
           # the network and licenses need a `license` in Cargo.toml.
           denyConfig = (pkgs.formats.toml { }).generate "deny.toml" {
@@ -88,7 +99,7 @@
           };
         in
         {
-          inherit craneLib erlmcp erlmcpFaultInjection;
+          inherit craneLib erlmcp erlmcpFaultInjection erlmcpNextRelease;
           checks = {
             inherit erlmcp;
 
@@ -162,6 +173,7 @@
             inherit pkgs;
             erlmcpModule = self.nixosModules.default;
             erlmcpPackage = crate.erlmcpFaultInjection;
+            erlmcpNextPackage = crate.erlmcpNextRelease;
           };
           moduleEval = import ./nixos-modules/tests/eval.nix {
             inherit lib;
@@ -200,6 +212,24 @@
               cd $src
               nixpkgs-fmt --check .
               deadnix --fail .
+              touch $out
+            '';
+
+          # The upgrade guard's script against a fake NixOS (the VM test
+          # upgrade-rollback runs it for real).
+          upgrade-guard-script = pkgs.runCommand "erlmcp-upgrade-guard-script"
+            {
+              nativeBuildInputs = [ pkgs.python3 pkgs.jq ];
+              src = lib.fileset.toSource {
+                root = ./.;
+                fileset = lib.fileset.unions [
+                  ./nixos-modules/erlmcp-upgrade-guard.sh
+                  ./nixos-modules/tests/upgrade-guard-test.py
+                ];
+              };
+            }
+            ''
+              python3 $src/nixos-modules/tests/upgrade-guard-test.py
               touch $out
             '';
         });

@@ -133,6 +133,9 @@ let
     && (cfg.listenAddress == cfg.ops.listenAddress || isWildcard cfg.listenAddress || isWildcard cfg.ops.listenAddress);
 in
 {
+  # services.erlmcp.upgradeGuard: switch back when a new release fails.
+  imports = [ ./upgrade-guard.nix ];
+
   options.services.erlmcp = {
     enable = mkEnableOption "erlmcp, a Model Context Protocol server built to be operated";
 

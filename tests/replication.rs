@@ -410,6 +410,50 @@ fn a_deposed_primary_stops_writing_and_loses_nothing_it_acknowledged() {
     );
 }
 
+/// An entry of the old primary arrives while the standby is being
+/// promoted (held between taking the role and announcing it): it is not
+/// applied once the node is primary (it would be recorded again as the new
+/// primary's own, and the old primary would conflict on it when it
+/// follows); the old primary's write is refused, not acknowledged.
+#[test]
+fn an_entry_arriving_during_promotion_is_not_applied_twice() {
+    let tmp = TestDir::new();
+    let (mut a, mut b) = pair(tmp.path(), "ack_timeout_ms = 3000");
+    b.env.push((
+        "TEST_ERLMCP_PAUSE_AT".into(),
+        "promote.before_announce:3000".into(),
+    ));
+    a.start();
+    b.start();
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    wait_in_sync(&a, &b, Duration::from_secs(30));
+    let (ops, log) = (b.ops, b.log.clone());
+    let promote = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_erlmcp"))
+            .args(["role", "primary", "--ops", &format!("127.0.0.1:{ops}")])
+            .output()
+            .unwrap()
+    });
+    wait_for("the promotion to pause", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("promote.before_announce"))
+    });
+    let outcome = w.create(&a.url(), "racing");
+    assert!(promote.join().unwrap().status.success());
+    assert_ne!(
+        outcome,
+        Outcome::Acked,
+        "acknowledged, and not on the new primary"
+    );
+    wait_for(
+        "the old primary to step down",
+        Duration::from_secs(10),
+        || a.replication()["role"] == "standby",
+    );
+    assert_same_tables(&b, &a);
+    assert!(!entity_names(&b.db()).contains("racing"));
+}
+
 /// One daemon per data directory: a second `serve` is refused with a
 /// clear error and exit 75.
 #[test]
@@ -577,4 +621,36 @@ fn hooks_read_the_config_without_the_credential() {
     let _ = daemon.wait();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("primary at epoch"));
+}
+
+/// keepalived's fault hook then its master hook (a flap, erlmcp's own
+/// restart) demote and re-promote the primary while its standby is away:
+/// in block mode it still waits for that standby, it does not write alone.
+#[test]
+fn a_primary_that_stepped_down_and_back_up_still_waits_for_its_standby() {
+    let tmp = TestDir::new();
+    let (a, mut b) = start_pair(&tmp, "ack_timeout_ms = 800");
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    b.kill9();
+    assert_eq!(a.role("standby", false).0, 0);
+    assert_eq!(a.role("primary", false).0, 0);
+    // The session opened before is still known (sessions are in the
+    // database); until the node serves again it answers 503.
+    let mut outcome = Outcome::Refused;
+    for _ in 0..50 {
+        outcome = w.create(&a.url(), "alone");
+        if outcome != Outcome::Refused {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        outcome,
+        Outcome::Unknown,
+        "acknowledged without the standby"
+    );
+    b.start();
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+    assert_eq!(w.create(&a.url(), "together"), Outcome::Acked);
 }

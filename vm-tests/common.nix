@@ -5,7 +5,7 @@
 # named by role (server, client, primary, standby); NixOS numbers them in
 # name order on VLAN 1, 192.168.1.N on eth1, and every machine resolves the
 # others by name; MCP listens on 8080 (/mcp), the operations listener on 9718.
-{ lib, erlmcpModule, erlmcpPackage }:
+{ lib, erlmcpModule, erlmcpPackage, erlmcpNextPackage ? null }:
 
 rec {
   mcpPort = 8080;
@@ -30,7 +30,7 @@ rec {
     let
       # `files` and `units` are the harness's way to add drop-ins and units;
       # a NixOS node declares the same in vm-tests/<story>.nix.
-      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" "specialisations" ] (builtins.attrNames spec);
+      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" "specialisations" "releases" ] (builtins.attrNames spec);
       wantsErlmcp = spec.erlmcp or false;
       role = spec.role or name;
       replicationRole = if lib.elem role [ "primary" "standby" ] then role else null;
@@ -55,6 +55,10 @@ rec {
           message = "${where}: the harness role ${role} means replication role ${show replicationRole}, the NixOS node has ${show config.services.erlmcp.replication.role}.";
         }
         {
+          assertion = !(spec.releases or false) || erlmcpNextPackage != null;
+          message = "${where}: \"releases\" needs the next release's build (vm-tests/default.nix erlmcpNextPackage; flake.nix passes it).";
+        }
+        {
           assertion = derived == [ ];
           message = "${where}: config sets ${lib.concatMapStringsSep ", " (lib.concatStringsSep ".") derived}; on NixOS these follow services.erlmcp.{listenAddress,port,ops.*}: set those in the node instead.";
         }
@@ -74,7 +78,14 @@ rec {
             services.erlmcp.validateConfig = lib.mkIf (s ? validateConfig) s.validateConfig;
           };
         })
-        (spec.specialisations or { });
+        (spec.specialisations or { })
+      # "releases": the harness lays out this release and the next one under
+      # /opt/erlmcp for `erlmcp upgrade apply`; on NixOS the next release is
+      # the specialisation "next", the same system with the next package
+      # (the upgrade guard watches the switch to it).
+      // lib.optionalAttrs ((spec.releases or false) && erlmcpNextPackage != null) {
+        next.configuration.services.erlmcp.package = lib.mkOverride 80 erlmcpNextPackage;
+      };
     };
 
   # The test around scenarios/<story>.py. `nodes` must name the same machines

@@ -46,6 +46,11 @@ let
     inherit pkgs;
     erlmcpModule = ../nixos-modules/erlmcp.nix;
     erlmcpPackage = pkgs.erlmcp or null;
+    # The test build of the next release (flake.nix, erlmcpNextRelease).
+    erlmcpNextPackage = pkgs.erlmcp // {
+      name = "erlmcp-next-release-0.1.0";
+      outPath = "/nix/store/11111111111111111111111111111111-erlmcp-next-release-0.1.0";
+    };
   };
 
   # Node numbers in name order, as nixos/lib/testing/network.nix assigns them.
@@ -85,6 +90,7 @@ let
               {
                 failedAssertions = failed sc;
                 inherit (sc.services.erlmcp) settings validateConfig;
+                package = sc.services.erlmcp.package.name;
               })
             c.specialisation;
         in

@@ -59,7 +59,10 @@ let
   sc = config: (svc config).serviceConfig;
 
   # A case: modules, and expectations { name = bool; } on the evaluated config.
-  cases = {
+  # Those of services.erlmcp.upgradeGuard (nixos-modules/upgrade-guard.nix)
+  # are in ./upgrade-guard-cases.nix.
+  cases = import ./upgrade-guard-cases.nix { inherit lib enabled failedAssertions stubbed; } // moduleCases;
+  moduleCases = {
     defaults = {
       modules = enabled { } ++ [{ networking.hostName = "mcp1"; }];
       expect = c: {

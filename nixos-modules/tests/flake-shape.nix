@@ -81,7 +81,7 @@ let
       "${system}: app runs erlmcp" = outputs.apps.${system}.default.type == "app"
         && hasSuffix "/bin/erlmcp" outputs.apps.${system}.default.program;
       "${system}: checks" = all (n: checks ? ${n})
-        [ "erlmcp" "erlmcp-clippy" "erlmcp-fmt" "erlmcp-nextest" "erlmcp-deny" "module-eval" "nix-lint" ];
+        [ "erlmcp" "erlmcp-clippy" "erlmcp-fmt" "erlmcp-nextest" "erlmcp-deny" "module-eval" "nix-lint" "upgrade-guard-script" ];
       "${system}: clippy denies warnings" = hasInfix "-- --deny warnings" checks.erlmcp-clippy.args.cargoClippyExtraArgs;
       "${system}: clippy and nextest reuse the deps" =
         checks.erlmcp-clippy.args.cargoArtifacts == common.cargoArtifacts

@@ -127,6 +127,8 @@ let
     keepalived = fakeDrv "keepalived-2.3.0";
     envsubst = fakeDrv "envsubst-1.4.0";
     coreutils = fakeDrv "coreutils-9.0";
+    jq = fakeDrv "jq-1.8.0";
+    nix = fakeDrv "nix-2.31.0";
     writeText = name: text: builtins.toFile name text;
     stdenv = {
       buildPlatform.canExecute = _: true;
@@ -231,6 +233,12 @@ in
       systemd.sockets = mkOption { type = types.attrsOf socket; default = { }; };
       systemd.timers = mkOption { type = types.attrsOf timer; default = { }; };
       systemd.tmpfiles.rules = listOfStr;
+
+      # nixos/modules/system/activation/pre-switch-check.nix
+      system.preSwitchChecks = mkOption { type = types.attrsOf types.str; default = { }; };
+      # nixos/modules/config/nix.nix
+      nix.enable = mkOption { type = types.bool; default = true; };
+      nix.package = mkOption { type = types.package; default = pkgs.nix; };
 
     } // lib.optionalAttrs (keepalivedModule == null) {
       services.keepalived = {

@@ -1,4 +1,4 @@
-"""Command line: `vm-tests/run [--backend nspawn|qemu] [--binary PATH] [--jobs N] STORY|all`."""
+"""Command line: `vm-tests/run [--backend nspawn|qemu] [--binary PATH] [--next-binary PATH] [--jobs N] STORY|all`."""
 
 import argparse
 import glob
@@ -26,6 +26,21 @@ def build_binary(log):
     return os.path.join(target, "debug", "erlmcp")
 
 
+def build_next_binary(log):
+    """The test build of a plausible next release (tests/run's build_next):
+    `cargo build --features fault-injection,next-release --target-dir
+    target/next-release` -> target/next-release/debug/erlmcp."""
+    target = os.path.join(provision.REPO, "target", "next-release")
+    cmd = ["cargo", "build", "--features", "fault-injection,next-release",
+           "--target-dir", target]
+    log.info(f"building the next release: {' '.join(cmd)} (in {provision.REPO})")
+    proc = subprocess.run(cmd, cwd=provision.REPO)
+    if proc.returncode != 0:
+        raise HarnessError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); "
+                           "pass --next-binary PATH to use a binary built elsewhere")
+    return os.path.join(target, "debug", "erlmcp")
+
+
 def all_stories():
     """Every script with a machines.json is a story (others are preludes)."""
     decls = sorted(glob.glob(os.path.join(provision.VM_TESTS, "scenarios", "*.machines.json")))
@@ -44,6 +59,9 @@ def main(argv=None):
                    help="systemd-nspawn containers (default) or QEMU VMs")
     p.add_argument("--binary", help="erlmcp binary to install (default: build it with "
                    "`cargo build --features fault-injection`)")
+    p.add_argument("--next-binary", help="the test build of the next release, for machines "
+                   'with "releases" (default: build it with `cargo build --features '
+                   'fault-injection,next-release --target-dir target/next-release`)')
     p.add_argument("--keep-logs", action="store_true",
                    help="collect journals and consoles even when the story passes")
     p.add_argument("--timeout", type=int, default=3600,
@@ -76,6 +94,17 @@ def main(argv=None):
             binary = build_binary(log)
         if binary is not None and not os.path.isfile(binary):
             raise HarnessError(f"erlmcp binary not found: {binary}")
+        # Through the environment (CI_ERLMCP_NEXT_BINARY), so that stories
+        # run as child processes have it too (provision.next_binary).
+        next_bin = args.next_binary or provision.next_binary()
+        next_bin = os.path.abspath(next_bin) if next_bin else None
+        if next_bin is None and any(provision.needs_next_release(provision.load_machines(s))
+                                    for s in stories):
+            next_bin = build_next_binary(log)
+        if next_bin is not None:
+            if not os.path.isfile(next_bin):
+                raise HarnessError(f"next-release binary not found: {next_bin}")
+            os.environ["CI_ERLMCP_NEXT_BINARY"] = next_bin
     except HarnessError as e:
         log.error(str(e))
         return 2

@@ -13,7 +13,8 @@ script itself stays free of harness code):
           "units": ["harness/files/x.service"],    # extra units, enabled
           "files": {"/etc/x.conf": "scenarios/files/x.conf",
                     "/etc/y": {"content": "...", "mode": "0600"}},
-          "memory": 1024, "cpus": 1            # qemu backend
+          "memory": 1024, "cpus": 1,           # qemu backend
+          "releases": true                     # /opt/erlmcp releases layout
         },
         "client": {}
       }
@@ -28,6 +29,14 @@ Paths in "units" and "files" are relative to vm-tests/.  A machine with
   in /usr/lib when they exist,
 * /etc/erlmcp/erlmcp.toml rendered from `role_config(role, config)`, and one
   more configuration per entry of "specialisations" (see `seal`).
+
+With "releases": true (erlmcp machines) the machine is laid out for
+`erlmcp upgrade` as docs/operations/upgrades.md describes a Debian host:
+`/opt/erlmcp/releases/<version>/erlmcp` for the binary and for the test
+build of the next release (`vm-tests/run --next-binary`), the link
+`/opt/erlmcp/current` to the first, /usr/bin/erlmcp through that link, and
+the units of dist/systemd/releases/ (the drop-in that runs the link, the
+resume unit, enabled) under /etc/systemd/system, sealed with the rest.
 
 Every machine gets its name in /etc/hostname, a fresh /etc/machine-id, and
 /etc/hosts mapping all machines' names to their LAN addresses.
@@ -90,7 +99,12 @@ PEER_ROLE = {"primary": "standby", "standby": "primary"}
 # does the same.
 RESTART_KEYS = ("data_dir", "store", "replication", "ops", "http.listen")
 
-KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus", "specialisations"}
+KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus", "specialisations",
+              "releases"}
+
+# The releases layout of docs/operations/upgrades.md (the [upgrade] defaults).
+RELEASES_DIR = "/opt/erlmcp/releases"
+CURRENT_LINK = "/opt/erlmcp/current"
 SPECIALISATION_KEYS = {"config", "validateConfig"}
 
 
@@ -176,6 +190,9 @@ def load_machines(story):
         if unknown:
             raise HarnessError(f"{decl}: machine {name}: unknown keys {sorted(unknown)} "
                                f"(known: {sorted(KNOWN_KEYS)})")
+        if spec.get("releases") and not spec.get("erlmcp"):
+            raise HarnessError(f"{decl}: machine {name}: \"releases\" lays out erlmcp's "
+                               'releases, so it needs "erlmcp": true')
         specs = spec.get("specialisations", {})
         if specs and not spec.get("erlmcp"):
             raise HarnessError(f"{decl}: machine {name}: specialisations change erlmcp's "
@@ -222,6 +239,49 @@ def script_source(story):
 
 def needs_erlmcp(machines):
     return any(spec.get("erlmcp") for spec in machines.values())
+
+
+def needs_next_release(machines):
+    return any(spec.get("releases") for spec in machines.values())
+
+
+def next_binary():
+    """The test build of the next release (`vm-tests/run --next-binary`,
+    which sets CI_ERLMCP_NEXT_BINARY so that concurrent runs inherit it)."""
+    return os.environ.get("CI_ERLMCP_NEXT_BINARY")
+
+
+def release_of(binary):
+    """The release a binary is (`erlmcp --version`: "erlmcp 0.1.0")."""
+    r = subprocess.run([binary, "--version"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    words = r.stdout.split()
+    if r.returncode != 0 or len(words) < 2:
+        raise HarnessError(f"{binary} --version failed: {r.stdout.strip()}")
+    return words[1]
+
+
+def install_releases(root, name, binary, next_bin):
+    """The releases layout: both releases side by side, the `current` link
+    to `binary`'s, the service run through the link, the resume unit."""
+    if not next_bin or not os.path.isfile(next_bin):
+        raise HarnessError(f"machine {name} has \"releases\": it needs the next release's "
+                           f"binary (vm-tests/run --next-binary PATH), none at {next_bin!r}")
+    current, upcoming = release_of(binary), release_of(next_bin)
+    if current == upcoming:
+        raise HarnessError(f"machine {name}: {binary} and {next_bin} are both release "
+                           f"{current}; --next-binary must be the next-release build")
+    for release, src in ((current, binary), (upcoming, next_bin)):
+        install_file(root, src, f"{RELEASES_DIR}/{release}/erlmcp", 0o755)
+    # Absolute, as `erlmcp upgrade apply` writes it.
+    _symlink(root, CURRENT_LINK, f"{RELEASES_DIR}/{current}")
+    _symlink(root, BINARY_PATH, f"{CURRENT_LINK}/erlmcp")
+    d = os.path.join(dist_dir(), "systemd", "releases")
+    install_file(root, os.path.join(d, "erlmcp.service.d-releases.conf"),
+                 "/etc/systemd/system/erlmcp.service.d/releases.conf", 0o644)
+    install_file(root, os.path.join(d, "erlmcp-upgrade-resume.service"),
+                 "/etc/systemd/system/erlmcp-upgrade-resume.service", 0o644)
+    enable_units(root, ["erlmcp-upgrade-resume.service"])
 
 
 def write_file(root, path, data, mode=0o644):
@@ -290,6 +350,8 @@ def provision(root, name, spec, all_names, binary=None):
         base = configurations(name, spec, all_names)[0][1]
         for path, text in socket_dropins(base).items():
             write_file(root, path, text)
+        if spec.get("releases"):
+            install_releases(root, name, binary, next_binary())
 
     extra = []
     for rel in spec.get("units", []):

@@ -283,6 +283,51 @@ class SealTest(unittest.TestCase):
         with self.assertRaises(HarnessError):
             provision.load_machines(os.path.join(d, "s.py"))
 
+    def test_releases_layout(self):
+        # Two "releases": scripts that say their version, and check-config.
+        bins = tempfile.mkdtemp()
+        paths = {}
+        for name, version in (("cur", "0.1.0"), ("next", "0.1.0-next")):
+            paths[name] = os.path.join(bins, name)
+            with open(paths[name], "w") as f:
+                f.write(f'#!/bin/sh\n[ "$1" = --version ] && echo "erlmcp {version}"; exit 0\n')
+            os.chmod(paths[name], 0o755)
+        self.binary = paths["cur"]
+        old = os.environ.get("CI_ERLMCP_NEXT_BINARY")
+        os.environ["CI_ERLMCP_NEXT_BINARY"] = paths["next"]
+        try:
+            self.seal({"erlmcp": True, "releases": True})
+        finally:
+            if old is None:
+                del os.environ["CI_ERLMCP_NEXT_BINARY"]
+            else:
+                os.environ["CI_ERLMCP_NEXT_BINARY"] = old
+        for version in ("0.1.0", "0.1.0-next"):
+            self.assertTrue(os.access(self.at(f"/opt/erlmcp/releases/{version}/erlmcp"), os.X_OK))
+        self.assertEqual(self.link("/opt/erlmcp/current"), "/opt/erlmcp/releases/0.1.0")
+        self.assertEqual(self.link("/usr/bin/erlmcp"), "/opt/erlmcp/current/erlmcp")
+        etc = self.link("/etc/static")
+        with open(self.at(etc + "/systemd/system/erlmcp.service.d/releases.conf")) as f:
+            self.assertIn("ExecStart=/opt/erlmcp/current/erlmcp serve", f.read())
+        self.assertTrue(os.path.lexists(self.at(
+            etc + "/systemd/system/multi-user.target.wants/erlmcp-upgrade-resume.service")))
+
+    def test_releases_need_the_next_binary_and_erlmcp(self):
+        old = os.environ.pop("CI_ERLMCP_NEXT_BINARY", None)
+        try:
+            with self.assertRaises(HarnessError) as cm:
+                self.seal({"erlmcp": True, "releases": True})
+            self.assertIn("--next-binary", str(cm.exception))
+        finally:
+            if old is not None:
+                os.environ["CI_ERLMCP_NEXT_BINARY"] = old
+        d = tempfile.mkdtemp()
+        with open(os.path.join(d, "s.machines.json"), "w") as f:
+            json.dump({"machines": {"c": {"releases": True}}}, f)
+        open(os.path.join(d, "s.py"), "w").close()
+        with self.assertRaises(HarnessError):
+            provision.load_machines(os.path.join(d, "s.py"))
+
 
 def _read_cpio(data):
     entries, i = {}, 0
