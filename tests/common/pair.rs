@@ -51,7 +51,9 @@ impl Drop for TestDir {
 }
 
 /// Two nodes that name each other as peer; `a` starts as the primary.
-/// `extra` is added to both configurations' `[replication]` table.
+/// `extra` is added to both configurations' `[replication]` table. The
+/// rate limit is off: a writer going flat out from one address is what it
+/// refuses (429), and these tests measure replication, not the limit.
 pub fn pair(root: &Path, extra: &str) -> (Node, Node) {
     let secret = root.join("secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -64,7 +66,8 @@ pub fn pair(root: &Path, extra: &str) -> (Node, Node) {
             &config,
             format!(
                 "node_name = \"{name}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{mcp}\"\n\
-                 [ops]\nlisten = \"127.0.0.1:{ops}\"\n[replication]\nenabled = true\n\
+                 [ops]\nlisten = \"127.0.0.1:{ops}\"\n[limits]\nrequests_per_sec = 0\n\
+                 [replication]\nenabled = true\n\
                  peer = \"127.0.0.1:{peer}\"\ninitial_role = \"{role}\"\nsecret_file = \"{}\"\n\
                  peer_check_ms = 200\n{extra}\n",
                 dir.display(),
@@ -345,7 +348,8 @@ impl Writer {
         match self.post(url, &call) {
             None => Outcome::Unknown,
             Some((404, _, _)) => Outcome::NoSession,
-            Some((503, _, _)) => Outcome::Refused,
+            // 503: a standby; 429: a limit, before the request was served.
+            Some((503 | 429, _, _)) => Outcome::Refused,
             Some((200, _, m)) if m["result"]["isError"] != true && m.get("result").is_some() => {
                 Outcome::Acked
             }
