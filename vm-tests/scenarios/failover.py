@@ -39,6 +39,7 @@ log.info(f"failover story: random seed {seed}")
 #                  (-32061): it may or may not exist
 #   error          answered with another error: counted as indeterminate
 #   refused        503 / -32060 (a standby): not written
+#   limited        429 (a rate or concurrency limit): not written
 #   unsent         no connection: not written
 #   nosession      404: the server does not know the session
 # `python3 /root/writers.py names HOST` prints the entity names a node
@@ -108,6 +109,8 @@ def outcome(kind, status, m):
         return "indeterminate"
     if status == 503:
         return "refused"
+    if status == 429:
+        return "limited"
     if status == 404:
         return "nosession"
     if status != 200 or m is None:
@@ -286,7 +289,8 @@ class Writers:
 
     def summary(self):
         rows = self.rows()
-        count = {k: 0 for k in ("ack", "indeterminate", "error", "refused", "unsent", "nosession")}
+        count = {k: 0 for k in ("ack", "indeterminate", "error", "refused", "limited", "unsent",
+                                "nosession")}
         sessions: dict[str, set[str]] = {}
         for r in rows:
             if r[0] == "session":
@@ -311,7 +315,8 @@ def check_nothing_lost(what, summary) -> dict[str, object]:
     out: dict[str, object] = {"acknowledged": c["ack"], "lost": len(lost),
            "indeterminate": c["indeterminate"] + c["error"],
            "indeterminate_present": len(summary["indeterminate"] & served),
-           "refused": c["refused"], "unsent": c["unsent"], "nosession": c["nosession"]}
+           "refused": c["refused"], "limited": c["limited"], "unsent": c["unsent"],
+           "nosession": c["nosession"]}
     log.info(f"{what}: {out}")
     t.assertEqual(lost, [], f"{what}: acknowledged writes missing")
     return out
