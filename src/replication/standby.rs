@@ -6,8 +6,9 @@
 //! is mended by a snapshot.
 
 use rusqlite::Transaction;
-use rusqlite::session::{ConflictAction, ConflictType};
-use std::sync::Arc;
+use rusqlite::session::{ChangesetIter, ConflictAction, ConflictType};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,7 @@ use super::frame::{Control, Frame, Pos, Refusal};
 use super::log::{self, Entry, Position};
 use super::peer::{Link, LinkError};
 use super::primary::RECENT;
-use super::{Replication, metrics};
+use super::{Replication, metrics, tables};
 use crate::store::StoreError;
 
 /// Entries applied in one transaction at most.
@@ -266,8 +267,9 @@ async fn apply(repl: &Replication, batch: Vec<Entry>) -> Result<Position, ApplyE
         .await?
 }
 
-fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyError> {
+pub(crate) fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyError> {
     let mut at = log::last(tx)?;
+    let recorded = tables::recorded(tx)?;
     for e in batch {
         if e.seq <= at.seq && log::hash_at(tx, e.seq)? == Some(e.hash) {
             continue; // already here (a resend after a reconnect)
@@ -287,16 +289,46 @@ fn apply_in(tx: &Transaction<'_>, batch: Vec<Entry>) -> Result<Position, ApplyEr
                 "sequence"
             }));
         }
-        changeset(tx, &e)?;
-        log::insert(tx, &e)?;
+        // An entry is applied and logged whole or not at all: the batch's
+        // earlier entries are committed even when a later one is refused.
+        tx.execute_batch("SAVEPOINT entry")
+            .map_err(StoreError::from)?;
+        match changeset(tx, &e, &recorded).and_then(|()| Ok(log::insert(tx, &e)?)) {
+            Ok(()) => tx
+                .execute_batch("RELEASE entry")
+                .map_err(StoreError::from)?,
+            Err(err) => {
+                tx.execute_batch("ROLLBACK TO entry; RELEASE entry")
+                    .map_err(StoreError::from)?;
+                return Err(err);
+            }
+        }
         at = e.position();
     }
     Ok(at)
 }
 
-/// Applies one changeset; any conflict aborts it (never skip, never replace).
-fn changeset(tx: &Transaction<'_>, e: &Entry) -> Result<(), ApplyError> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+/// Applies one changeset; any conflict aborts it (never skip, never
+/// replace), and so does a change to a table the log does not record (the
+/// log itself, the full-text index's storage, tables triggers keep, a
+/// table this schema lacks): an honest primary never sends one, and
+/// applying it would corrupt what this node derives, or lose the change.
+/// The changeset is read through once before anything is applied, so a
+/// malformed one is refused whole.
+fn changeset(
+    tx: &Transaction<'_>,
+    e: &Entry,
+    recorded: &HashSet<String>,
+) -> Result<(), ApplyError> {
+    let refuse = |detail: String| ApplyError::Conflict { seq: e.seq, detail };
+    for table in tables_named(&e.changeset).map_err(|err| refuse(format!("malformed: {err}")))? {
+        if !recorded.contains(&table) {
+            return Err(refuse(format!(
+                "a change to table {table:?}, which the log has not recorded"
+            )));
+        }
+    }
+    let seen = Arc::new(Mutex::new(None::<String>));
     let record = seen.clone();
     let out = tx.apply_strm(
         &mut &e.changeset[..],
@@ -319,7 +351,23 @@ fn changeset(tx: &Transaction<'_>, e: &Entry) -> Result<(), ApplyError> {
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
                 .unwrap_or_else(|| err.to_string());
-            Err(ApplyError::Conflict { seq: e.seq, detail })
+            Err(refuse(detail))
         }
     }
+}
+
+/// The tables a changeset changes, each once.
+fn tables_named(changeset: &[u8]) -> Result<HashSet<String>, rusqlite::Error> {
+    use rusqlite::fallible_streaming_iterator::FallibleStreamingIterator;
+    let mut bytes = changeset;
+    let input: &mut dyn std::io::Read = &mut bytes;
+    let mut it = ChangesetIter::start_strm(&input)?;
+    let mut out = HashSet::new();
+    while let Some(item) = it.next()? {
+        let op = item.op()?;
+        if !out.contains(op.table_name()) {
+            out.insert(op.table_name().to_owned());
+        }
+    }
+    Ok(out)
 }

@@ -38,17 +38,23 @@ pub(crate) fn unrecorded(conn: &Connection) -> Result<HashSet<String>, StoreErro
     Ok(out)
 }
 
-/// Recorded tables without a primary key: their changes would be lost.
-pub(crate) fn without_primary_key(conn: &Connection) -> Result<Vec<String>, StoreError> {
+/// The tables the log records: every ordinary table but the
+/// [`unrecorded`] ones. A standby applies changes to these only.
+pub(crate) fn recorded(conn: &Connection) -> Result<HashSet<String>, StoreError> {
     let skip = unrecorded(conn)?;
-    let mut out = Vec::new();
-    for t in names(
+    Ok(names(
         conn,
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )? {
-        if skip.contains(&t) {
-            continue;
-        }
+    )?
+    .into_iter()
+    .filter(|t| !skip.contains(t))
+    .collect())
+}
+
+/// Recorded tables without a primary key: their changes would be lost.
+pub(crate) fn without_primary_key(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for t in recorded(conn)? {
         let pk: i64 = conn.query_row(
             "SELECT count(*) FROM pragma_table_info(?1) WHERE pk > 0",
             [&t],
@@ -58,6 +64,7 @@ pub(crate) fn without_primary_key(conn: &Connection) -> Result<Vec<String>, Stor
             out.push(t);
         }
     }
+    out.sort();
     Ok(out)
 }
 
@@ -114,6 +121,8 @@ mod tests {
     #[test]
     fn derived_and_virtual_tables_are_left_out_and_base_tables_recorded() {
         let u = unrecorded(&db()).unwrap();
+        let r = recorded(&db()).unwrap();
+        assert!(r.is_disjoint(&u));
         for t in [
             "repl_log",
             "memory_search",
@@ -129,7 +138,7 @@ mod tests {
             "kv",
             "audit_log",
         ] {
-            assert!(!u.contains(t), "{t} must be recorded");
+            assert!(!u.contains(t) && r.contains(t), "{t} must be recorded");
         }
     }
 
