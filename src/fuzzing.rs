@@ -11,11 +11,7 @@
 //! | [`http_headers`] | the request-header checks: Host/Origin guard, Accept, the 2026-07-28 mirroring of `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*`, `Last-Event-ID`, client keys |
 //! | [`request_meta`] | a request's `_meta` (`mcp::meta`) |
 //! | [`config`] | the configuration file and `ERLMCP_*` overrides |
-//!
-//! Replication adds `changeset_apply` (applying a changeset received from
-//! the primary to a scratch database): an entry point here, a target in
-//! `fuzz/fuzz_targets/`, seeds in `fuzz/corpus/changeset_apply/`, and a
-//! line in `fuzz/run`.
+//! | [`changeset_apply`] | a replication log entry as a standby reads it off the link, applied as the standby applies it |
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -26,6 +22,9 @@ use crate::mcp::catalog::HeaderParam;
 use crate::mcp::error::{INVALID_PARAMS, UNSUPPORTED_PROTOCOL_VERSION};
 use crate::mcp::jsonrpc::{self, Incoming};
 use crate::mcp::meta::RequestMeta;
+use crate::replication::frame::Frame;
+use crate::replication::log::{self as repl_log, Entry};
+use crate::replication::standby::{self, ApplyError};
 use crate::transport::http::guard::Guard;
 use crate::transport::http::headers;
 use crate::transport::http::limits::ClientKey;
@@ -222,6 +221,164 @@ pub fn config(data: &[u8]) {
     let again = Config::from_table(table, std::iter::empty(), "printed")
         .unwrap_or_else(|e| panic!("printed configuration refused: {e}\n{printed}"));
     assert_eq!(again, c, "printed configuration reads back differently");
+}
+
+/// Rows in every table a primary records, so that a changeset's updates
+/// and deletes find something: the standby's database as
+/// [`changeset_fixture`] makes it. Fixed ids and times: the seeds in
+/// `fuzz/corpus/changeset_apply/` were recorded against exactly these.
+const FIXTURE_ROWS: &str = r#"
+INSERT INTO kv (key, value) VALUES ('fixture', x'01');
+INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at, last_seen_at)
+    VALUES ('s1', '2025-11-25', '{"name":"a"}', '{}', 1, 1),
+           ('s2', '2025-06-18', '{"name":"b"}', '{}', 2, 2);
+INSERT INTO sse_events (session_id, stream_id, seq, data, created_at)
+    VALUES ('s1', 1, 1, '{"jsonrpc":"2.0"}', 1), ('s1', 1, 2, '{}', 2);
+INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us, detail)
+    VALUES (1, 1, 's1', 'tool', 'read_graph', 'ok', 10, NULL);
+INSERT INTO memory_entities (id, name, entity_type)
+    VALUES (1, 'alice', 'person'), (2, 'erlmcp', 'project');
+INSERT INTO memory_observations (id, entity_id, content)
+    VALUES (1, 1, 'writes Rust'), (2, 2, 'an MCP server');
+INSERT INTO memory_relations (id, from_name, to_name, relation_type)
+    VALUES (1, 'alice', 'erlmcp', 'maintains');
+INSERT INTO tasks (id, owner, session_id, runner, protocol_version, method, request, client,
+                   status, created_at_ms, updated_at_ms, ttl_ms, expires_at_ms, poll_interval_ms)
+    VALUES ('t1', 's1', 's1', 'r1', '2025-11-25', 'tools/call', '{}', '{}', 'working',
+            1, 1, 60000, 60001, 1000);
+"#;
+
+/// A standby's database: the current schema, [`FIXTURE_ROWS`], and a log
+/// of one entry; foreign keys off, as on a standby (changesets carry their
+/// cascades).
+pub fn changeset_fixture() -> rusqlite::Connection {
+    let mut c = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+    crate::store::migrations::to_latest(&mut c).expect("the schema");
+    c.execute_batch(FIXTURE_ROWS).expect("the fixture's rows");
+    let first = Entry {
+        seq: 1,
+        epoch: 1,
+        hash: repl_log::chain(&repl_log::Position::GENESIS.hash, 1, 1, &[]),
+        at_ms: 0,
+        changeset: Vec::new(),
+    };
+    repl_log::insert(&c, &first).expect("the log's first entry");
+    c.pragma_update(None, "foreign_keys", false)
+        .expect("foreign keys off");
+    c
+}
+
+thread_local! {
+    /// One fixture per thread: every input is applied in a transaction
+    /// that is rolled back, so the fixture is the same for the next.
+    static STANDBY: std::cell::RefCell<rusqlite::Connection> =
+        std::cell::RefCell::new(changeset_fixture());
+}
+
+/// A binary frame of the replication link, as a standby reads it: one that
+/// decodes re-encodes to the same bytes. An entry is applied twice to the
+/// [`changeset_fixture`], the way the standby applies a batch
+/// (`replication::standby::apply_in`): as sent (its hash rarely chains, so
+/// this is mostly the refusal of an entry that does not follow), and with
+/// its changeset chained after the log's end (so the changeset itself is
+/// applied). Each either applies and is logged, or is refused with an
+/// error leaving every row as it was; `PRAGMA integrity_check` (the
+/// full-text index included) passes either way.
+pub fn changeset_apply(data: &[u8]) {
+    let Ok(frame) = Frame::decode_binary(data) else {
+        return;
+    };
+    assert_eq!(
+        frame.encode_binary().as_deref(),
+        Some(data),
+        "a frame re-encodes to its own bytes"
+    );
+    let Frame::Entry(sent) = frame else {
+        return;
+    };
+    STANDBY.with_borrow_mut(|c| {
+        let at = repl_log::last(c).expect("the log's end");
+        let seq = at.seq + 1;
+        let chained = Entry {
+            seq,
+            hash: repl_log::chain(&at.hash, seq, sent.epoch, &sent.changeset),
+            ..sent.clone()
+        };
+        apply_checked(c, sent);
+        apply_checked(c, chained);
+    });
+}
+
+/// Applies `e` in a transaction it rolls back, checking what must hold.
+fn apply_checked(c: &mut rusqlite::Connection, e: Entry) {
+    let tx = c.transaction().expect("a transaction");
+    let at = repl_log::last(&tx).expect("the log's end");
+    let before = contents(&tx);
+    match standby::apply_in(&tx, vec![e.clone()]) {
+        Ok(pos) if e.seq <= at.seq => {
+            // Already here: a resend after a reconnect.
+            assert_eq!(pos, at);
+            assert!(contents(&tx) == before, "a resent entry changed rows");
+        }
+        Ok(pos) => {
+            assert_eq!(pos, e.position());
+            assert_eq!(repl_log::last(&tx).expect("the log's end"), pos);
+        }
+        Err(ApplyError::Promoted) => unreachable!("apply_in never decides a promotion"),
+        Err(err) => assert!(
+            contents(&tx) == before,
+            "a refused entry changed rows: {err}"
+        ),
+    }
+    let problems: Vec<String> = tx
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("integrity_check runs");
+    assert_eq!(problems, ["ok"], "integrity_check after entry {}", e.seq);
+}
+
+/// A digest of every row of every table.
+fn contents(c: &rusqlite::Connection) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (table, digest) in table_digests(c) {
+        h.update(table.as_bytes());
+        h.update(digest);
+    }
+    h.finalize().into()
+}
+
+/// Each table's rows, digested in the order SQLite reads them (the same
+/// for the same contents of the same file).
+fn table_digests(c: &rusqlite::Connection) -> std::collections::BTreeMap<String, [u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("the tables");
+    tables
+        .into_iter()
+        .map(|t| {
+            let mut h = Sha256::new();
+            let mut s = c
+                .prepare(&format!("SELECT * FROM \"{}\"", t.replace('"', "\"\"")))
+                .expect("a table reads");
+            let n = s.column_count();
+            let mut rows = s.query([]).expect("a table reads");
+            while let Some(row) = rows.next().expect("a row reads") {
+                for i in 0..n {
+                    h.update(format!("{:?}\u{0}", row.get_ref(i).expect("a column")).as_bytes());
+                }
+            }
+            (t, h.finalize().into())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -455,17 +612,247 @@ mod tests {
         }
     }
 
+    proptest! {
+        // Each case applies twice and checks the whole database: fewer.
+        #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+        #[test]
+        fn changesets(bytes in mangled_frame()) {
+            changeset_apply(&bytes);
+        }
+
+        #[test]
+        fn frame_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            changeset_apply(&bytes);
+        }
+    }
+
+    /// The changeset a primary records (the session extension over the
+    /// tables the log records, foreign keys on) for `writes` run on the
+    /// fixture; `every_table`: over every table, as no primary does.
+    fn recorded(writes: &str, every_table: bool) -> (Vec<u8>, rusqlite::Connection) {
+        let c = changeset_fixture();
+        c.pragma_update(None, "foreign_keys", true).unwrap();
+        let unrecorded = crate::replication::tables::unrecorded(&c).unwrap();
+        let mut out = Vec::new();
+        {
+            let mut s = rusqlite::session::Session::new(&c).unwrap();
+            if !every_table {
+                s.table_filter(Some(move |t: &str| !unrecorded.contains(t)));
+            }
+            s.attach::<&str>(None).unwrap();
+            c.execute_batch(writes).unwrap();
+            s.changeset_strm(&mut out).unwrap();
+        }
+        (out, c)
+    }
+
+    /// What a primary writes, by the tables it touches.
+    const HONEST: &[(&str, &str)] = &[
+        (
+            "memory_create",
+            "INSERT INTO memory_entities (id, name, entity_type) VALUES (3, 'bob', 'person');
+             INSERT INTO memory_observations (id, entity_id, content) VALUES (3, 3, 'reviews');
+             INSERT INTO memory_relations (id, from_name, to_name, relation_type)
+                 VALUES (2, 'bob', 'erlmcp', 'reviews');",
+        ),
+        (
+            "memory_delete_cascades",
+            "DELETE FROM memory_entities WHERE id = 2;
+             DELETE FROM memory_relations WHERE to_name = 'erlmcp';
+             DELETE FROM memory_observations WHERE id = 1;",
+        ),
+        (
+            "session_open_and_initialize",
+            "INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at,
+                                   last_seen_at) VALUES ('s3', '2025-11-25', '{}', '{}', 3, 3);
+             UPDATE sessions SET initialized = 1, last_seen_at = 4, log_level = 'debug'
+                 WHERE id = 's1';",
+        ),
+        (
+            "session_end_cascades",
+            "DELETE FROM sessions WHERE id = 's1';",
+        ),
+        (
+            "sse_events_and_audit",
+            "INSERT INTO sse_events (session_id, stream_id, seq, data, created_at)
+                 VALUES ('s2', 0, 1, '{\"method\":\"notifications/tools/list_changed\"}', 5);
+             DELETE FROM sse_events WHERE session_id = 's1' AND seq = 1;
+             INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us,
+                                    detail) VALUES (2, 5, 's2', 'tool', 'create_entities',
+                                    'error', 7, 'input: missing entities');
+             DELETE FROM audit_log WHERE id = 1;",
+        ),
+        (
+            "task_finishes",
+            "UPDATE tasks SET status = 'completed', result = '{\"content\":[]}',
+                 updated_at_ms = 2 WHERE id = 't1';
+             INSERT INTO tasks (id, owner, session_id, runner, protocol_version, method, request,
+                 client, status, created_at_ms, updated_at_ms, ttl_ms, expires_at_ms,
+                 poll_interval_ms) VALUES ('t2', 's2', NULL, 'r1', '2025-11-25', 'tools/call',
+                 '{}', '{}', 'working', 2, 2, 1000, 1002, 500);",
+        ),
+        (
+            "kv",
+            "UPDATE kv SET value = x'02' WHERE key = 'fixture';
+             INSERT INTO kv (key, value) VALUES ('other', x'');",
+        ),
+    ];
+
+    /// Changes to tables the log never records: the log itself, the
+    /// full-text index's storage, the table of entity types that triggers
+    /// keep, the schema's down steps.
+    const FORGED: &[(&str, &str)] = &[
+        (
+            "forged_log_entry",
+            "INSERT INTO repl_log (seq, epoch, hash, at_ms, changeset)
+                 VALUES (2, 1, x'00000000000000000000000000000000', 0, x'');",
+        ),
+        (
+            "forged_fulltext_storage",
+            "UPDATE memory_search_data SET block = x'00'
+                 WHERE id = (SELECT max(id) FROM memory_search_data);",
+        ),
+        (
+            "forged_entity_types",
+            "UPDATE memory_types SET entities = 99;",
+        ),
+        ("forged_schema_downs", "DELETE FROM schema_downs;"),
+    ];
+
+    /// The seeds of `fuzz/corpus/changeset_apply/`: each changeset in an
+    /// entry frame that chains after the fixture's log.
+    fn changeset_seeds() -> Vec<(String, Vec<u8>)> {
+        let at = repl_log::last(&changeset_fixture()).unwrap();
+        HONEST
+            .iter()
+            .map(|(n, w)| (*n, w, false))
+            .chain(FORGED.iter().map(|(n, w)| (*n, w, true)))
+            .map(|(name, writes, every)| {
+                let (changeset, _) = recorded(writes, every);
+                let e = Entry {
+                    seq: at.seq + 1,
+                    epoch: 1,
+                    hash: repl_log::chain(&at.hash, at.seq + 1, 1, &changeset),
+                    at_ms: 1_700_000_000_000,
+                    changeset,
+                };
+                (name.to_owned(), Frame::Entry(e).encode_binary().unwrap())
+            })
+            .collect()
+    }
+
+    fn applied(frame: &[u8]) -> (Result<(), String>, rusqlite::Connection) {
+        let Ok(Frame::Entry(e)) = Frame::decode_binary(frame) else {
+            panic!("not an entry frame");
+        };
+        let mut c = changeset_fixture();
+        let tx = c.transaction().unwrap();
+        let out = standby::apply_in(&tx, vec![e])
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        tx.commit().unwrap();
+        (out, c)
+    }
+
+    /// What a primary records applies on a standby and leaves the same
+    /// rows (the full-text index by what it holds: its storage depends on
+    /// the order changes arrive in; each node keeps its own log and record
+    /// of its migrations).
+    #[test]
+    fn a_primarys_changesets_apply_on_a_standby() {
+        let seeds = changeset_seeds();
+        for (name, writes) in HONEST {
+            let (changeset, primary) = recorded(writes, false);
+            assert!(!changeset.is_empty(), "{name}");
+            let frame = &seeds.iter().find(|(n, _)| n == name).unwrap().1;
+            let (out, standby) = applied(frame);
+            assert_eq!(out, Ok(()), "{name}");
+            let (mut p, mut s) = (table_digests(&primary), table_digests(&standby));
+            for t in [
+                "repl_log",
+                "schema_downs",
+                "memory_search_data",
+                "memory_search_idx",
+            ] {
+                p.remove(t);
+                s.remove(t);
+            }
+            assert_eq!(p, s, "{name}: the standby's rows differ");
+            changeset_apply(frame);
+        }
+    }
+
+    /// A changeset naming a table the log does not record is refused as a
+    /// whole, before anything of it is applied.
+    #[test]
+    fn changes_to_tables_the_log_does_not_record_are_refused() {
+        let seeds = changeset_seeds();
+        for (name, _) in FORGED {
+            let frame = &seeds.iter().find(|(n, _)| n == name).unwrap().1;
+            let before = table_digests(&changeset_fixture());
+            let (out, standby) = applied(frame);
+            let err = out.expect_err(name);
+            assert!(err.contains("not recorded"), "{name}: {err}");
+            assert_eq!(table_digests(&standby), before, "{name}");
+            changeset_apply(frame);
+        }
+    }
+
+    /// Writes the seeds of `fuzz/corpus/changeset_apply/` (after a change
+    /// of the fixture or the schema): `cargo nextest run --run-ignored only
+    /// write_the_changeset_seeds`.
+    #[test]
+    #[ignore = "writes into the repository: run by hand"]
+    fn write_the_changeset_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/changeset_apply");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, frame) in changeset_seeds() {
+            std::fs::write(dir.join(name), frame).unwrap();
+        }
+    }
+
+    /// A seed's entry frame, some bytes overwritten, cut short or followed
+    /// by another seed's changeset.
+    fn mangled_frame() -> impl Strategy<Value = Vec<u8>> {
+        let seeds = changeset_seeds();
+        let n = seeds.len();
+        (
+            0..n,
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            prop::option::of(any::<prop::sample::Index>()),
+            prop::option::of(0..n),
+        )
+            .prop_map(move |(i, flips, cut, append)| {
+                let mut f = seeds[i].1.clone();
+                if let Some(j) = append {
+                    // The other frame's changeset, after its 41-byte header.
+                    f.extend_from_slice(&seeds[j].1[41..]);
+                }
+                for (at, b) in flips {
+                    let k = at.index(f.len());
+                    f[k] = b;
+                }
+                if let Some(cut) = cut {
+                    f.truncate(cut.index(f.len() + 1));
+                }
+                f
+            })
+    }
+
     /// Every seed of the fuzz corpus passes (and crashes the fuzzer found
     /// once, kept there, stay fixed).
     #[test]
     fn the_seed_corpus_passes() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 4] = [
+        let targets: [(&str, Target); 5] = [
             ("jsonrpc_envelope", jsonrpc_envelope),
             ("http_headers", http_headers),
             ("request_meta", request_meta),
             ("config", config),
+            ("changeset_apply", changeset_apply),
         ];
         for (name, target) in targets {
             let dir = root.join(name);

@@ -22,7 +22,7 @@ mod metrics;
 pub(crate) mod peer;
 mod primary;
 pub(crate) mod snapshot;
-mod standby;
+pub(crate) mod standby;
 pub(crate) mod state;
 pub(crate) mod tables;
 
