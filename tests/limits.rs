@@ -33,8 +33,8 @@ impl Daemon {
         Daemon::start_with(env, &[], None)
     }
 
-    /// `nofile`: the open-file limit (soft and hard) the daemon starts with.
-    fn start_with(env: &[(&str, &str)], extra: &[&str], nofile: Option<u64>) -> Daemon {
+    /// `nofile`: the open-file limits (soft, hard) the daemon starts with.
+    fn start_with(env: &[(&str, &str)], extra: &[&str], nofile: Option<(u64, u64)>) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         for _ in 0..5 {
@@ -54,14 +54,14 @@ impl Daemon {
             for (k, v) in env {
                 cmd.env(k, v);
             }
-            if let Some(n) = nofile {
+            if let Some((soft, hard)) = nofile {
                 use std::os::unix::process::CommandExt;
                 // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
                 unsafe {
                     cmd.pre_exec(move || {
                         let r = libc::rlimit {
-                            rlim_cur: n,
-                            rlim_max: n,
+                            rlim_cur: soft,
+                            rlim_max: hard,
                         };
                         if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
                             return Err(std::io::Error::last_os_error());
@@ -772,7 +772,7 @@ fn readiness_turns_false_while_the_listener_cannot_accept() {
             ("ERLMCP_HTTP__HEADER_READ_TIMEOUT_SECS", "60"),
         ],
         &[],
-        Some(96),
+        Some((96, 96)),
     );
     let mut ops = TcpStream::connect(("127.0.0.1", d.ops)).unwrap();
     ops.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -805,6 +805,23 @@ fn readiness_turns_false_while_the_listener_cannot_accept() {
     wait_until("ready again", Duration::from_secs(10), || {
         readyz(&mut ops).status == 200
     });
+    let (good, _) = Session::open(&d.url(), "2025-11-25");
+    served(&d.url(), &good);
+}
+
+/// Started with Debian's default for a service (1024 soft), erlmcp runs
+/// with the hard limit, and caps connections below it.
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one_at_start() {
+    let d = Daemon::start_with(&[], &[], Some((1024, 4096)));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
     let (good, _) = Session::open(&d.url(), "2025-11-25");
     served(&d.url(), &good);
 }
