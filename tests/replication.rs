@@ -286,6 +286,16 @@ fn a_standby_behind_the_pruned_log_catches_up_from_a_snapshot() {
             .unwrap()
             > 1
     });
+    // Counted with the other tables' retention: beyond the cap, the
+    // standby away (1,100 entity writes and the session's own).
+    wait_for(
+        "the pruned entries counted",
+        Duration::from_secs(10),
+        || {
+            a.metric("erlmcp_retention_deleted_rows_total{table=\"repl_log\",reason=\"size\"}")
+                >= 100.0
+        },
+    );
     b.start();
     wait_in_sync(&a, &b, Duration::from_secs(30));
     assert!(b.metric("erlmcp_replication_snapshots_total") >= 1.0);

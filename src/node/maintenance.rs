@@ -16,8 +16,11 @@
 //! | `audit_log` | `retention.audit_max_age_secs`, `retention.audit_max_rows` |
 //! | `tasks` | their time to live (`tasks.max_ttl_secs`), those of ended sessions; unfinished ones per owner (`tasks.max_live_per_owner`), result size (`tasks.max_result_bytes`) |
 //!
-//! A new table that grows with traffic gets its bound in [`pass`], a row
-//! here and one in `docs/operations/limits.md`.
+//!
+//! The replication log (`repl_log`) has its own pass in `replication`
+//! (`replication.max_log_entries`, and what the standby and the newest
+//! backup hold). A new table that grows with traffic gets its bound in
+//! [`pass`], a row here and one in `docs/operations/limits.md`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -124,7 +124,7 @@ fn describe() {
     );
     describe_counter!(
         "erlmcp_retention_deleted_rows_total",
-        "Rows deleted by retention, by table and reason (age, rows)"
+        "Rows deleted by retention, by table and reason (age, size; replicated: replication log entries the standby and the newest backup hold)"
     );
     describe_gauge!("erlmcp_sse_streams_open", "Server-sent event streams open");
     describe_gauge!("erlmcp_requests_in_flight", "MCP requests being served");

@@ -144,3 +144,11 @@ pub(crate) fn degraded() {
 pub(crate) fn snapshot_installed() {
     metrics::counter!("erlmcp_replication_snapshots_total").increment(1);
 }
+
+/// Log entries pruned (`reason`: `replicated`, the standby and the newest
+/// backup have them; `size`, beyond `max_log_entries`), counted with the
+/// other tables' retention (described by the ops listener).
+pub(crate) fn log_pruned(n: u64, reason: &'static str) {
+    metrics::counter!("erlmcp_retention_deleted_rows_total", "table" => super::tables::LOG, "reason" => reason)
+        .increment(n);
+}

@@ -663,7 +663,7 @@ async fn prune(repl: &Replication) -> Result<usize, StoreError> {
         .ok()
         .flatten();
     let max = repl.cfg.max_log_entries;
-    let n = repl
+    let (n, reason) = repl
         .store
         .write_privileged(move |tx| {
             let last = log::last(tx)?.seq;
@@ -674,11 +674,14 @@ async fn prune(repl: &Replication) -> Result<usize, StoreError> {
             // Past the cap, a follower that far behind takes a snapshot. The
             // last entry always stays: it is where this log stands (an empty
             // log would say "nothing yet").
-            log::prune_below(tx, below.max(last.saturating_sub(max)).min(last))
+            let cap = last.saturating_sub(max);
+            let reason = if cap > below { "size" } else { "replicated" };
+            Ok((log::prune_below(tx, below.max(cap).min(last))?, reason))
         })
         .await?;
+    metrics::log_pruned(n as u64, reason);
     if n > 0 {
-        tracing::info!(entries = n, "pruned the replication log");
+        tracing::info!(entries = n, reason, "pruned the replication log");
     }
     Ok(n)
 }
