@@ -269,10 +269,15 @@ pub fn changeset_fixture() -> rusqlite::Connection {
 }
 
 thread_local! {
-    /// One fixture per thread: every input is applied in a transaction
-    /// that is rolled back, so the fixture is the same for the next.
-    static STANDBY: std::cell::RefCell<rusqlite::Connection> =
-        std::cell::RefCell::new(changeset_fixture());
+    /// One fixture per thread, and the digest of its rows: every input is
+    /// applied in a transaction that is rolled back, so the fixture is the
+    /// same for the next.
+    static STANDBY: std::cell::RefCell<(rusqlite::Connection, [u8; 32])> =
+        std::cell::RefCell::new({
+            let c = changeset_fixture();
+            let digest = contents(&c);
+            (c, digest)
+        });
 }
 
 /// A binary frame of the replication link, as a standby reads it: one that
@@ -296,7 +301,7 @@ pub fn changeset_apply(data: &[u8]) {
     let Frame::Entry(sent) = frame else {
         return;
     };
-    STANDBY.with_borrow_mut(|c| {
+    STANDBY.with_borrow_mut(|(c, fixture)| {
         let at = repl_log::last(c).expect("the log's end");
         let seq = at.seq + 1;
         let chained = Entry {
@@ -304,21 +309,21 @@ pub fn changeset_apply(data: &[u8]) {
             hash: repl_log::chain(&at.hash, seq, sent.epoch, &sent.changeset),
             ..sent.clone()
         };
-        apply_checked(c, sent);
-        apply_checked(c, chained);
+        apply_checked(c, fixture, sent);
+        apply_checked(c, fixture, chained);
     });
 }
 
-/// Applies `e` in a transaction it rolls back, checking what must hold.
-fn apply_checked(c: &mut rusqlite::Connection, e: Entry) {
+/// Applies `e` in a transaction it rolls back, checking what must hold;
+/// `before` is the digest of the rows before.
+fn apply_checked(c: &mut rusqlite::Connection, before: &[u8; 32], e: Entry) {
     let tx = c.transaction().expect("a transaction");
     let at = repl_log::last(&tx).expect("the log's end");
-    let before = contents(&tx);
     match standby::apply_in(&tx, vec![e.clone()]) {
         Ok(pos) if e.seq <= at.seq => {
             // Already here: a resend after a reconnect.
             assert_eq!(pos, at);
-            assert!(contents(&tx) == before, "a resent entry changed rows");
+            assert!(contents(&tx) == *before, "a resent entry changed rows");
         }
         Ok(pos) => {
             assert_eq!(pos, e.position());
@@ -326,7 +331,7 @@ fn apply_checked(c: &mut rusqlite::Connection, e: Entry) {
         }
         Err(ApplyError::Promoted) => unreachable!("apply_in never decides a promotion"),
         Err(err) => assert!(
-            contents(&tx) == before,
+            contents(&tx) == *before,
             "a refused entry changed rows: {err}"
         ),
     }
