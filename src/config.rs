@@ -39,6 +39,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub replication: ReplicationConfig,
     pub upgrade: UpgradeConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -68,8 +69,42 @@ pub struct HttpConfig {
 pub struct OpsConfig {
     /// Serve `/healthz`, `/readyz`, `/metrics`, `/status`.
     pub enabled: bool,
-    /// Keep it on loopback or a management network: it is not authenticated.
+    /// Bound beyond loopback (anything but 127.0.0.0/8 and ::1, so also
+    /// 0.0.0.0), every state-changing endpoint asks for a bearer token
+    /// with scope `ops` (or `*`).
     pub listen: SocketAddr,
+    /// Ask for that token on loopback too.
+    pub require_auth: bool,
+    /// GET endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
+    /// `/backups`) answer without a token even where writes need one.
+    pub open_reads: bool,
+}
+
+/// Who may call the MCP endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches `/mcp` may call every tool (as before auth
+    /// existed; for loopback and behind an authenticating proxy).
+    #[default]
+    Off,
+    /// A static API token (`erlmcp token create`) in
+    /// `Authorization: Bearer`, its scopes limiting the tools.
+    Tokens,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Off,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -452,6 +487,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             replication: ReplicationConfig::default(),
             upgrade: UpgradeConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -476,6 +512,8 @@ impl Default for OpsConfig {
         OpsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9718)),
+            require_auth: false,
+            open_reads: true,
         }
     }
 }
@@ -590,6 +628,10 @@ fn default_node_name() -> String {
 /// `ERLMCP_HTTP__LISTEN=0.0.0.0:8080` sets `http.listen`.
 pub const ENV_PREFIX: &str = "ERLMCP_";
 
+/// Variables with the prefix that are not configuration keys: the ops
+/// token the command line presents (`docs/operations/security.md`).
+const NOT_CONFIG: &[&str] = &["ERLMCP_OPS_TOKEN"];
+
 impl Config {
     /// Loads `path` (or defaults when `None`) and applies the environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -618,6 +660,9 @@ impl Config {
         origin: &str,
     ) -> Result<Config, ConfigError> {
         for (key, value) in env {
+            if NOT_CONFIG.contains(&key.as_str()) {
+                continue;
+            }
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };

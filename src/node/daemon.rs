@@ -18,6 +18,7 @@ use crate::backup::Backups;
 use crate::config::Config;
 use crate::fsx::{Flock, LockMode};
 use crate::logging::LogControl;
+use crate::ops::auth::OpsAuth;
 use crate::ops::replication::{Secret, WsConnector};
 use crate::ops::{self, OpsState};
 use crate::replication::frame::Role;
@@ -122,7 +123,7 @@ pub(crate) async fn run(
     let root_stop = CancellationToken::new();
     let http_state = HttpState::new(
         server.clone(),
-        HttpSettings::from_config(&config.http),
+        HttpSettings::from_config(&config.http, &config.auth),
         root_stop.clone(),
     );
     match &replication {
@@ -142,6 +143,29 @@ pub(crate) async fn run(
             Err(e) => tracing::warn!(error = %e, "server streams of earlier sessions not restored"),
         },
     }
+    let mut ops_auth = match &ops_listener {
+        Some(l) => OpsAuth::new(
+            l.local_addr()?,
+            config.ops.require_auth,
+            config.ops.open_reads,
+        ),
+        None => OpsAuth::new(
+            config.ops.listen,
+            config.ops.require_auth,
+            config.ops.open_reads,
+        ),
+    };
+    if ops_listener.is_some() {
+        // For the command line on this host (see ops::auth); a daemon that
+        // cannot write it still serves, the command line then needs a token.
+        match ops_auth.write_local(&config.data_dir) {
+            Ok(path) => tracing::debug!(path = %path.display(), "local ops credential written"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the local ops credential"),
+        }
+    }
+    if ops_auth.required {
+        tracing::info!("the ops listener asks for a token with scope ops for every change");
+    }
     let ops_state = Arc::new(OpsState {
         server: server.clone(),
         http: http_state.clone(),
@@ -159,6 +183,7 @@ pub(crate) async fn run(
         replication: replication.clone(),
         secret,
         upgrade: Some(upgrade.clone()),
+        auth: ops_auth,
     });
     let ctx = Arc::new(Ctx {
         server,

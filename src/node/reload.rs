@@ -46,7 +46,8 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
     ctx.log.set_level(&new.log.level)?;
     ctx.server
         .reload(catalog, Settings::from_config(&new.mcp, &new.tasks));
-    ctx.http.reload(HttpSettings::from_config(&new.http));
+    ctx.http
+        .reload(HttpSettings::from_config(&new.http, &new.auth));
     ctx.files.send_replace(new.toolsets.files.clone());
     ctx.housekeeping
         .send_replace(Housekeeping::from_config(&new));

@@ -44,6 +44,8 @@ impl ClientError {
 pub(crate) struct OpsClient {
     addr: SocketAddr,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` on every call.
+    token: Option<String>,
 }
 
 impl OpsClient {
@@ -56,7 +58,18 @@ impl OpsClient {
             .timeout_global(timeout)
             .build()
             .into();
-        OpsClient { addr, agent }
+        OpsClient {
+            addr,
+            agent,
+            token: None,
+        }
+    }
+
+    /// Presents `token` (a listener beyond loopback asks for one with
+    /// scope `ops` before any change; see `ops::auth`).
+    pub(crate) fn with_token(mut self, token: Option<String>) -> OpsClient {
+        self.token = token;
+        self
     }
 
     /// True when something accepts connections at the address.
@@ -65,7 +78,11 @@ impl OpsClient {
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.finish(self.agent.get(&self.url(path)).call())
+        let mut req = self.agent.get(&self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        self.finish(req.call())
     }
 
     pub(crate) fn post<T: DeserializeOwned>(
@@ -74,10 +91,13 @@ impl OpsClient {
         body: &impl Serialize,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).expect("request bodies are plain data");
-        let req = self
+        let mut req = self
             .agent
             .post(&self.url(path))
             .header("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
         self.finish(req.send(&body[..]))
     }
 

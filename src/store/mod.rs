@@ -19,6 +19,7 @@ pub mod kv;
 pub(crate) mod lease;
 pub(crate) mod sessions;
 pub(crate) mod tasks;
+pub mod tokens;
 
 pub use error::StoreError;
 pub(crate) use writer::WriterStats;

@@ -4,6 +4,7 @@
 //! (2026-07-28) metadata is handled statelessly, anything else goes through
 //! a legacy session named by `Mcp-Session-Id`.
 
+pub(crate) mod auth;
 mod delete;
 mod get;
 pub mod guard;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpConfig;
+use crate::config::{AuthConfig, AuthMode, HttpConfig};
 use crate::mcp::error::McpError;
 use crate::mcp::jsonrpc;
 use crate::mcp::server::Server;
@@ -44,11 +45,13 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
+    pub auth: AuthMode,
 }
 
 impl HttpSettings {
-    pub fn from_config(c: &HttpConfig) -> Self {
+    pub fn from_config(c: &HttpConfig, auth: &AuthConfig) -> Self {
         HttpSettings {
+            auth: auth.mode,
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
             max_body_bytes: c.max_body_bytes,
@@ -213,8 +216,20 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
+    // After the standby's refusal: a standby serves nobody, and audits
+    // nothing (its store takes no local writes).
+    let grant = match state.settings().auth {
+        AuthMode::Off => None,
+        AuthMode::Tokens => {
+            let what = format!("{} /mcp", req.method());
+            match auth::authenticate(&state.server.store, req.headers(), &what).await {
+                auth::Checked::Granted(g) => Some(g),
+                auth::Checked::Refused(r) => return r,
+            }
+        }
+    };
     match *req.method() {
-        axum::http::Method::POST => post::handle(state, req).await,
+        axum::http::Method::POST => post::handle(state, req, grant).await,
         axum::http::Method::GET => get::handle(state, req).await,
         axum::http::Method::DELETE => delete::handle(state, req).await,
         _ => {
