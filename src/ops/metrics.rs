@@ -75,7 +75,34 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "erlmcp_requests_total",
-        "MCP requests served, by method and outcome"
+        "MCP requests served, by method and outcome (ok, tool_error, client_error, server_error)"
+    );
+    describe_histogram!(
+        "erlmcp_tool_call_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a tools/call, by toolset and tool"
+    );
+    describe_gauge!(
+        "erlmcp_ready",
+        "1 while /readyz would answer ready (started, not stopping, able to serve its role)"
+    );
+    describe_gauge!(
+        "erlmcp_store_writer_queue_length",
+        "Writes waiting for the store's writer"
+    );
+    describe_gauge!(
+        "erlmcp_store_writer_queue_capacity",
+        "Writes the writer's queue holds; past it, writers wait"
+    );
+    describe_gauge!(
+        "erlmcp_filesystem_avail_bytes",
+        Unit::Bytes,
+        "Space left to erlmcp on the file system of a directory (label dir: data, backups)"
+    );
+    describe_gauge!(
+        "erlmcp_filesystem_size_bytes",
+        Unit::Bytes,
+        "Size of the file system of a directory (label dir: data, backups)"
     );
     describe_histogram!(
         "erlmcp_request_duration_seconds",
