@@ -1,7 +1,7 @@
 # services.erlmcp: the erlmcp MCP server as a hardened, socket-activated
-# systemd service, with scheduled backups. Replication and keepalived
-# failover are declared here already; an assertion refuses them until the
-# binary has them (see `assertions`).
+# systemd service, with scheduled backups, replication to a hot standby and
+# keepalived (VRRP) moving a virtual IP to the node that serves
+# (docs/operations/replication-and-failover.md).
 #
 # The configuration file is generated from `settings` (RFC 42) and checked at
 # build time with `erlmcp check-config`, which rejects unknown keys: the module
@@ -15,12 +15,11 @@
 
 let
   inherit (lib)
-    concatMapStringsSep
     concatStringsSep
     escapeShellArg
-    filterAttrs
     hasInfix
     hasPrefix
+    hasSuffix
     head
     literalExpression
     mapAttrsToList
@@ -52,13 +51,12 @@ let
 
   isWildcard = addr: addr == "0.0.0.0" || addr == "::";
 
-  # The address local tools (the keepalived check) use to reach a listener.
-  localAddr = addr:
-    if addr == "0.0.0.0" then "127.0.0.1" else if addr == "::" then "::1" else addr;
+  isLoopback = addr: addr == "::1" || hasPrefix "127." addr;
 
   mcpListen = hostPort cfg.listenAddress cfg.port;
   opsListen = hostPort cfg.ops.listenAddress cfg.ops.port;
-  opsUrl = "http://${hostPort (localAddr cfg.ops.listenAddress) cfg.ops.port}";
+
+  replicating = cfg.replication.role != null;
 
   # The virtual IP without its prefix length ("192.168.1.100/24" -> "192.168.1.100").
   vipAddress = if cfg.failover.virtualIp == null then null else head (splitString "/" cfg.failover.virtualIp);
@@ -101,13 +99,34 @@ let
 
   lowPorts = !cfg.socketActivation && (cfg.port < 1024 || cfg.ops.port < 1024);
 
-  checkScript = pkgs.writeShellScript "erlmcp-keepalived-check" ''
-    exec ${lib.getExe pkgs.curl} --fail --silent --show-error --output /dev/null \
-      --max-time ${toString cfg.failover.checkTimeout} ${opsUrl}/healthz
-  '';
+  secretInStore = cfg.replication.secretFile != null
+    && hasPrefix "${builtins.storeDir}/" cfg.replication.secretFile;
 
+  # Settings erlmcp applies only when it starts (a reload keeps them, see
+  # src/node/reload.rs): a change restarts the service instead of
+  # reloading it.
+  restartSettings = builtins.toJSON {
+    inherit (cfg.settings) data_dir;
+    http_listen = cfg.settings.http.listen or null;
+    ops = cfg.settings.ops or null;
+    store = cfg.settings.store or null;
+    replication = cfg.settings.replication or null;
+  };
+
+  # keepalived's own number syntax: 1, 0.5 (toString 0.5 is "0.500000").
+  seconds = x:
+    let
+      trim = s: if hasSuffix "0" s then trim (lib.removeSuffix "0" s) else lib.removeSuffix "." s;
+    in
+    if builtins.isInt x then toString x else trim (toString x);
+
+  # keepalived runs the hooks and the check as erlmcp; they talk to the
+  # local daemon's ops listener at the address in the config file, which a
+  # role change accepts from loopback only (hence the wildcard ops address
+  # the failover assertions ask for).
+  erlmcpCommand = args: "${exe} ${args} --config ${configPath}";
   notifyLine = event: role:
-    ''notify_${event} "${exe} role ${role} --config ${configPath}" erlmcp erlmcp'';
+    ''notify_${event} "${erlmcpCommand "role ${role}"}" erlmcp erlmcp'';
 
   sameListener =
     cfg.port == cfg.ops.port
@@ -342,31 +361,60 @@ in
         default = null;
         example = "primary";
         description = ''
-          This node's role in a primary/hot-standby pair, or `null` for a
-          single node. With {option}`services.erlmcp.failover.enable`,
-          keepalived changes the role at run time (`erlmcp role
-          primary|standby`); this is the role a node starts in.
+          This node's role in a primary/hot-standby pair (erlmcp's
+          `replication.initial_role`), or `null` for a single node. It is the
+          role of the data directory's very first start; afterwards the node
+          keeps the role it had, and `erlmcp role primary|standby` (run by
+          keepalived's hooks with {option}`services.erlmcp.failover.enable`)
+          changes it.
         '';
       };
 
       peer = mkOption {
         type = types.nullOr types.str;
         default = null;
-        example = "http://primary:9718";
+        example = "standby:9718";
         description = ''
-          The other node of the pair: where a standby pulls changes from,
-          and the standby a primary waits for in `sync` mode.
+          The other node's operations listener, `HOST:PORT`: a standby pulls
+          changes from it, a primary asks it for its role and epoch. Both
+          nodes need {option}`services.erlmcp.ops.listenAddress` on an
+          address the other reaches (and
+          {option}`services.erlmcp.ops.openFirewall`).
         '';
       };
 
       mode = mkOption {
-        type = types.enum [ "async" "sync" ];
-        default = "async";
+        type = types.enum [ "sync" "async" ];
+        default = "sync";
         description = ''
-          `async`: a write is acknowledged once it is durable on the
-          primary. `sync`: only once the standby has it too (no data lost
-          on failover, at the cost of latency and of writes stalling while
-          the standby is away).
+          `sync`: a write is acknowledged to the MCP client only once the
+          standby has it durably (no acknowledged write lost on failover).
+          `async`: acknowledged on the local commit; the standby lags.
+        '';
+      };
+
+      onStandbyLoss = mkOption {
+        type = types.enum [ "block" "degrade" ];
+        default = "block";
+        description = ''
+          In `sync` mode, when the standby stops acknowledging: `block`
+          (writes wait `settings.replication.ack_timeout_ms`, then fail;
+          reads go on) or `degrade` (the primary goes on alone, with a
+          recovery point above zero until the standby is back in sync).
+        '';
+      };
+
+      secretFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/erlmcp-replication";
+        description = ''
+          A file holding the shared secret of the pair (at least 16 bytes,
+          the same on both nodes), readable by root only. systemd passes it
+          to the service as the credential `replication-secret`
+          (`LoadCredential=`), where erlmcp reads it; it never enters the
+          Nix store or the configuration file. A string, so that no Nix
+          path literal copies it into the store.
         '';
       };
     };
@@ -376,12 +424,15 @@ in
         type = types.bool;
         default = false;
         description = ''
-          Whether keepalived (VRRP) moves a virtual IP to the healthy node of
-          the pair. erlmcp's health endpoint is keepalived's check script, and
-          keepalived's notify hooks run `erlmcp role primary|standby`. Both
+          Whether keepalived (VRRP) moves a virtual IP to the node of the pair
+          that serves. `erlmcp ready` is keepalived's track script (a primary,
+          or a standby in sync), and its notify hooks run `erlmcp role
+          primary` (MASTER) and `erlmcp role standby` (FAULT). Both
           nodes start as `BACKUP` without preemption; the higher
           {option}`services.erlmcp.failover.priority` wins the first
-          election. Further keepalived settings can be added under
+          election, and the address moves only when its holder fails. VRRP
+          is opened in the firewall (`services.keepalived.openFirewall`).
+          Further keepalived settings can be added under
           `services.keepalived.vrrpInstances.erlmcp`.
         '';
       };
@@ -409,19 +460,32 @@ in
       priority = mkOption {
         type = types.ints.between 1 254;
         default = 100;
-        description = "VRRP priority; give the preferred primary the higher value.";
+        description = "VRRP priority; give the preferred primary the higher value (150 and 100).";
+      };
+
+      advertInt = mkOption {
+        type = types.numbers.between 0.01 255;
+        default = 0.5;
+        example = 1;
+        description = ''
+          Seconds between two VRRP adverts of the node holding the address
+          (VRRPv3, so below a second is allowed). The other node takes over
+          3 adverts plus a skew (up to one advert) after the last one it
+          heard: 1.8 s at 0.5 and priority 100. Raise it on hosts so busy
+          that adverts come late, which would move the address for nothing.
+        '';
       };
 
       checkInterval = mkOption {
         type = types.ints.positive;
-        default = 2;
-        description = "Seconds between two runs of the health check.";
+        default = 1;
+        description = "Seconds between two runs of the track script (`erlmcp ready`).";
       };
 
       checkTimeout = mkOption {
         type = types.ints.positive;
-        default = 2;
-        description = "Seconds after which one health check counts as failed.";
+        default = 3;
+        description = "Seconds after which one run of the track script counts as failed (`/readyz` answers within 2).";
       };
     };
   };
@@ -430,14 +494,7 @@ in
     {
       assertions = [
         {
-          # The options exist so configurations can be written against the
-          # interface; the binary gains [replication] and `erlmcp role` with
-          # the replication work, and then this assertion goes.
-          assertion = cfg.replication.role == null && !cfg.failover.enable;
-          message = "services.erlmcp.replication and services.erlmcp.failover are not available yet: this erlmcp (${cfg.package.version or "current"}) has no replication; leave replication.role null and failover.enable false.";
-        }
-        {
-          assertion = !cfg.failover.enable || cfg.replication.role != null;
+          assertion = !cfg.failover.enable || replicating;
           message = "services.erlmcp.failover.enable needs services.erlmcp.replication.role: keepalived moves the virtual IP between a primary and a standby, so both nodes must replicate.";
         }
         {
@@ -445,16 +502,24 @@ in
           message = "services.erlmcp.failover.enable needs services.erlmcp.failover.interface and services.erlmcp.failover.virtualIp.";
         }
         {
-          assertion = cfg.replication.role != "standby" || cfg.replication.peer != null;
-          message = "services.erlmcp.replication.role = \"standby\" needs services.erlmcp.replication.peer: the primary a standby pulls from.";
+          assertion = !replicating || cfg.replication.peer != null;
+          message = "services.erlmcp.replication.role needs services.erlmcp.replication.peer: the other node's operations listener (HOST:PORT).";
         }
         {
-          assertion = cfg.replication.mode != "sync" || cfg.replication.peer != null;
-          message = "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.peer: a synchronous write waits for the standby, so it must be named.";
+          assertion = !replicating || cfg.replication.secretFile != null;
+          message = "services.erlmcp.replication.role needs services.erlmcp.replication.secretFile: the pair's shared secret, passed to the service as a credential.";
         }
         {
-          assertion = cfg.replication.mode != "sync" || cfg.replication.role != null;
-          message = "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.role.";
+          assertion = !secretInStore;
+          message = "services.erlmcp.replication.secretFile is in the Nix store, which every user can read; keep the secret in a root-only file outside it (agenix, sops-nix, /run/keys, ...).";
+        }
+        {
+          assertion = !replicating || !isLoopback cfg.ops.listenAddress;
+          message = "services.erlmcp.replication.role: the peer connects to this node's operations listener, but services.erlmcp.ops.listenAddress is ${cfg.ops.listenAddress}; listen on 0.0.0.0, :: or an address the peer reaches.";
+        }
+        {
+          assertion = !cfg.failover.enable || isWildcard cfg.ops.listenAddress;
+          message = "services.erlmcp.failover.enable: keepalived's hooks change the role through the operations listener, which accepts that from loopback only, so services.erlmcp.ops.listenAddress must be 0.0.0.0 or :: (it is ${cfg.ops.listenAddress}).";
         }
         {
           assertion = !cfg.failover.enable || vipAddress == null || isWildcard cfg.listenAddress || cfg.listenAddress == vipAddress;
@@ -471,8 +536,8 @@ in
       ];
 
       warnings =
-        optional (cfg.replication.role == null && cfg.replication.peer != null)
-          "services.erlmcp.replication.peer is set but services.erlmcp.replication.role is null, so erlmcp does not replicate.";
+        optional (!replicating && (cfg.replication.peer != null || cfg.replication.secretFile != null))
+          "services.erlmcp.replication.peer or secretFile is set but services.erlmcp.replication.role is null, so erlmcp does not replicate.";
 
       services.erlmcp.settings = {
         data_dir = stateDir;
@@ -485,9 +550,16 @@ in
           keep_last = cfg.backups.retention.keepLast;
           inherit (cfg.backups.retention) hourly daily weekly;
         };
-      } // optionalAttrs (cfg.replication.role != null) {
-        replication = filterAttrs (_: v: v != null) {
-          inherit (cfg.replication) role peer mode;
+      } // optionalAttrs replicating {
+        # The secret is not named here: erlmcp reads the credential
+        # ($CREDENTIALS_DIRECTORY/replication-secret) by default.
+        replication = {
+          enabled = true;
+          initial_role = cfg.replication.role;
+          inherit (cfg.replication) mode;
+          on_standby_loss = cfg.replication.onStandbyLoss;
+        } // optionalAttrs (cfg.replication.peer != null) {
+          inherit (cfg.replication) peer;
         };
       };
 
@@ -518,13 +590,16 @@ in
         requires = optionals cfg.socketActivation [ "erlmcp.socket" "erlmcp-ops.socket" ];
 
         # A settings change is a reload (SIGHUP: config re-read, sessions
-        # kept); a changed binary or unit is a restart.
+        # kept); a changed binary or unit, or a change of what erlmcp only
+        # reads at start ([replication], [store], listeners), a restart.
         reloadTriggers = [ configFile ];
+        restartTriggers = [ restartSettings ];
 
         serviceConfig = {
           Type = "notify-reload";
           ExecStart = if cfg.credentialFiles == { } then serveCommand else "${startScript}";
-          LoadCredential = mapAttrsToList (name: path: "${name}:${path}") cfg.credentialFiles;
+          LoadCredential = mapAttrsToList (name: path: "${name}:${path}") cfg.credentialFiles
+            ++ optional (cfg.replication.secretFile != null) "replication-secret:${cfg.replication.secretFile}";
           EnvironmentFile = optional (cfg.environmentFile != null) cfg.environmentFile;
           WatchdogSec = mkDefault "30s";
           Restart = "on-failure";
@@ -609,8 +684,8 @@ in
         enable = true;
         openFirewall = mkDefault true;
         enableScriptSecurity = mkDefault true;
-        vrrpScripts.erlmcp_health = {
-          script = "${checkScript}";
+        vrrpScripts.erlmcp_ready = {
+          script = erlmcpCommand "ready";
           interval = cfg.failover.checkInterval;
           timeout = cfg.failover.checkTimeout;
           fall = 2;
@@ -624,11 +699,16 @@ in
           noPreempt = true;
           inherit (cfg.failover) virtualRouterId priority;
           virtualIps = [{ addr = cfg.failover.virtualIp; }];
-          trackScripts = [ "erlmcp_health" ];
-          extraConfig = concatMapStringsSep "\n" (x: notifyLine x.event x.role) [
-            { event = "master"; role = "primary"; }
-            { event = "backup"; role = "standby"; }
-            { event = "fault"; role = "standby"; }
+          trackScripts = [ "erlmcp_ready" ];
+          # The nixpkgs module has no options for these.
+          extraConfig = concatStringsSep "\n" [
+            "version 3"
+            "advert_int ${seconds cfg.failover.advertInt}"
+            # No hook on BACKUP: every keepalived start passes through it,
+            # and demoting the primary there would bounce the roles. A node
+            # that must step down learns it from its peer's higher epoch.
+            (notifyLine "master" "primary")
+            (notifyLine "fault" "standby")
           ];
         };
       };

@@ -425,13 +425,11 @@ impl ReplicationConfig {
         if self.max_log_entries < 1000 {
             return Err("replication.max_log_entries must be at least 1000".into());
         }
-        if self.secret_path().is_none() {
-            return Err(
-                "replication needs a shared secret: replication.secret_file, or a \
-                 `replication-secret` systemd credential"
-                    .into(),
-            );
-        }
+        // Where the secret is found is not checked here: the default is the
+        // service's credential, which only the daemon sees. `erlmcp
+        // check-config` at build time, and keepalived's hooks (`erlmcp role
+        // --config`, `erlmcp ready --config`), read this file without it;
+        // `serve` refuses to start without the secret (exit 78).
         Ok(())
     }
 }

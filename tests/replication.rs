@@ -322,6 +322,28 @@ fn with_block_writes_wait_for_the_standby_and_reads_go_on() {
     write_n(&a, "resumed", 2);
 }
 
+/// Block mode, the standby gone, a write waiting for it: the primary is
+/// still ready (keepalived's track script), since it is the node that must
+/// keep the address; a failed check would have keepalived demote it.
+#[test]
+fn with_block_the_primary_waiting_for_its_standby_stays_ready() {
+    let tmp = TestDir::new();
+    let (a, mut b) = start_pair(&tmp, "ack_timeout_ms = 4000");
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    b.kill9();
+    let url = a.url();
+    let waiting = std::thread::spawn(move || w.create(&url, "waits"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(common::BIN)
+        .args(["ready", "--ops", &format!("127.0.0.1:{}", a.ops)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(waiting.join().unwrap(), Outcome::Unknown);
+    assert_eq!(a.replication()["role"], "primary");
+}
+
 /// Degrade: the primary goes on alone (counted), and the standby catches
 /// up when it returns.
 #[test]
@@ -386,6 +408,50 @@ fn a_deposed_primary_stops_writing_and_loses_nothing_it_acknowledged() {
         lost.is_empty(),
         "acknowledged by the deposed primary, missing: {lost:?}"
     );
+}
+
+/// An entry of the old primary arrives while the standby is being
+/// promoted (held between taking the role and announcing it): it is not
+/// applied once the node is primary (it would be recorded again as the new
+/// primary's own, and the old primary would conflict on it when it
+/// follows); the old primary's write is refused, not acknowledged.
+#[test]
+fn an_entry_arriving_during_promotion_is_not_applied_twice() {
+    let tmp = TestDir::new();
+    let (mut a, mut b) = pair(tmp.path(), "ack_timeout_ms = 3000");
+    b.env.push((
+        "TEST_ERLMCP_PAUSE_AT".into(),
+        "promote.before_announce:3000".into(),
+    ));
+    a.start();
+    b.start();
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    wait_in_sync(&a, &b, Duration::from_secs(30));
+    let (ops, log) = (b.ops, b.log.clone());
+    let promote = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_erlmcp"))
+            .args(["role", "primary", "--ops", &format!("127.0.0.1:{ops}")])
+            .output()
+            .unwrap()
+    });
+    wait_for("the promotion to pause", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("promote.before_announce"))
+    });
+    let outcome = w.create(&a.url(), "racing");
+    assert!(promote.join().unwrap().status.success());
+    assert_ne!(
+        outcome,
+        Outcome::Acked,
+        "acknowledged, and not on the new primary"
+    );
+    wait_for(
+        "the old primary to step down",
+        Duration::from_secs(10),
+        || a.replication()["role"] == "standby",
+    );
+    assert_same_tables(&b, &a);
+    assert!(!entity_names(&b.db()).contains("racing"));
 }
 
 /// One daemon per data directory: a second `serve` is refused with a
@@ -470,4 +536,121 @@ fn stdio_writes_beside_the_primary_are_replicated_and_beside_a_standby_refused()
     let r = stdio_call(&mut d, "on-standby");
     assert_eq!(r["error"]["code"], -32060, "{r}");
     assert!(!entity_names(&b.db()).contains("on-standby"));
+}
+
+/// keepalived's track script asks a standby in sync whether it is ready,
+/// every second: it answers yes, and goes on answering everything else
+/// (the readiness check once held the state's lock while taking it again).
+#[test]
+fn a_standby_in_sync_is_ready_and_stays_responsive() {
+    let tmp = TestDir::new();
+    let (a, b) = start_pair(&tmp, "");
+    for node in [&a, &b] {
+        for _ in 0..3 {
+            let out = std::process::Command::new(common::BIN)
+                .args(["ready", "--ops", &format!("127.0.0.1:{}", node.ops)])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}: {out:?}", node.name);
+        }
+    }
+    assert_eq!(b.replication()["role"], "standby");
+    write_n(&a, "after-ready", 3);
+    wait_in_sync(&a, &b, Duration::from_secs(10));
+}
+
+/// What keepalived's hooks run: `erlmcp ready|role --config` with the
+/// daemon's configuration, outside the service, so without its credential
+/// (`$CREDENTIALS_DIRECTORY`). The configuration is valid there
+/// (`check-config` too, as NixOS runs it at build time); only `serve`
+/// needs the secret, and refuses to start without it (78).
+#[test]
+fn hooks_read_the_config_without_the_credential() {
+    let tmp = TestDir::new();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let (mcp, ops) = (common::free_port(), common::free_port());
+    let config = tmp.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_name = \"a\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{mcp}\"\n\
+             [ops]\nlisten = \"127.0.0.1:{ops}\"\n[replication]\nenabled = true\n\
+             peer = \"127.0.0.1:{}\"\ninitial_role = \"primary\"\n",
+            tmp.path().join("a").display(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let erlmcp = |args: &[&str], creds: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args).env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(d) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", d);
+        }
+        cmd
+    };
+    let cfg = config.to_str().unwrap();
+    let out = erlmcp(&["check-config", cfg], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = erlmcp(&["serve", "--config", cfg], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replication-secret"), "{err}");
+
+    // The credential as systemd passes it.
+    let creds = tmp.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::copy(&secret, creds.join("replication-secret")).unwrap();
+    let mut daemon = erlmcp(&["serve", "--config", cfg], Some(&creds))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the daemon", Duration::from_secs(20), || {
+        erlmcp(&["ready", "--config", cfg], None)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let out = erlmcp(&["role", "primary", "--config", cfg], None)
+        .output()
+        .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("primary at epoch"));
+}
+
+/// keepalived's fault hook then its master hook (a flap, erlmcp's own
+/// restart) demote and re-promote the primary while its standby is away:
+/// in block mode it still waits for that standby, it does not write alone.
+#[test]
+fn a_primary_that_stepped_down_and_back_up_still_waits_for_its_standby() {
+    let tmp = TestDir::new();
+    let (a, mut b) = start_pair(&tmp, "ack_timeout_ms = 800");
+    let mut w = Writer::new();
+    assert!(w.open(&a.url()));
+    b.kill9();
+    assert_eq!(a.role("standby", false).0, 0);
+    assert_eq!(a.role("primary", false).0, 0);
+    // The session opened before is still known (sessions are in the
+    // database); until the node serves again it answers 503.
+    let mut outcome = Outcome::Refused;
+    for _ in 0..50 {
+        outcome = w.create(&a.url(), "alone");
+        if outcome != Outcome::Refused {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        outcome,
+        Outcome::Unknown,
+        "acknowledged without the standby"
+    );
+    b.start();
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+    assert_eq!(w.create(&a.url(), "together"), Outcome::Acked);
 }

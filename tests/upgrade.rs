@@ -530,3 +530,60 @@ fn an_interrupted_upgrade_is_finished_by_resume() {
         assert_eq!(again, Value::Null, "{point}: nothing left to resume");
     }
 }
+
+/// A rolling upgrade of a replicating pair: the standby first (its newer
+/// schema applies the older primary's changes), a switchover, then the old
+/// primary — which, until upgraded, the newer primary refuses to feed,
+/// saying why, since an older schema cannot apply a newer one's changes.
+#[test]
+fn a_rolling_upgrade_goes_standby_first_and_the_wrong_order_is_refused() {
+    use common::pair::{TestDir, assert_same_tables, pair, wait_in_sync};
+    let tmp = TestDir::new();
+    let (mut a, mut b) = pair(tmp.path(), "");
+    a.start();
+    b.start();
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+    let write = |node: &common::pair::Node, prefix: &str| {
+        let mut w = Writer::new();
+        assert!(w.open(&node.url()));
+        for i in 0..3 {
+            let name = format!("{prefix}-{i}");
+            assert_eq!(
+                w.create(&node.url(), &name),
+                common::pair::Outcome::Acked,
+                "{name}"
+            );
+        }
+    };
+    write(&a, "old");
+    b.kill9();
+    b.bin = next_release_bin();
+    b.start();
+    wait_in_sync(&a, &b, Duration::from_secs(30));
+    write(&a, "mixed");
+    wait_in_sync(&a, &b, Duration::from_secs(10));
+    assert_eq!(
+        b.role("primary", false).0,
+        0,
+        "switch over to the upgraded node"
+    );
+    wait_for(
+        "the old primary to refuse the older order",
+        Duration::from_secs(20),
+        || {
+            a.replication()["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("upgrade the standby first"))
+        },
+    );
+    write(&b, "new");
+    a.kill9();
+    a.bin = next_release_bin();
+    a.start();
+    wait_in_sync(&b, &a, Duration::from_secs(30));
+    let names = entity_names(&a.db());
+    for n in ["old-0", "mixed-1", "new-2"] {
+        assert!(names.contains(n), "{n} missing on the upgraded standby");
+    }
+    assert_same_tables(&b, &a);
+}

@@ -42,16 +42,10 @@ let
     in
     system.config // { inherit own; };
 
-  # The assertion that keeps replication and failover off until the binary
-  # has them; the cases below check the rest of the logic around it.
-  notYet = "services.erlmcp.replication and services.erlmcp.failover are not available yet";
-
-  allFailed = config:
+  # The messages of this module's failed assertions.
+  failedAssertions = config:
     builtins.filter (hasPrefix "services.erlmcp")
       (map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions));
-
-  # The messages of this module's failed assertions, but the one above.
-  failedAssertions = config: builtins.filter (m: !hasPrefix notYet m) (allFailed config);
 
   ownWarnings = config: builtins.filter (hasPrefix "services.erlmcp") config.warnings;
 
@@ -232,7 +226,12 @@ let
     failover = {
       modules = enabled {
         listenAddress = "0.0.0.0";
-        replication = { role = "primary"; peer = "http://standby:9718"; mode = "sync"; };
+        ops.listenAddress = "0.0.0.0";
+        replication = {
+          role = "primary";
+          peer = "standby:9718";
+          secretFile = "/run/keys/erlmcp-replication";
+        };
         failover = {
           enable = true;
           interface = "eth1";
@@ -240,20 +239,29 @@ let
           virtualRouterId = 42;
           priority = 150;
         };
+        settings.replication.ack_timeout_ms = 2000;
       };
       expect = c:
         let
           k = c.services.keepalived;
           i = k.vrrpInstances.erlmcp;
-          s = k.vrrpScripts.erlmcp_health;
+          s = k.vrrpScripts.erlmcp_ready;
         in
         {
           "no assertion fails" = failedAssertions c == [ ];
-          "replication settings" = c.services.erlmcp.settings.replication == {
-            role = "primary";
-            peer = "http://standby:9718";
+          "replication settings, with the settings' own keys" = c.services.erlmcp.settings.replication == {
+            enabled = true;
+            initial_role = "primary";
+            peer = "standby:9718";
             mode = "sync";
+            on_standby_loss = "block";
+            ack_timeout_ms = 2000;
           };
+          "the secret is a credential, not a setting" =
+            (sc c).LoadCredential == [ "replication-secret:/run/keys/erlmcp-replication" ]
+            && !(c.services.erlmcp.settings.replication ? secret_file);
+          "no wrapper needed for it" = hasInfix "/bin/erlmcp serve --config /etc/erlmcp/erlmcp.toml" (sc c).ExecStart;
+          "a replication change restarts" = lib.any (hasInfix "\"initial_role\":\"primary\"") (svc c).restartTriggers;
           "keepalived on, VRRP open" = k.enable && k.openFirewall && k.enableScriptSecurity;
           "instance" =
             i.interface == "eth1"
@@ -261,19 +269,20 @@ let
             && i.priority == 150
             && i.state == "BACKUP"
             && i.noPreempt
-            && i.trackScripts == [ "erlmcp_health" ]
+            && i.trackScripts == [ "erlmcp_ready" ]
             && map (v: v.addr) i.virtualIps == [ "192.168.1.100/24" ];
-          "notify hooks run erlmcp role" =
-            hasInfix ''notify_master "'' i.extraConfig
-            && hasInfix "/bin/erlmcp role primary --config /etc/erlmcp/erlmcp.toml\" erlmcp erlmcp" i.extraConfig
-            && hasInfix "notify_backup" i.extraConfig
-            && hasInfix "/bin/erlmcp role standby" i.extraConfig
-            && hasInfix "notify_fault" i.extraConfig;
-          "check script runs as erlmcp" = s.user == "erlmcp" && s.group == "erlmcp" && s.interval == 2;
+          "VRRPv3, adverts every 0.5 s" = hasInfix "version 3\n" i.extraConfig && hasInfix "advert_int 0.5\n" i.extraConfig;
+          "notify hooks run erlmcp role as erlmcp" =
+            hasInfix "/bin/erlmcp role primary --config /etc/erlmcp/erlmcp.toml\" erlmcp erlmcp" i.extraConfig
+            && hasInfix ''notify_master "'' i.extraConfig
+            && hasInfix ''notify_fault "'' i.extraConfig
+            && hasInfix "/bin/erlmcp role standby --config /etc/erlmcp/erlmcp.toml\" erlmcp erlmcp" i.extraConfig;
+          "no hook on BACKUP" = !(hasInfix "notify_backup" i.extraConfig);
+          "track script is erlmcp ready, as erlmcp" =
+            hasInfix "/bin/erlmcp ready --config /etc/erlmcp/erlmcp.toml" s.script
+            && s.user == "erlmcp" && s.group == "erlmcp"
+            && s.interval == 1 && s.timeout == 3 && s.fall == 2 && s.rise == 2;
           "sockets may bind the virtual IP" = c.systemd.sockets.erlmcp.socketConfig.FreeBind;
-        } // lib.optionalAttrs stubbed {
-          "check script asks /healthz on loopback" =
-            hasInfix "http://127.0.0.1:9718/healthz" (builtins.readFile s.script);
         } // lib.optionalAttrs (!stubbed || stub.realKeepalived) {
           # What nixpkgs' keepalived module makes of these settings.
           "keepalived's own assertions hold" = builtins.filter (hasInfix "services.keepalived")
@@ -289,14 +298,55 @@ let
                 (lib.splitString " -f " c.systemd.services.keepalived.serviceConfig.ExecStart))));
             in
             hasInfix "vrrp_instance erlmcp {" conf
-            && hasInfix "vrrp_script erlmcp_health {" conf
+            && hasInfix "vrrp_script erlmcp_ready {" conf
             && hasInfix "user erlmcp erlmcp" conf
             && hasInfix "nopreempt" conf
             && hasInfix "virtual_router_id 42" conf
             && hasInfix "192.168.1.100/24" conf
+            && hasInfix "advert_int 0.5" conf
             && hasInfix "notify_master \"" conf
             && hasInfix "enable_script_security" conf;
         };
+    };
+
+    standby-degrade = {
+      modules = enabled {
+        ops.listenAddress = "::";
+        replication = {
+          role = "standby";
+          peer = "[fd00::1]:9718";
+          mode = "async";
+          onStandbyLoss = "degrade";
+          secretFile = "/run/keys/erlmcp-replication";
+        };
+        failover = { enable = true; interface = "eth1"; virtualIp = "10.0.0.10/24"; advertInt = 1; };
+        listenAddress = "::";
+      };
+      expect = c: {
+        "no assertion fails" = failedAssertions c == [ ];
+        "settings" = c.services.erlmcp.settings.replication == {
+          enabled = true;
+          initial_role = "standby";
+          peer = "[fd00::1]:9718";
+          mode = "async";
+          on_standby_loss = "degrade";
+        };
+        "advert_int 1" = hasInfix "advert_int 1\n" c.services.keepalived.vrrpInstances.erlmcp.extraConfig;
+        "default priority 100" = c.services.keepalived.vrrpInstances.erlmcp.priority == 100;
+      };
+    };
+
+    replication-without-failover = {
+      modules = enabled {
+        ops = { listenAddress = "192.168.1.2"; openFirewall = true; };
+        replication = { role = "primary"; peer = "192.168.1.3:9718"; secretFile = "/run/keys/s"; };
+      };
+      expect = c: {
+        "no assertion fails" = failedAssertions c == [ ];
+        "no keepalived" = !c.services.keepalived.enable;
+        "ops port open for the peer" = c.own [ "networking" "firewall" "allowedTCPPorts" ] == [ 9718 ];
+        "credential" = (sc c).LoadCredential == [ "replication-secret:/run/keys/s" ];
+      };
     };
 
     single-node-replication-keys = {
@@ -317,91 +367,109 @@ let
     };
 
     peer-without-role = {
-      modules = enabled { replication.peer = "http://primary:9718"; };
+      modules = enabled { replication.peer = "primary:9718"; };
       expect = c: {
         "warns" = ownWarnings c == [
-          "services.erlmcp.replication.peer is set but services.erlmcp.replication.role is null, so erlmcp does not replicate."
+          "services.erlmcp.replication.peer or secretFile is set but services.erlmcp.replication.role is null, so erlmcp does not replicate."
         ];
         "no assertion fails" = failedAssertions c == [ ];
+        "no replication section" = !(c.services.erlmcp.settings ? replication);
+        "no credential" = (sc c).LoadCredential == [ ];
       };
     };
   };
 
   # Impossible combinations: exactly these assertion messages.
-  assertionCases = {
-    replication-not-available-yet = {
-      modules = enabled { replication.role = "primary"; };
-      messages = [ ];
-      alsoNotYet = true;
-    };
-    failover-without-replication = {
-      modules = enabled {
-        listenAddress = "0.0.0.0";
-        failover = { enable = true; interface = "eth1"; virtualIp = "192.168.1.100/24"; };
+  assertionCases =
+    let
+      pair = {
+        ops.listenAddress = "0.0.0.0";
+        replication = { role = "primary"; peer = "standby:9718"; secretFile = "/run/keys/s"; };
       };
-      messages = [
-        "services.erlmcp.failover.enable needs services.erlmcp.replication.role: keepalived moves the virtual IP between a primary and a standby, so both nodes must replicate."
-      ];
-    };
-    failover-without-vip = {
-      modules = enabled {
-        replication.role = "primary";
-        failover.enable = true;
+      vip = { enable = true; interface = "eth1"; virtualIp = "192.168.1.100/24"; };
+    in
+    {
+      failover-without-replication = {
+        modules = enabled {
+          listenAddress = "0.0.0.0";
+          ops.listenAddress = "0.0.0.0";
+          failover = vip;
+        };
+        messages = [
+          "services.erlmcp.failover.enable needs services.erlmcp.replication.role: keepalived moves the virtual IP between a primary and a standby, so both nodes must replicate."
+        ];
       };
-      messages = [
-        "services.erlmcp.failover.enable needs services.erlmcp.failover.interface and services.erlmcp.failover.virtualIp."
-      ];
-    };
-    failover-on-loopback = {
-      modules = enabled {
-        replication.role = "primary";
-        failover = { enable = true; interface = "eth1"; virtualIp = "192.168.1.100/24"; };
+      failover-without-vip = {
+        modules = enabled (pair // { failover.enable = true; });
+        messages = [
+          "services.erlmcp.failover.enable needs services.erlmcp.failover.interface and services.erlmcp.failover.virtualIp."
+        ];
       };
-      messages = [
-        "services.erlmcp.failover.enable: clients reach erlmcp at the virtual IP 192.168.1.100, but services.erlmcp.listenAddress is 127.0.0.1; listen on 0.0.0.0, :: or the virtual IP."
-      ];
+      failover-on-loopback = {
+        modules = enabled (pair // { failover = vip; });
+        messages = [
+          "services.erlmcp.failover.enable: clients reach erlmcp at the virtual IP 192.168.1.100, but services.erlmcp.listenAddress is 127.0.0.1; listen on 0.0.0.0, :: or the virtual IP."
+        ];
+      };
+      failover-with-ops-on-one-address = {
+        modules = enabled (pair // { listenAddress = "0.0.0.0"; ops.listenAddress = "192.168.1.2"; failover = vip; });
+        messages = [
+          "services.erlmcp.failover.enable: keepalived's hooks change the role through the operations listener, which accepts that from loopback only, so services.erlmcp.ops.listenAddress must be 0.0.0.0 or :: (it is 192.168.1.2)."
+        ];
+      };
+      replication-without-peer = {
+        modules = enabled (pair // { replication = { role = "standby"; secretFile = "/run/keys/s"; }; });
+        messages = [
+          "services.erlmcp.replication.role needs services.erlmcp.replication.peer: the other node's operations listener (HOST:PORT)."
+        ];
+      };
+      replication-without-secret = {
+        modules = enabled (pair // { replication = { role = "primary"; peer = "standby:9718"; }; });
+        messages = [
+          "services.erlmcp.replication.role needs services.erlmcp.replication.secretFile: the pair's shared secret, passed to the service as a credential."
+        ];
+      };
+      secret-in-the-store = {
+        modules = enabled (pair // {
+          replication = { role = "primary"; peer = "standby:9718"; secretFile = "/nix/store/00000000000000000000000000000000-secret"; };
+        });
+        messages = [
+          "services.erlmcp.replication.secretFile is in the Nix store, which every user can read; keep the secret in a root-only file outside it (agenix, sops-nix, /run/keys, ...)."
+        ];
+      };
+      replication-on-loopback = {
+        modules = enabled { replication = pair.replication; };
+        messages = [
+          "services.erlmcp.replication.role: the peer connects to this node's operations listener, but services.erlmcp.ops.listenAddress is 127.0.0.1; listen on 0.0.0.0, :: or an address the peer reaches."
+        ];
+      };
+      ports-clash = {
+        modules = enabled { ops.port = 8080; };
+        messages = [
+          "services.erlmcp.port and services.erlmcp.ops.port are both 8080 on overlapping addresses; the MCP and operations listeners need different ports."
+        ];
+      };
+      ports-on-different-addresses = {
+        modules = enabled { listenAddress = "192.168.1.2"; ops = { listenAddress = "127.0.0.1"; port = 8080; }; };
+        messages = [ ];
+      };
+      bad-credential-name = {
+        modules = enabled { credentialFiles."Bad-Name" = "/run/secrets/x"; };
+        messages = [
+          "services.erlmcp.credentialFiles: names must be config keys such as \"replication.token\" (lower-case letters, digits, _ and dots); got: Bad-Name."
+        ];
+      };
     };
-    standby-without-peer = {
-      modules = enabled { replication.role = "standby"; };
-      messages = [
-        "services.erlmcp.replication.role = \"standby\" needs services.erlmcp.replication.peer: the primary a standby pulls from."
-      ];
-    };
-    sync-without-peer = {
-      modules = enabled { replication = { role = "primary"; mode = "sync"; }; };
-      messages = [
-        "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.peer: a synchronous write waits for the standby, so it must be named."
-      ];
-    };
-    sync-without-role = {
-      modules = enabled { replication = { mode = "sync"; peer = "http://standby:9718"; }; };
-      messages = [
-        "services.erlmcp.replication.mode = \"sync\" needs services.erlmcp.replication.role."
-      ];
-    };
-    ports-clash = {
-      modules = enabled { ops.port = 8080; };
-      messages = [
-        "services.erlmcp.port and services.erlmcp.ops.port are both 8080 on overlapping addresses; the MCP and operations listeners need different ports."
-      ];
-    };
-    ports-on-different-addresses = {
-      modules = enabled { listenAddress = "192.168.1.2"; ops = { listenAddress = "127.0.0.1"; port = 8080; }; };
-      messages = [ ];
-    };
-    bad-credential-name = {
-      modules = enabled { credentialFiles."Bad-Name" = "/run/secrets/x"; };
-      messages = [
-        "services.erlmcp.credentialFiles: names must be config keys such as \"replication.token\" (lower-case letters, digits, _ and dots); got: Bad-Name."
-      ];
-    };
-  };
 
   # Definitions the module system must refuse.
   rejected = {
     "port out of range" = fails (enabled { port = 70000; }) (c: c.services.erlmcp.port);
     "unknown replication role" = fails (enabled { replication.role = "leader"; }) (c: c.services.erlmcp.replication.role);
     "VRRP priority 255" = fails (enabled { failover.priority = 255; }) (c: c.services.erlmcp.failover.priority);
+    "advert interval 0" = fails (enabled { failover.advertInt = 0; }) (c: c.services.erlmcp.failover.advertInt);
+    "a secret file as a Nix path (copied into the store)" =
+      fails (enabled { replication.secretFile = /run/keys/erlmcp-replication; }) (c: c.services.erlmcp.replication.secretFile);
+    "unknown standby-loss policy" = fails (enabled { replication.onStandbyLoss = "wait"; }) (c: c.services.erlmcp.replication.onStandbyLoss);
     "keepLast 0" = fails (enabled { backups.retention.keepLast = 0; }) (c: c.services.erlmcp.backups.retention.keepLast);
     "data_dir is read-only" = fails (enabled { settings.data_dir = "/srv/erlmcp"; }) (c: c.services.erlmcp.settings.data_dir);
     "http.listen belongs to listenAddress/port" = fails (enabled { settings.http.listen = "0.0.0.0:1"; }) (c: c.services.erlmcp.settings.http.listen);
@@ -416,14 +484,9 @@ let
 
   assertionFailures = lib.concatLists (mapAttrsToList
     (name: case:
-      let
-        c = eval case.modules;
-        got = failedAssertions c;
-        notYetMissing = (case.alsoNotYet or false) && !(lib.any (hasPrefix notYet) (allFailed c));
-      in
+      let got = failedAssertions (eval case.modules); in
       lib.optional (got != case.messages)
-        "${name}: failed assertions ${builtins.toJSON got}, expected ${builtins.toJSON case.messages}"
-      ++ lib.optional notYetMissing "${name}: replication is accepted although the binary has none")
+        "${name}: failed assertions ${builtins.toJSON got}, expected ${builtins.toJSON case.messages}")
     assertionCases);
 
   rejectionFailures = map (what: "accepted but must be rejected: ${what}")

@@ -212,10 +212,17 @@ in
       };
       users.groups = mkOption { type = types.attrsOf (types.submodule { }); default = { }; };
 
+      # nixos/modules/system/etc/etc.nix: `text` becomes `source`; a `mode`
+      # other than "symlink" makes a copy instead of a link into the store.
       environment.etc = mkOption {
-        type = types.attrsOf (types.submodule {
-          options.source = mkOption { type = types.path; };
-        });
+        type = types.attrsOf (types.submodule ({ name, config, ... }: {
+          options = {
+            source = mkOption { type = types.path; };
+            text = mkOption { type = types.nullOr types.lines; default = null; };
+            mode = mkOption { type = types.str; default = "symlink"; };
+          };
+          config.source = lib.mkIf (config.text != null) (builtins.toFile (baseNameOf name) config.text);
+        }));
         default = { };
       };
       environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };

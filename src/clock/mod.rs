@@ -39,7 +39,8 @@ pub fn rfc3339_millis(ms: i64) -> String {
 /// can `kill -9` it exactly there. Points: `backup.after_copy`,
 /// `backup.before_manifest`, `restore.before_swap`, `restore.after_swap`,
 /// `migrate.before_commit`, `upgrade.after_journal`, `upgrade.after_flip`,
-/// `upgrade.rollback.after_flip`.
+/// `upgrade.rollback.after_flip`, `promote.before_announce` (with the
+/// `fault-injection` feature).
 pub fn pause_point(name: &str) {
     let Ok(spec) = std::env::var("TEST_ERLMCP_PAUSE_AT") else {
         return;

@@ -73,10 +73,13 @@ async fn replication(
     if !config.replication.enabled {
         return Ok((None, None));
     }
-    let path = config
-        .replication
-        .secret_path()
-        .ok_or_else(|| NodeError::Secret("replication needs a shared secret".into()))?;
+    let path = config.replication.secret_path().ok_or_else(|| {
+        NodeError::Secret(
+            "replication needs a shared secret: replication.secret_file, or a \
+                 `replication-secret` systemd credential (LoadCredential=)"
+                .into(),
+        )
+    })?;
     let secret = Secret::load(&path).map_err(NodeError::Secret)?;
     let peer = config.replication.peer.clone().unwrap_or_default();
     let connector = Arc::new(WsConnector::new(&peer, secret.clone()));

@@ -1,7 +1,7 @@
 //! SIGHUP: re-read the configuration and apply it whole or not at all.
-//! Listeners, the data directory and the store keep their values until a
-//! restart (and the reload says so); everything else takes effect at once,
-//! sessions untouched.
+//! Listeners, the data directory, the store and `[replication]` keep their
+//! values until a restart (and the reload says so); everything else takes
+//! effect at once, sessions untouched.
 
 use super::children::Ctx;
 use super::maintenance::Housekeeping;
@@ -63,6 +63,7 @@ fn keep_fixed(current: &Config, new: &mut Config) -> String {
         ("ops", new.ops != current.ops),
         ("data_dir", new.data_dir != current.data_dir),
         ("store", new.store != current.store),
+        ("replication", new.replication != current.replication),
     ];
     for (key, changed) in fixed {
         if changed {
@@ -73,5 +74,23 @@ fn keep_fixed(current: &Config, new: &mut Config) -> String {
     new.ops = current.ops.clone();
     new.data_dir = current.data_dir.clone();
     new.store = current.store.clone();
+    new.replication = current.replication.clone();
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_changes_wait_for_a_restart_and_say_so() {
+        let current = Config::default();
+        let mut new = Config::default();
+        new.replication.on_standby_loss = crate::config::StandbyLoss::Degrade;
+        new.log.level = "debug".into();
+        let notes = keep_fixed(&current, &mut new);
+        assert_eq!(notes, "; replication changed but needs a restart (kept)");
+        assert_eq!(new.replication, current.replication);
+        assert_eq!(new.log.level, "debug", "the rest applies at once");
+    }
 }

@@ -35,7 +35,15 @@ pub(crate) fn ready_now(s: &OpsState) -> bool {
 }
 
 async fn readyz(State(s): State<Arc<OpsState>>) -> Response {
-    let writable = s.server.store.ping_writer(Duration::from_secs(2)).await;
+    // A writer holding a commit for the standby's ack (sync mode, `block`,
+    // the standby gone) waits on purpose, as the store child's heartbeat
+    // knows: the primary is still the node to serve, and keepalived must
+    // not take the address from it (that demotes it, and a promotion
+    // afterwards writes alone).
+    let store = &s.server.store;
+    let writable = store.writer_waits_in_hook()
+        || store.ping_writer(Duration::from_secs(2)).await
+        || store.writer_waits_in_hook();
     let started = s.ready.load(Ordering::Relaxed);
     // A standby is ready when it may be promoted: keepalived's check must
     // not let a standby that lacks acknowledged writes take the address.

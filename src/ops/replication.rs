@@ -164,6 +164,9 @@ async fn role(
             );
         }
     };
+    if let Ok(c) = &out {
+        served_as(&s, c.role).await;
+    }
     match out {
         Ok(c) => json_response(
             StatusCode::OK,
@@ -181,6 +184,25 @@ async fn role(
             exit::FAILURE,
         ),
     }
+}
+
+/// Waits (a few seconds at most) until the node serves MCP as `role`
+/// says — a primary takes requests, a standby refuses them — so that
+/// `erlmcp role` returns once the change is in effect, not merely decided.
+async fn served_as(s: &OpsState, role: crate::replication::frame::Role) {
+    use crate::replication::frame::Role;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let serving = s.server.refusal().is_none();
+        if serving == (role == Role::Primary) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(
+        role = role.as_str(),
+        "the role changed but the node does not serve as such yet"
+    );
 }
 
 /// Opens links to the peer's ops listener.

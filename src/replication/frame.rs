@@ -50,8 +50,9 @@ pub(crate) enum Refusal {
     NeedSnapshot,
     /// The asking node knows a higher epoch: this primary is deposed.
     StaleEpoch,
-    /// Another standby follows already.
-    Busy,
+    /// The standby's schema is older than the primary's: a newer schema's
+    /// changes cannot be applied to an older one. Upgrade the standby first.
+    OlderSchema,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +64,9 @@ pub(crate) enum Control {
         last: Pos,
         /// The standby's newest (seq, hash) pairs, to find where histories part.
         recent: Vec<Pos>,
+        /// The standby binary's schema version.
+        #[serde(default)]
+        schema: i64,
     },
     Welcome {
         node: String,

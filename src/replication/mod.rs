@@ -200,7 +200,7 @@ impl Replication {
             .0,
             resync: false.into(),
         });
-        repl.take_role(&node, last.seq).await?;
+        repl.take_role(&node).await?;
         // Before serving anything: a peer that was promoted while this node
         // was down deposes it now, not a check interval later.
         if let Some(peer) = check::ask(&repl).await {
@@ -225,27 +225,38 @@ impl Replication {
     /// The order matters: no write may ever commit unrecorded. A new
     /// primary records before it takes local writes; a new standby refuses
     /// local writes before it stops recording.
-    async fn take_role(&self, node: &NodeState, last_seq: u64) -> Result<(), StoreError> {
-        match node.role {
+    async fn take_role(&self, node: &NodeState) -> Result<u64, StoreError> {
+        let last = match node.role {
             Role::Primary => {
+                let last = self.store.read(log::last).await?.seq;
                 self.store.set_foreign_keys(true).await?;
                 self.gate
-                    .set_primary(true, node.epoch, node.sync_standby, last_seq);
+                    .set_primary(true, node.epoch, node.sync_standby, last);
                 self.store.set_read_only(None);
+                last
             }
             Role::Standby => {
                 self.store.set_read_only(Some(
                     "this node is a replication standby: write through the primary",
                 ));
-                self.gate.set_primary(false, node.epoch, false, last_seq);
+                let committed = *self.gate.committed().borrow();
+                self.gate.set_primary(false, node.epoch, false, committed);
+                // A group the writer started before the refusal may still
+                // commit (or, deposed, roll back): past the fence, the end
+                // of the log is final and the follower starts from there.
+                self.store.fence().await?;
                 self.store.set_foreign_keys(false).await?;
-                let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
-                f.applied.seq = last_seq;
+                let last = self.store.read(log::last).await?;
+                self.following
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .applied = last;
+                last.seq
             }
-        }
+        };
         metrics::role(node.role);
         metrics::epoch(node.epoch);
-        Ok(())
+        Ok(last)
     }
 
     fn save(&self, s: &NodeState) {
@@ -265,6 +276,12 @@ impl Replication {
 
     fn is_standby(&self) -> bool {
         self.role() == Role::Standby
+    }
+
+    /// A check that can travel to the writer thread: still a standby?
+    fn still_standby(&self) -> impl Fn() -> bool + Send + 'static {
+        let state = self.state.clone();
+        move || state.lock().unwrap_or_else(|p| p.into_inner()).role == Role::Standby
     }
 
     pub(crate) fn epoch(&self) -> u64 {
@@ -321,13 +338,23 @@ impl Replication {
             .unwrap_or(0);
         node.epoch = node.epoch.max(peer_epoch) + 1;
         node.role = Role::Primary;
-        node.sync_standby = false;
+        // Back to the role it left by itself, with no other primary in
+        // between: its standby may still be there, in sync, and block mode
+        // must go on waiting for it rather than write alone.
+        node.sync_standby = std::mem::take(&mut node.resume_sync);
         node.in_sync = false;
         self.save(&node);
-        let last = self.store.read(log::last).await?.seq;
         *self.lock_state() = node.clone();
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.take_role(&node, last).await?;
+        // The follower may be applying the old primary's last entries: the
+        // fence lets that finish (nothing after it applies), so `last` is
+        // where this log really ends before the node records its own.
+        self.store.fence().await?;
+        let last = self.take_role(&node).await?;
+        #[cfg(feature = "fault-injection")]
+        let _ =
+            tokio::task::spawn_blocking(|| crate::clock::pause_point("promote.before_announce"))
+                .await;
         tracing::warn!(epoch = node.epoch, seq = last, "promoted to primary");
         let change = RoleChange {
             role: Role::Primary,
@@ -361,11 +388,11 @@ impl Replication {
         // be promoted again (a deposed one learns a higher epoch, and with
         // it that it is not in sync: see `learned_epoch`).
         node.in_sync = true;
+        node.resume_sync = self.gate.sync_standby();
         node.sync_standby = false;
         self.save(&node);
         *self.lock_state() = node.clone();
-        let last = self.store.read(log::last).await?.seq;
-        self.take_role(&node, last).await?;
+        self.take_role(&node).await?;
         tracing::warn!(reason = why, epoch = node.epoch, "demoted to standby");
         let change = RoleChange {
             role: Role::Standby,
@@ -396,8 +423,11 @@ impl Replication {
         let mut s = self.lock_state();
         if epoch > s.epoch {
             s.epoch = epoch;
-            // In sync with an older primary says nothing about this one.
+            // In sync with an older primary says nothing about this one;
+            // and another primary exists, so this one's old standby is not
+            // its to wait for.
             s.in_sync = false;
+            s.resume_sync = false;
             let copy = s.clone();
             drop(s);
             self.save(&copy);
@@ -499,10 +529,15 @@ impl Replication {
     /// Ready for keepalived: a primary is; a standby only while it may be
     /// promoted (in sync, applying).
     pub(crate) fn ready(&self) -> (bool, &'static str) {
-        let s = self.lock_state();
-        match s.role {
+        // The state's guard is dropped before `stopped()`, which takes it
+        // again (a std Mutex deadlocks on that).
+        let (role, in_sync) = {
+            let s = self.lock_state();
+            (s.role, s.in_sync)
+        };
+        match role {
             Role::Primary => (true, "primary"),
-            Role::Standby if s.in_sync && self.stopped().is_none() => (true, "standby in sync"),
+            Role::Standby if in_sync && self.stopped().is_none() => (true, "standby in sync"),
             Role::Standby => (false, "standby not in sync"),
         }
     }
@@ -640,8 +675,10 @@ async fn prune(repl: &Replication) -> Result<usize, StoreError> {
                 (Some(f), Some(b)) => f.min(b + 1),
                 _ => 0,
             };
-            // Past the cap, a follower that far behind takes a snapshot.
-            log::prune_below(tx, below.max(last.saturating_sub(max)))
+            // Past the cap, a follower that far behind takes a snapshot. The
+            // last entry always stays: it is where this log stands (an empty
+            // log would say "nothing yet").
+            log::prune_below(tx, below.max(last.saturating_sub(max)).min(last))
         })
         .await?;
     if n > 0 {

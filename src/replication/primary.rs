@@ -45,12 +45,33 @@ pub(crate) async fn serve(repl: Arc<Replication>, mut link: Link) {
             epoch,
             last,
             recent,
-        } => stream(&repl, link, node, epoch, last, recent).await,
+            schema,
+        } => {
+            if let Some(why) = older_schema(schema) {
+                tracing::warn!(standby = %node, %why, "a standby with an older schema was refused");
+                refuse(&repl, &link, Refusal::OlderSchema, why, None).await
+            } else {
+                stream(&repl, link, node, epoch, last, recent).await
+            }
+        }
         other => Err(format!("unexpected first message {other:?}")),
     };
     if let Err(e) = out {
         tracing::warn!(error = %e, "replication link ended");
     }
+}
+
+/// A standby whose schema is older than this binary's cannot apply its
+/// changes (SQLite would skip what it has no column for): a rolling upgrade
+/// upgrades the standby first.
+fn older_schema(standby: i64) -> Option<String> {
+    let mine = crate::store::migrations::latest_version();
+    (standby < mine).then(|| {
+        format!(
+            "the standby's schema ({standby}) is older than the primary's ({mine}): upgrade the \
+             standby first (an older schema cannot apply a newer one's changes)"
+        )
+    })
 }
 
 /// What to do with a standby that says it ends at `last`.

@@ -37,6 +37,10 @@ pub(crate) enum ApplyError {
         at: u64,
         why: &'static str,
     },
+    /// The node was promoted while entries were on their way: the old
+    /// primary's stream ends here.
+    #[error("this node is no longer a standby")]
+    Promoted,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,6 +97,7 @@ async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<()
                 hash: hex::encode(hash),
             })
             .collect(),
+        schema: crate::store::migrations::latest_version(),
     })
     .await?;
     match link.recv_control(Duration::from_secs(10)).await? {
@@ -115,6 +120,16 @@ async fn session(repl: &Arc<Replication>, stop: &CancellationToken) -> Result<()
             }
             tracing::warn!(primary = %node, %reason, "taking a snapshot from the primary");
             resync(repl).await
+        }
+        Control::Refuse {
+            refusal: Refusal::OlderSchema,
+            reason,
+            node,
+            ..
+        } => {
+            // Nothing changes until this node runs a newer release.
+            repl.stop_replication(&format!("primary {node} refused: {reason}"));
+            Err(LinkError::Connect(reason))
         }
         Control::Refuse {
             refusal,
@@ -237,8 +252,17 @@ fn more(link: &mut Link, first: Entry) -> Vec<Entry> {
 
 /// Applies `batch` in one transaction on the writer; the position after it.
 async fn apply(repl: &Replication, batch: Vec<Entry>) -> Result<Position, ApplyError> {
+    let standby = repl.still_standby();
     repl.store
-        .write_privileged(move |tx| Ok(apply_in(tx, batch)))
+        .write_privileged(move |tx| {
+            // Decided on the writer, in order with promotion's fence: an
+            // entry applied once the node is primary would be recorded
+            // again as the new primary's own.
+            if !standby() {
+                return Ok(Err(ApplyError::Promoted));
+            }
+            Ok(apply_in(tx, batch))
+        })
         .await?
 }
 

@@ -25,6 +25,12 @@ pub(crate) struct NodeState {
     /// Standby: it has applied every write the primary of `epoch`
     /// acknowledged, so it may be promoted.
     pub(crate) in_sync: bool,
+    /// A primary that stepped down by itself (keepalived's fault hook, an
+    /// operator) while a standby was in sync, and has followed no other
+    /// primary since: promoted again, it keeps waiting for that standby
+    /// instead of writing alone.
+    #[serde(default)]
+    pub(crate) resume_sync: bool,
 }
 
 impl NodeState {
@@ -37,6 +43,7 @@ impl NodeState {
             epoch: 1,
             sync_standby: false,
             in_sync: false,
+            resume_sync: false,
         }
     }
 }

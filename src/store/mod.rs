@@ -441,6 +441,13 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Returns once every write the writer had started has ended: what is
+    /// decided after this (a role, a read-only flag) holds for all later
+    /// writes. A privileged no-op, queued behind them.
+    pub(crate) async fn fence(&self) -> Result<(), StoreError> {
+        self.write_privileged(|_| Ok(())).await
+    }
+
     /// Proves the writer is alive: a no-op job must commit within `timeout`.
     pub async fn ping_writer(&self, timeout: Duration) -> bool {
         matches!(

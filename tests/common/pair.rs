@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use super::{BIN, free_port};
 
 pub struct Node {
+    /// The erlmcp binary it runs (this build by default).
+    pub bin: PathBuf,
+    /// More environment for its process (test hooks).
+    pub env: Vec<(String, String)>,
     pub name: String,
     pub dir: PathBuf,
     pub mcp: u16,
@@ -69,6 +73,8 @@ pub fn pair(root: &Path, extra: &str) -> (Node, Node) {
         )
         .unwrap();
         Node {
+            bin: PathBuf::from(BIN),
+            env: Vec::new(),
             name: name.into(),
             log: root.join(format!("{name}.log")),
             dir,
@@ -91,13 +97,14 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(["serve", "--config"])
             .arg(&self.config)
             .env(
                 "RUST_LOG",
                 std::env::var("CI_ERLMCP_NODE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -342,7 +349,12 @@ impl Writer {
             Some((200, _, m)) if m["result"]["isError"] != true && m.get("result").is_some() => {
                 Outcome::Acked
             }
-            Some((_, _, m)) if m["error"]["code"] == -32060 => Outcome::Refused,
+            Some((_, _, m)) if m["error"]["code"] == -32060 => {
+                if std::env::var_os("CI_ERLMCP_TRACE_WRITES").is_some() {
+                    eprintln!("refused: {m}");
+                }
+                Outcome::Refused
+            }
             Some(_) => Outcome::Unknown,
         }
     }
@@ -367,11 +379,14 @@ pub fn entity_names(db: &Path) -> std::collections::HashSet<String> {
 
 /// A SHA-256 of each table's rows in a total order; the full-text index by
 /// what it finds (its storage differs with how changes were batched).
+/// Left out: `schema_downs` (each node records when it ran its own
+/// migrations) and `repl_log` (each node prunes its own; the hash chain,
+/// checked at every apply, already says the entries both hold are equal).
 pub fn table_hashes(db: &Path) -> BTreeMap<String, String> {
     let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'memory_search_%'")
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'memory_search_%' AND name NOT IN ('schema_downs', 'repl_log')")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()

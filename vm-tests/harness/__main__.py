@@ -1,10 +1,12 @@
-"""Command line: `vm-tests/run [--backend nspawn|qemu] [--binary PATH] STORY|all`."""
+"""Command line: `vm-tests/run [--backend nspawn|qemu] [--binary PATH] [--jobs N] STORY|all`."""
 
 import argparse
 import glob
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 from . import provision
 from .driver import Driver
@@ -46,15 +48,16 @@ def main(argv=None):
                    help="collect journals and consoles even when the story passes")
     p.add_argument("--timeout", type=int, default=3600,
                    help="seconds before a story is stopped (default 3600)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="stories run at once, each in its own state slot and LAN "
+                        "(default 1)")
     args = p.parse_args(argv)
 
     log = Logger()
     if args.cleanup:
-        from .state import State
+        from .state import cleanup_all
         try:
-            state = State(log)
-            state.acquire()  # removes the leftovers recorded in the state file
-            state.release_all()
+            cleanup_all(log)  # removes what killed runs recorded in free slots
         except HarnessError as e:
             log.error(str(e))
             return 2
@@ -77,6 +80,56 @@ def main(argv=None):
         log.error(str(e))
         return 2
 
+    if args.jobs > 1 and len(stories) > 1:
+        results = run_parallel(log, stories, binary, args)
+    else:
+        results = run_serial(log, stories, binary, args)
+    if len(results) > 1:
+        log.info("stories:\n" + "\n".join(f"  {'ok    ' if ok else 'FAILED'} {s}"
+                                           for s, ok in results))
+    passed = sum(ok for _, ok in results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+def run_parallel(log, stories, binary, args):
+    """Each story in its own `vm-tests/run` process (its own state slot,
+    namespaces and LAN), at most args.jobs at a time; a story's output is
+    printed whole when it ends."""
+    pending, running, results = list(stories), [], []
+    log.info(f"{len(stories)} stories, {args.jobs} at a time")
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            story = pending.pop(0)
+            argv = [sys.executable, "-m", "harness", "--backend", args.backend,
+                    "--timeout", str(args.timeout), story]
+            if binary:
+                argv += ["--binary", binary]
+            if args.keep_logs:
+                argv.append("--keep-logs")
+            out = tempfile.TemporaryFile(mode="w+")
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=os.path.dirname(provision.VM_TESTS) or None,
+                                    env=dict(os.environ, PYTHONPATH=provision.VM_TESTS))
+            running.append((story, proc, out))
+            # Staggered starts: boots and provisioning do not all land at once.
+            time.sleep(2)
+        for entry in list(running):
+            story, proc, out = entry
+            if proc.poll() is None:
+                continue
+            running.remove(entry)
+            out.seek(0)
+            sys.stdout.write(f"===== {story} =====\n{out.read()}")
+            sys.stdout.flush()
+            out.close()
+            results.append((story, proc.returncode == 0))
+        time.sleep(0.5)
+    order = {s: i for i, s in enumerate(stories)}
+    return sorted(results, key=lambda r: order[r[0]])
+
+
+def run_serial(log, stories, binary, args):
     results = []
     for story in stories:
         log.subtests = []
@@ -87,12 +140,7 @@ def main(argv=None):
             log.error(str(e))
             ok = False
         results.append((story, ok))
-    if len(results) > 1:
-        log.info("stories:\n" + "\n".join(f"  {'ok    ' if ok else 'FAILED'} {s}"
-                                           for s, ok in results))
-    passed = sum(ok for _, ok in results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    return results
 
 
 if __name__ == "__main__":

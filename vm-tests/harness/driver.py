@@ -21,7 +21,7 @@ from .errors import HarnessError, RequestedAssertionFailed
 from .log import Logger
 from .machine import retry
 from .state import State
-from .util import run
+from .util import exclusive, run
 
 RUN_ROOT = "/var/tmp/erlmcp-ci"
 RESULTS = os.path.join(provision.REPO, "results", "vm-tests")
@@ -131,8 +131,14 @@ class Driver:
 
     # -- set up -------------------------------------------------------------------
     def _setup(self, specs):
-        host.ensure_host(self.log, self.backend)
-        tree = rootfs.ensure_rootfs(self.log, self.state)
+        # Concurrent runs (--jobs) take turns at apt and at the caches.
+        with exclusive(os.path.join(rootfs.CACHE_DIR, ".prepare.lock")):
+            host.ensure_host(self.log, self.backend)
+            tree = rootfs.ensure_rootfs(self.log, self.state)
+            if self.backend == "qemu":
+                from .qemu import QemuImage
+                image = QemuImage(self.log, self.state, tree)
+                image.prepare()
         os.makedirs(RUN_ROOT, exist_ok=True)
         self.run_dir = os.path.join(RUN_ROOT, f"run-{self.stamp}-{os.getpid()}")
         self.state.add("tree", self.run_dir)
@@ -143,10 +149,8 @@ class Driver:
         addrs = netlab.addresses(names)
         lab = netlab.Lab(self.state)
         lab.create()
-        if self.backend == "qemu":
-            from .qemu import QemuImage, QemuMachine
-            image = QemuImage(self.log, self.state, tree)
-            image.prepare()
+        if self.state.slot:
+            self.log.info(f"state slot {self.state.slot}: namespaces {netlab.prefix(self.state.slot)}*")
         for name in names:
             spec = specs[name]
             workdir = os.path.join(self.run_dir, name)
@@ -159,6 +163,7 @@ class Driver:
                 m = NspawnMachine(name, workdir, self.log, self.out_dir, shared,
                                   self.state, lab, root, netns)
             else:
+                from .qemu import QemuMachine
                 m = QemuMachine(name, workdir, self.log, self.out_dir, shared,
                                 self.state, image, root, addrs[name], names.index(name),
                                 spec.get("memory", 1024), spec.get("cpus", 1))

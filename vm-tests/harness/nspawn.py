@@ -56,11 +56,16 @@ class NspawnMachine(Machine):
         self._reap()
         nspawn = [
             "systemd-nspawn", "-D", self.root, "-b", "--register=no", "--keep-unit",
-            "-M", self.name, f"--network-namespace-path={self.netns_path}",
+            # Another slot's run may have a machine of the same name: nspawn
+            # keeps per-name state under /run/systemd/nspawn. The hostname
+            # comes from the machine's /etc/hostname all the same.
+            "-M", self.name if not self.state.slot else f"{self.name}-{self.state.slot}",
+            f"--network-namespace-path={self.netns_path}",
             "--link-journal=no", "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
             f"--bind={self.shared_dir}:/tmp/shared", "--console=interactive",
         ]
         self.boots += 1
+        self.lab.reset(self.name)
         self.lab.set_link(self.name, not self.blocked)
         with open(self.console_path, "a") as f:
             f.write(f"\n===== harness: boot {self.boots} of {self.name} =====\n")

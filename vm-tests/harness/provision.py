@@ -63,33 +63,83 @@ BINARY_PATH = "/usr/bin/erlmcp"
 
 # The role configs, in the schema of src/config.rs on main (unknown keys are
 # rejected there, so only keys that exist go here).  Every machine listens
-# for MCP on the LAN and accepts its own name and address as Host; stories
-# extend or override with "config" in their machines.json (e.g. a virtual
-# IP in http.allowed_hosts).  The ops listener (9718) and replication keys
-# join BASE_CONFIG / ROLE_CONFIG when erlmcp's config grows them.
+# for MCP and operations on the LAN (as vm-tests/common.nix's erlmcpNode:
+# listenAddress and ops.listenAddress 0.0.0.0) and accepts its own name and
+# address as Host; stories extend or override with "config" in their
+# machines.json (e.g. a virtual IP in http.allowed_hosts).  The roles
+# `primary` and `standby` are a replication pair (the NixOS module's
+# replication.role), each naming the other machine's ops listener as its
+# peer; the shared secret is the story's (a systemd credential).
+OPS_PORT = 9718
 BASE_CONFIG = {
     "data_dir": "/var/lib/erlmcp",
     "http": {"listen": "0.0.0.0:8080"},
+    "ops": {"listen": f"0.0.0.0:{OPS_PORT}"},
 }
 ROLE_CONFIG = {
     "server": {},
-    "primary": {},
-    "standby": {},
+    "primary": {"replication": {"enabled": True, "initial_role": "primary"}},
+    "standby": {"replication": {"enabled": True, "initial_role": "standby"}},
 }
+PEER_ROLE = {"primary": "standby", "standby": "primary"}
+
+# Settings erlmcp applies only when it starts (src/node/reload.rs keeps
+# them on SIGHUP).  The NixOS module makes them erlmcp.service's
+# restartTriggers, so a configuration switch that changes them restarts
+# erlmcp instead of reloading it; the harness's switch-to-configuration
+# does the same.
+RESTART_KEYS = ("data_dir", "store", "replication", "ops", "http.listen")
 
 KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus", "specialisations"}
 SPECIALISATION_KEYS = {"config", "validateConfig"}
 
 
-def role_config(role, overrides=None, node_name=None, address=None):
+def role_config(role, overrides=None, node_name=None, address=None, names=()):
     """The config dict of `role`: BASE_CONFIG + ROLE_CONFIG[role] + this
-    node's name and LAN address + the story's overrides."""
+    node's name and LAN address + its replication peer (the machine named
+    after the other role, when the story has one) + the story's overrides."""
     cfg = tomlgen.merge(BASE_CONFIG, ROLE_CONFIG.get(role, {}))
     if node_name:
         hosts = ["localhost", "127.0.0.1", node_name] + ([address] if address else [])
         cfg = tomlgen.merge(cfg, {"node_name": node_name,
                                   "http": {"allowed_hosts": hosts}})
+    if PEER_ROLE.get(role) in names:
+        cfg = tomlgen.merge(cfg, {"replication": {"peer": f"{PEER_ROLE[role]}:{OPS_PORT}"}})
     return tomlgen.merge(cfg, overrides or {})
+
+
+def restart_triggers(cfg):
+    """The part of a config that only a restart applies (RESTART_KEYS)."""
+    picked = {}
+    for key in RESTART_KEYS:
+        value = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        picked[key] = value
+    return json.dumps(picked, sort_keys=True)
+
+
+def socket_dropins(cfg):
+    """{path: text}: erlmcp.socket and erlmcp-ops.socket listen where the
+    config says, as the NixOS module's sockets follow listenAddress/port and
+    ops.listenAddress/ops.port."""
+    out = {}
+    for unit, listen in (("erlmcp.socket", cfg.get("http", {}).get("listen")),
+                         ("erlmcp-ops.socket", cfg.get("ops", {}).get("listen"))):
+        if listen:
+            out[f"/etc/systemd/system/{unit}.d/listen.conf"] = (
+                "# vm-tests harness: where the machine's erlmcp.toml listens, as the\n"
+                "# NixOS module's socket units follow its listen options.\n"
+                f"[Socket]\nListenStream=\nListenStream={listen}\n")
+    return out
+
+
+def copied(src):
+    """A "files" entry with an explicit mode is copied into /etc as a
+    regular file with that mode, as NixOS does with environment.etc.<name>.mode
+    (a secret the service reads with LoadCredential=); others are links into
+    the read-only store."""
+    return isinstance(src, dict) and "mode" in src
 
 
 def story_paths(story):
@@ -237,6 +287,9 @@ def provision(root, name, spec, all_names, binary=None):
             for conf in glob.glob(os.path.join(dist_dir(), kind, "*.conf")):
                 install_file(root, conf, f"/usr/lib/{kind}/{os.path.basename(conf)}", 0o644)
         enable_units(root, [os.path.basename(u) for u in units])
+        base = configurations(name, spec, all_names)[0][1]
+        for path, text in socket_dropins(base).items():
+            write_file(root, path, text)
 
     extra = []
     for rel in spec.get("units", []):
@@ -263,9 +316,13 @@ STORE = "/nix/store"
 SWITCH_SCRIPT = """#!/bin/sh
 # vm-tests harness: a stand-in for NixOS's switch-to-configuration. It makes
 # @TOPLEVEL@ the current configuration (its /etc, /run/current-system; with
-# `switch` also the one the next boot activates) and, as NixOS does when only
-# erlmcp's settings changed (the module's reloadTriggers), reloads
-# erlmcp.service. Configurations here differ in erlmcp's settings only.
+# `switch` also the one the next boot activates) and does to erlmcp.service
+# what NixOS does when only erlmcp's settings changed: a reload (the
+# module's reloadTriggers), or, when settings that only a start applies
+# changed (the module's restartTriggers: [replication], ...), a restart the
+# way NixOS restarts a socket-activated service: the service and its
+# sockets stop, the sockets start again, and the next connection starts
+# the service. Configurations here differ in erlmcp's settings only.
 set -eu
 case "${1:-}" in
   switch|test) ;;
@@ -273,14 +330,23 @@ case "${1:-}" in
      exit 100 ;;
 esac
 old=$(readlink -f /etc/erlmcp/erlmcp.toml 2>/dev/null || true)
+old_restart=$(cat /run/current-system/erlmcp-restart-triggers 2>/dev/null || true)
 @TOPLEVEL@/activate
 if [ "$1" = switch ]; then
   ln -sfn @TOPLEVEL@ /nix/var/nix/profiles/system
 fi
 new=$(readlink -f /etc/erlmcp/erlmcp.toml 2>/dev/null || true)
+new_restart=$(cat @TOPLEVEL@/erlmcp-restart-triggers 2>/dev/null || true)
 if [ "$old" != "$new" ] && systemctl -q is-active erlmcp.service; then
-  echo "reloading the following units: erlmcp.service" >&2
-  systemctl reload erlmcp.service || exit 4
+  if [ "$old_restart" != "$new_restart" ]; then
+    echo "stopping the following units: erlmcp-ops.socket, erlmcp.service, erlmcp.socket" >&2
+    systemctl stop erlmcp.service erlmcp.socket erlmcp-ops.socket
+    echo "starting the following units: erlmcp-ops.socket, erlmcp.socket" >&2
+    systemctl start erlmcp.socket erlmcp-ops.socket || exit 4
+  else
+    echo "reloading the following units: erlmcp.service" >&2
+    systemctl reload erlmcp.service || exit 4
+  fi
 fi
 """
 
@@ -367,7 +433,7 @@ def _check_config(binary, path, what):
 def configurations(name, spec, all_names):
     """[(specialisation or None, config dict, validate)] of an erlmcp machine."""
     base = role_config(spec.get("role", name), spec.get("config"), node_name=name,
-                       address=netlab.addresses(all_names)[name])
+                       address=netlab.addresses(all_names)[name], names=all_names)
     out = [(None, base, True)]
     for sname, s in sorted(spec.get("specialisations", {}).items()):
         out.append((sname, tomlgen.merge(base, s.get("config", {})), s.get("validateConfig", True)))
@@ -393,8 +459,9 @@ def seal(root, name, spec, all_names, binary=None):
 
     # The machine's own /etc entries, moved into its etc tree.
     declared = ["/etc/systemd/system", "/etc/hosts", "/etc/hostname"]
-    declared += sorted(p for p in spec.get("files", {})
-                       if p.startswith("/etc/") and not p.startswith("/etc/systemd/system/"))
+    declared += sorted(p for p, src in spec.get("files", {}).items()
+                       if p.startswith("/etc/") and not p.startswith("/etc/systemd/system/")
+                       and not copied(src))
     configs = configurations(name, spec, all_names) if spec.get("erlmcp") else [(None, None, True)]
     systems = {}
     base_etc = None
@@ -429,6 +496,10 @@ def seal(root, name, spec, all_names, binary=None):
         top, top_host = _store_path(root, f"nixos-system-{label}", toml or "")
         os.makedirs(os.path.join(top_host, "bin"))
         os.symlink(etc, os.path.join(top_host, "etc"))
+        if cfg is not None:
+            with open(os.path.join(top_host, "erlmcp-restart-triggers"), "w",
+                      encoding="utf-8") as f:
+                f.write(restart_triggers(cfg) + "\n")
         for rel, text, mode in (("activate", ACTIVATE_SCRIPT, 0o555),
                                 ("bin/switch-to-configuration", SWITCH_SCRIPT, 0o555)):
             with open(os.path.join(top_host, rel), "w", encoding="utf-8") as f:

@@ -265,7 +265,7 @@ class QemuMachine(Machine):
         listener.bind(self.shell_path)
         listener.listen(1)
         listener.settimeout(0.2)
-        argv = ["ip", "netns", "exec", netlab.LAB_NS, *self._qemu_argv()]
+        argv = ["ip", "netns", "exec", netlab.lab_ns(self.state.slot), *self._qemu_argv()]
         stderr = open(os.path.join(self.workdir, "qemu.stderr"), "a")
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                         stdout=stderr, stderr=stderr,

@@ -40,7 +40,13 @@ PACKAGES = [
 KERNEL_PACKAGES = ["linux-image-amd64", "udev", "kmod"]
 
 # Bump when _build() or _finish() changes what ends up in the tree.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
+
+# Services Debian enables when their package is installed, which a NixOS
+# machine runs only when its configuration enables them: a story that wants
+# one enables it (keepalived: "units": ["harness/files/keepalived-boot-delay.timer"],
+# as nixpkgs' keepalived module starts it).
+DISABLED_UNITS = ["keepalived.service"]
 
 # Units masked in every machine: periodic jobs that only add noise and load.
 MASKED_UNITS = [
@@ -187,6 +193,8 @@ def _finish(root):
     open(at("etc/machine-id"), "w").close()
     # root without password: console login for debugging a kept machine
     run(["chroot", root, "passwd", "-d", "root"], "passwd -d root in rootfs")
+    run(["systemctl", f"--root={root}", "disable", *DISABLED_UNITS],
+        "disabling Debian's default services in the rootfs")
     for unit in MASKED_UNITS:
         link = at(f"etc/systemd/system/{unit}")
         if not os.path.lexists(link):

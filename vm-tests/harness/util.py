@@ -1,5 +1,7 @@
 """Small helpers shared by the modules: running commands, mounts, processes."""
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -117,3 +119,16 @@ def kill_pid(pid, start_time=None, sig=signal.SIGKILL, wait=10.0):
         except ChildProcessError:
             pass
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive lock on `path` (created if needed), waiting for it:
+    concurrent runs take turns at what they share (apt, the rootfs cache)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -52,6 +52,74 @@ class TomlTest(unittest.TestCase):
         self.assertEqual(parsed["log"]["level"], "debug")
 
 
+    def test_a_pair_names_each_other(self):
+        names = ["client", "primary", "standby"]
+        p = provision.role_config("primary", node_name="primary", names=names)
+        s = provision.role_config("standby", node_name="standby", names=names)
+        self.assertEqual(p["replication"], {"enabled": True, "initial_role": "primary",
+                                            "peer": "standby:9718"})
+        self.assertEqual(s["replication"]["peer"], "primary:9718")
+        self.assertEqual(s["replication"]["initial_role"], "standby")
+        self.assertEqual(p["ops"]["listen"], "0.0.0.0:9718")
+        self.assertNotIn("replication", provision.role_config("server", node_name="server",
+                                                              names=["client", "server"]))
+
+    def test_sockets_follow_the_config(self):
+        drop = provision.socket_dropins(provision.role_config("server"))
+        self.assertIn("ListenStream=\nListenStream=0.0.0.0:8080\n",
+                      drop["/etc/systemd/system/erlmcp.socket.d/listen.conf"])
+        self.assertIn("ListenStream=\nListenStream=0.0.0.0:9718\n",
+                      drop["/etc/systemd/system/erlmcp-ops.socket.d/listen.conf"])
+
+    def test_restart_triggers(self):
+        base = provision.role_config("primary", names=["primary", "standby"])
+        prompts = tomlgen.merge(base, {"prompts": [{"name": "p", "template": "x"}]})
+        degrade = tomlgen.merge(base, {"replication": {"on_standby_loss": "degrade"}})
+        self.assertEqual(provision.restart_triggers(base), provision.restart_triggers(prompts))
+        self.assertNotEqual(provision.restart_triggers(base), provision.restart_triggers(degrade))
+
+    def test_keepalived_configs_differ_in_priority_only(self):
+        # The failover story runs dist/keepalived/keepalived.conf on the
+        # primary and this copy on the standby.
+        with open(os.path.join(provision.REPO, "dist/keepalived/keepalived.conf")) as f:
+            dist = f.read()
+        with open(os.path.join(provision.VM_TESTS,
+                               "scenarios/files/failover-keepalived-standby.conf")) as f:
+            standby = f.read()
+        self.assertIn("\n    priority 150\n", dist)
+        self.assertEqual(dist.replace("\n    priority 150\n", "\n    priority 100\n"), standby)
+
+
+class SlotTest(unittest.TestCase):
+    """Concurrent runs take separate state slots, namespaces and LANs."""
+
+    def test_two_runs_two_slots(self):
+        from harness import state
+        old = state.STATE_DIR
+        state.STATE_DIR = tempfile.mkdtemp()
+        try:
+            a, b = state.State(Logger()), state.State(Logger())
+            a.acquire()
+            b.acquire()
+            self.assertEqual((a.slot, b.slot), (0, 1))
+            self.assertNotEqual(a.state_file, b.state_file)
+            b.add("file", os.path.join(state.STATE_DIR, "nothing"))
+            a.release_all()
+            c = state.State(Logger())
+            c.acquire()  # slot 0 is free again
+            self.assertEqual(c.slot, 0)
+            c.release_all()
+            b.release_all()
+        finally:
+            state.STATE_DIR = old
+
+    def test_names_per_slot(self):
+        self.assertEqual(netlab.lab_ns(0), "emh-lab")
+        self.assertEqual(netlab.machine_ns("primary", 0), "emh-primary")
+        self.assertEqual(netlab.lab_ns(3), "emh3-lab")
+        self.assertEqual(netlab.machine_ns("primary", 3), "emh3-primary")
+
+
 class NetlabTest(unittest.TestCase):
     def test_nixos_addressing(self):
         # NixOS numbers nodes in name order on 192.168.<vlan>.<n>
@@ -156,6 +224,45 @@ class SealTest(unittest.TestCase):
         self.assertIn("systemctl reload erlmcp.service", script)
         with open(self.at(debug + "/activate")) as f:
             self.assertIn(self.link(debug + "/etc"), f.read())
+
+    def test_secret_copied_not_linked(self):
+        # environment.etc.<name>.mode: a regular file with that mode, not a
+        # link into the world-readable store.
+        self.seal({"erlmcp": True, "files": {
+            "/etc/erlmcp/replication-secret": {"content": "s3cret-s3cret-s3cret\n", "mode": "0400"},
+            "/etc/plain.conf": {"content": "x\n"}}})
+        secret = self.at("/etc/erlmcp/replication-secret")
+        self.assertFalse(os.path.islink(secret))
+        self.assertEqual(os.stat(secret).st_mode & 0o777, 0o400)
+        self.assertEqual(self.link("/etc/plain.conf"), "/etc/static/plain.conf")
+        store = self.at("/nix/store")
+        for dirpath, _, files in os.walk(store):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                if not os.path.islink(p):
+                    with open(p, errors="replace") as fh:
+                        self.assertNotIn("s3cret", fh.read(), p)
+
+    def test_switch_restarts_on_replication_changes(self):
+        self.seal({"erlmcp": True, "role": "primary",
+                   "config": {"replication": {"peer": "standby:9718"}},
+                   "specialisations": {"degrade": {"config": {
+                       "replication": {"on_standby_loss": "degrade"}}}}})
+        top = self.link("/nix/var/nix/profiles/system")
+        degrade = self.link(top + "/specialisation/degrade")
+        with open(self.at(top + "/erlmcp-restart-triggers")) as f:
+            mine = f.read()
+        with open(self.at(degrade + "/erlmcp-restart-triggers")) as f:
+            theirs = f.read()
+        self.assertNotEqual(mine, theirs)
+        self.assertIn('"on_standby_loss": "degrade"', theirs)
+        with open(self.at(degrade + "/bin/switch-to-configuration")) as f:
+            script = f.read()
+        self.assertIn("systemctl stop erlmcp.service erlmcp.socket erlmcp-ops.socket", script)
+        self.assertIn("erlmcp-restart-triggers", script)
+        for unit in ("erlmcp.socket.d/listen.conf", "erlmcp-ops.socket.d/listen.conf"):
+            self.assertTrue(os.path.exists(self.at(self.link("/etc/static") +
+                                                   "/systemd/system/" + unit)), unit)
 
     def test_a_config_nixos_would_not_build_is_refused(self):
         with self.assertRaises(HarnessError) as cm:
