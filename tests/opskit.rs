@@ -2,9 +2,15 @@
 //! `dist/prometheus/erlmcp.rules.yml` has its runbook in `docs/runbooks/`
 //! (and every runbook an alert), its severity, summary, description and
 //! `runbook_url`, and a promtool unit test in which it fires and one in
-//! which it does not. (promtool itself runs the rules and those tests: the
-//! `promtool` stage of `tests/run`.)
+//! which it does not; every metric a rule or a dashboard panel queries is
+//! one a real erlmcp exports. (promtool itself runs the rules and those
+//! tests: the `promtool` stage of `tests/run`.)
 
+mod common;
+
+use common::pair::{TestDir, pair, wait_in_sync};
+use common::{Session, ops_get};
+use serde_json::json;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,6 +18,7 @@ use std::path::{Path, PathBuf};
 const RULES: &str = "dist/prometheus/erlmcp.rules.yml";
 const RULE_TESTS: &str = "dist/prometheus/tests";
 const RUNBOOKS: &str = "docs/runbooks";
+const DASHBOARD: &str = "dist/grafana/erlmcp.json";
 const RUNBOOK_BASE: &str = "https://erlmcp.example/docs/runbooks/";
 
 fn root() -> PathBuf {
@@ -136,4 +143,126 @@ fn every_alert_is_unit_tested_firing_and_not_firing() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The metric names a PromQL expression reads: its identifiers that start
+/// with `erlmcp_` (label values in quotes and range durations left out).
+fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
+    let mut rest = String::new();
+    let mut quoted = false;
+    for c in expr.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            c if c.is_ascii_alphanumeric() || c == '_' || c == ':' => rest.push(c),
+            _ => rest.push(' '),
+        }
+    }
+    into.extend(
+        rest.split_whitespace()
+            .filter(|w| w.starts_with("erlmcp_"))
+            .map(str::to_owned),
+    );
+}
+
+/// Every `expr` of a Grafana dashboard's panels, rows included.
+fn dashboard_exprs(v: &serde_json::Value, into: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(e) = m.get("expr").and_then(|e| e.as_str()) {
+                into.push(e.to_owned());
+            }
+            m.values().for_each(|v| dashboard_exprs(v, into));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| dashboard_exprs(v, into)),
+        _ => {}
+    }
+}
+
+/// The names of the samples of a Prometheus text exposition.
+fn exported(text: &str, into: &mut BTreeSet<String>) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        into.insert(line[..end].to_owned());
+    }
+}
+
+/// A real pair (replication, scheduled backups) driven with a few
+/// requests, scraped: every metric the rules and the dashboard query is
+/// there, and every recording rule the dashboard reads is in the rules.
+#[test]
+fn every_queried_metric_is_exported() {
+    let mut rules_read = BTreeSet::new();
+    let mut recorded = BTreeSet::new();
+    for r in rules() {
+        metric_names(r["expr"].as_str().unwrap(), &mut rules_read);
+        if let Some(name) = r["record"].as_str() {
+            recorded.insert(name.to_owned());
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(DASHBOARD)).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 30, "{} dashboard queries", exprs.len());
+    let mut dashboard_reads = BTreeSet::new();
+    for e in &exprs {
+        metric_names(e, &mut dashboard_reads);
+    }
+
+    let tmp = TestDir::new();
+    let (mut a, mut b) = pair(
+        tmp.path(),
+        "ack_timeout_ms = 3000\n[backup]\nenabled = true\nschedule = \"1h\"",
+    );
+    a.start();
+    b.start();
+    wait_in_sync(&a, &b, std::time::Duration::from_secs(30));
+    let (mut s, _) = Session::open(&a.url(), "2025-11-25");
+    s.call(
+        "create_entities",
+        json!({"entities": [{"name": "kit", "entityType": "test", "observations": []}]}),
+    );
+    s.call("read_graph", json!({}));
+    s.request("no/such", json!({}));
+    wait_in_sync(&a, &b, std::time::Duration::from_secs(30));
+    // The scheduler's first backup, taken at start (none exists yet).
+    common::pair::wait_for("a first backup", std::time::Duration::from_secs(30), || {
+        a.metric("erlmcp_backup_size_bytes") > 0.0
+    });
+    let mut names = BTreeSet::new();
+    let mut a_text = String::new();
+    for n in [&a, &b] {
+        let r = ops_get(n.ops, "/metrics");
+        assert_eq!(r.status, 200);
+        exported(&r.body, &mut names);
+        if n.name == "a" {
+            a_text = r.body;
+        }
+    }
+    // The latency SLO counts calls under this bucket's bound.
+    assert!(
+        a_text.contains("erlmcp_tool_call_duration_seconds_bucket{toolset=\"memory\",tool=\"read_graph\",le=\"0.25\"}"),
+        "no le=\"0.25\" bucket for the latency SLO"
+    );
+
+    let mut problems = Vec::new();
+    for (what, read) in [("rules", &rules_read), ("dashboard", &dashboard_reads)] {
+        for name in read {
+            let known = if name.contains(':') {
+                recorded.contains(name)
+            } else {
+                names.contains(name)
+            };
+            if !known {
+                problems.push(format!(
+                    "{what} query {name}, which nothing exports or records"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\nexported: {names:#?}");
 }

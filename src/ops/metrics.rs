@@ -60,6 +60,7 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(h) => {
                     describe();
+                    zero();
                     Some(h)
                 }
                 Err(e) => {
@@ -69,6 +70,18 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// The series that only appear on first use (a stream opened, a task run)
+/// exist from the first scrape, at 0: the dashboard's panels and a
+/// `rate()` over them then start from a value rather than from nothing.
+fn zero() {
+    metrics::gauge!("erlmcp_sse_streams_open").set(0.0);
+    metrics::gauge!("erlmcp_tasks_running").set(0.0);
+    metrics::counter!("erlmcp_tasks_created_total").increment(0);
+    for status in ["completed", "failed", "cancelled"] {
+        metrics::counter!("erlmcp_tasks_finished_total", "status" => status).increment(0);
+    }
 }
 
 fn describe() {
