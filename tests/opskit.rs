@@ -266,3 +266,82 @@ fn every_queried_metric_is_exported() {
     }
     assert!(problems.is_empty(), "{problems:#?}\nexported: {names:#?}");
 }
+
+/// `erlmcp diagnose` against a running node whose replication secret comes
+/// from a systemd credential: every part is gathered, and the secret is
+/// nowhere in the archive.
+#[test]
+fn diagnose_bundles_the_node_without_its_credential() {
+    let tmp = TestDir::new();
+    let (mut a, _b) = pair(tmp.path(), "");
+    // The secret through $CREDENTIALS_DIRECTORY, as systemd's
+    // LoadCredential= gives it, rather than a configured file.
+    let creds = tmp.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let secret = "kit-secret-5f1d9c0b7a2e4d6f8091a3b5c7d9e1f3";
+    std::fs::write(creds.join("replication-secret"), format!("{secret}\n")).unwrap();
+    let config = std::fs::read_to_string(&a.config).unwrap();
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("secret_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&a.config, config).unwrap();
+    a.env
+        .push(("CREDENTIALS_DIRECTORY".into(), creds.display().to_string()));
+    a.start();
+
+    let out = tmp.path().join("bundle.tar.zst");
+    let run = std::process::Command::new(common::BIN)
+        .args(["diagnose", "--json", "--config"])
+        .arg(&a.config)
+        .arg("--output")
+        .arg(&out)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    for part in manifest["parts"].as_array().unwrap() {
+        let file = part["file"].as_str().unwrap();
+        let outcome = part["outcome"].as_str().unwrap();
+        // This host may have no journal, or none of that unit.
+        if file != "journal.txt" {
+            assert_eq!(outcome, "ok", "{part}");
+        }
+    }
+
+    let raw = zstd::decode_all(std::fs::File::open(&out).unwrap()).unwrap();
+    assert!(
+        !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the credential's value is in the archive"
+    );
+    let mut members = BTreeMap::new();
+    for entry in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        members.insert(name, text);
+    }
+    let get = |name: &str| {
+        members
+            .get(&format!("erlmcp-diagnose/{name}"))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", members.keys()))
+    };
+    assert!(get("version.txt").starts_with("erlmcp "));
+    let status: serde_json::Value = serde_json::from_str(get("status.json")).unwrap();
+    assert_eq!(status["node"], "a");
+    assert!(get("metrics.txt").contains("erlmcp_build_info"));
+    assert!(get("config.toml").contains("[replication]"));
+    let db: serde_json::Value = serde_json::from_str(get("database.json")).unwrap();
+    assert_eq!(db["integrity"], json!(["ok"]), "{db}");
+    assert!(db["size_bytes"].as_u64().unwrap() > 0);
+    let _: serde_json::Value = serde_json::from_str(get("backups.json")).unwrap();
+    let inner: serde_json::Value = serde_json::from_str(get("manifest.json")).unwrap();
+    assert_eq!(inner["parts"], manifest["parts"]);
+}

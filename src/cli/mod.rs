@@ -6,6 +6,7 @@
 mod backup;
 mod check_config;
 mod common;
+mod diagnose;
 mod output;
 mod ready;
 mod restore;
@@ -61,6 +62,10 @@ enum Command {
     /// Switch releases with automatic rollback (hosts with a releases
     /// directory and a `current` link).
     Upgrade(upgrade::UpgradeArgs),
+    /// Write a support bundle (version, status, metrics, configuration,
+    /// journal, database check, backups) to attach to a ticket; credential
+    /// values are redacted.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Why a command failed; each knows its exit code.
@@ -114,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Role(args) => role::run(args),
         Command::Ready(args) => ready::run(args),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::Diagnose(args) => diagnose::run(args),
     };
     match out {
         Ok(()) => ExitCode::SUCCESS,
