@@ -3,8 +3,10 @@
 //! (and every runbook an alert), its severity, summary, description and
 //! `runbook_url`, and a promtool unit test in which it fires and one in
 //! which it does not; every metric a rule or a dashboard panel queries is
-//! one a real erlmcp exports. (promtool itself runs the rules and those
-//! tests: the `promtool` stage of `tests/run`.)
+//! one a real erlmcp exports; `erlmcp diagnose` leaks no credential; and a
+//! real Prometheus with these rules fires on a real erlmcp whose backups
+//! fail and which then stops. (promtool itself runs the rules and their
+//! unit tests: the `promtool` stage of `tests/run`.)
 
 mod common;
 
@@ -344,4 +346,184 @@ fn diagnose_bundles_the_node_without_its_credential() {
     let _: serde_json::Value = serde_json::from_str(get("backups.json")).unwrap();
     let inner: serde_json::Value = serde_json::from_str(get("manifest.json")).unwrap();
     assert_eq!(inner["parts"], manifest["parts"]);
+}
+
+/// Debian's Prometheus server, as `tests/run` unpacks it with promtool
+/// (`CI_ERLMCP_PROMETHEUS` names it; else the CI cache's copy).
+fn prometheus_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CI_ERLMCP_PROMETHEUS") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "CI_ERLMCP_PROMETHEUS={} does not exist",
+            p.display()
+        );
+        return Some(p);
+    }
+    let cache = std::env::var("CI_ERLMCP_CACHE").unwrap_or_else(|_| "/var/cache/erlmcp-ci".into());
+    let p = PathBuf::from(cache).join("prometheus/usr/bin/prometheus");
+    p.exists().then_some(p)
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A 200 answer's body; `None` for anything else, a refused connection
+/// included (Prometheus starting).
+fn http_get(url: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .into();
+    let r = agent.get(url).call().ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.into_body().read_to_string().ok()
+}
+
+/// The alerts Prometheus holds: name → state (pending, firing).
+fn prometheus_alerts(port: u16) -> BTreeMap<String, String> {
+    let Some(body) = http_get(&format!("http://127.0.0.1:{port}/api/v1/alerts")) else {
+        return BTreeMap::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_owned(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A real Prometheus with erlmcp's rules scrapes a real erlmcp: quiet while
+/// it is healthy; `ErlmcpBackupFailing` firing once a backup fails;
+/// `ErlmcpDown` firing a minute after erlmcp stops. Read through
+/// Prometheus' HTTP API.
+#[test]
+fn prometheus_fires_when_backups_fail_and_erlmcp_stops() {
+    let Some(prometheus) = prometheus_binary() else {
+        eprintln!("skipped: no Prometheus (tests/run's promtool stage unpacks one)");
+        return;
+    };
+    use std::time::{Duration, Instant};
+    let tmp = TestDir::new();
+    let data = tmp.path().join("data");
+    let (mcp, ops, web) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let erlmcp = Killed(
+        std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{mcp}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("ERLMCP_BACKUP__ENABLED", "true")
+            .env("ERLMCP_BACKUP__SCHEDULE", "1h")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [\"{}\"]\n\
+             scrape_configs:\n  - job_name: erlmcp\n    static_configs:\n      - targets: [\"127.0.0.1:{ops}\"]\n",
+            root().join(RULES).display()
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        std::process::Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait = |what: &str, secs: u64, mut f: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // Healthy: scraped, the scheduler's first backup taken, no alert.
+    wait(
+        "Prometheus to scrape erlmcp and its first backup",
+        60,
+        Box::new(|| {
+            http_get(&format!(
+                "http://127.0.0.1:{web}/api/v1/query?query=erlmcp_backup_size_bytes%3E0"
+            ))
+            .is_some_and(|b| b.contains("\"value\""))
+        }),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // None firing. (Pending ones may be the host's: ErlmcpFilesystemFillingUp
+    // reads this machine's disk, a few seconds of history, and waits an hour.)
+    let firing: Vec<_> = prometheus_alerts(web)
+        .into_iter()
+        .filter(|(_, state)| state == "firing")
+        .collect();
+    assert!(firing.is_empty(), "alerts firing while healthy: {firing:?}");
+
+    // Backups fail: the backup directory is a file now.
+    let backups = data.join("backups");
+    std::fs::rename(&backups, tmp.path().join("backups.moved")).unwrap();
+    std::fs::write(&backups, "not a directory").unwrap();
+    let r = common::ops_post(ops, "/backup");
+    assert!(
+        r.status >= 400,
+        "a backup into a file succeeded: {}",
+        r.body
+    );
+    wait(
+        "ErlmcpBackupFailing to fire",
+        30,
+        Box::new(|| {
+            prometheus_alerts(web)
+                .get("ErlmcpBackupFailing")
+                .map(String::as_str)
+                == Some("firing")
+        }),
+    );
+
+    // erlmcp stops: pending at once, firing after the alert's minute.
+    drop(erlmcp);
+    wait(
+        "ErlmcpDown to be pending",
+        30,
+        Box::new(|| prometheus_alerts(web).contains_key("ErlmcpDown")),
+    );
+    wait(
+        "ErlmcpDown to fire",
+        100,
+        Box::new(|| prometheus_alerts(web).get("ErlmcpDown").map(String::as_str) == Some("firing")),
+    );
 }

@@ -70,7 +70,8 @@ ensure_libclang() {
   fi
 }
 
-# promtool (rule checks and rule unit tests) from Debian's `prometheus`
+# promtool (rule checks and rule unit tests) and the Prometheus server
+# (tests/opskit.rs runs one against erlmcp) from Debian's `prometheus`
 # package, unpacked into the cache rather than installed: installing it
 # would enable and start a Prometheus server on the CI host.
 PROMETHEUS_DIR=$CI_ERLMCP_CACHE/prometheus
