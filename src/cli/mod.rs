@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod check_config;
 mod common;
+mod diagnose;
 mod output;
 mod ready;
 mod restore;
@@ -69,6 +70,10 @@ enum Command {
     /// Read the audit log: tool calls, refusals, ops changes, with who
     /// made them.
     Audit(audit::AuditArgs),
+    /// Write a support bundle (version, status, metrics, configuration,
+    /// journal, database check, backups) to attach to a ticket; credential
+    /// values are redacted.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Why a command failed; each knows its exit code.
@@ -124,6 +129,7 @@ pub fn main() -> ExitCode {
         Command::Upgrade(args) => upgrade::run(args),
         Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Diagnose(args) => diagnose::run(args),
     };
     match out {
         Ok(()) => ExitCode::SUCCESS,

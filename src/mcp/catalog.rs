@@ -105,6 +105,9 @@ pub struct ToolEntry {
     pub def: ToolDef,
     pub header_params: Vec<HeaderParam>,
     validator: jsonschema::Validator,
+    /// `erlmcp_tool_call_duration_seconds{toolset,tool}`, looked up once
+    /// here rather than by name and labels on every call.
+    pub duration: metrics::Histogram,
 }
 
 impl ToolEntry {
@@ -174,11 +177,17 @@ impl Catalog {
                     }
                 })?;
                 tool_index.insert(def.name.clone(), tools.len());
+                let duration = metrics::histogram!(
+                    "erlmcp_tool_call_duration_seconds",
+                    "toolset" => ts.name(),
+                    "tool" => def.name.clone()
+                );
                 tools.push(ToolEntry {
                     toolset: i,
                     def,
                     header_params,
                     validator,
+                    duration,
                 });
             }
             for p in ts.prompts() {

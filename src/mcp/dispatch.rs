@@ -368,7 +368,8 @@ pub fn record_metrics(method: &str, outcome: &Result<Reply, McpError>, started: 
     let outcome = match outcome {
         Ok(r) if r.is_tool_error() => "tool_error",
         Ok(_) => "ok",
-        Err(_) => "error",
+        Err(e) if e.is_server_error() => "server_error",
+        Err(_) => "client_error",
     };
     let (requests, duration) = request_metrics(method, outcome);
     requests.increment(1);

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::children::{self, Ctx};
+use super::exits::Exits;
 use super::maintenance::Housekeeping;
 use super::{ConfigSource, NodeError};
 use crate::backup::Backups;
@@ -96,6 +97,9 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
+    // First, so that what the start-up sets (upgrade standing, replication
+    // role, backup freshness) is recorded, not lost to a no-op recorder.
+    let metrics = ops::metrics::install();
     // A database from a newer erlmcp it cannot take back is refused before
     // anything is created beside it.
     let plan = upgrade::plan(&config)?;
@@ -166,16 +170,26 @@ pub(crate) async fn run(
     if ops_auth.required {
         tracing::info!("the ops listener asks for a token with scope ops for every change");
     }
+    // Start-up is over (a failure before here has its own exit code): from
+    // now on an end without a clean stop is counted.
+    let exits = Arc::new(Exits::start(&config.data_dir));
+    let backups = Backups::from_config(&config);
+    let schedule = config
+        .backup
+        .enabled
+        .then(|| crate::clock::Schedule::parse(&config.backup.schedule).ok())
+        .flatten();
+    crate::backup::metrics::init(&backups, schedule.as_ref());
     let ops_state = Arc::new(OpsState {
         server: server.clone(),
         http: http_state.clone(),
-        backups: Backups::from_config(&config),
+        backups,
         heartbeats: Heartbeats::new(),
         tree: TreeStatus::default(),
         started: Instant::now(),
         started_unix: crate::clock::now_secs(),
         ready: false.into(),
-        metrics: ops::metrics::install(),
+        metrics,
         mcp_addr,
         node: config.node_name.clone(),
         config_path: source.path.clone(),
@@ -197,6 +211,7 @@ pub(crate) async fn run(
         log,
         replication,
         upgrade,
+        exits: exits.clone(),
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
     let mut supervisor = tokio::spawn({
@@ -242,14 +257,19 @@ pub(crate) async fn run(
         Some(Ok(Err(escalation))) => {
             systemd::status(&format!("failed: {escalation}"));
             tracing::error!(%escalation, "the supervision tree gave up");
+            exits.escalated(&escalation.to_string());
             Err(escalation.into())
         }
-        Some(Err(join)) => Err(NodeError::Crashed(join.to_string())),
+        Some(Err(join)) => {
+            exits.escalated(&format!("the root supervisor crashed: {join}"));
+            Err(NodeError::Crashed(join.to_string()))
+        }
     };
     if let Err(e) = store.checkpoint().await {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
     }
     if result.is_ok() {
+        exits.stopped_cleanly();
         tracing::info!("erlmcp stopped cleanly");
     }
     result

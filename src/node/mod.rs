@@ -6,10 +6,12 @@
 //! - [`stdio`]: one client on stdin/stdout, as a small tree;
 //! - [`reload`]: SIGHUP, the configuration applied whole or not at all;
 //! - [`maintenance`]: housekeeping on the live configuration;
+//! - [`exits`]: how the daemons of a data directory ended (watchdog, crash);
 //! - [`signals`]: the shutdown future the command line passes in.
 
 mod children;
 pub(crate) mod daemon;
+mod exits;
 mod maintenance;
 mod reload;
 mod role;

@@ -85,6 +85,31 @@ impl OpsClient {
         self.finish(req.call())
     }
 
+    /// A 2xx answer's body as text (`/metrics`), kept as it came.
+    pub(crate) fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let addr = self.addr;
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            addr,
+            reason: e.to_string(),
+        };
+        let resp = self
+            .agent
+            .get(&self.url(path))
+            .call()
+            .map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().map_err(unreachable)?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(ClientError::Unexpected {
+                addr,
+                status,
+                body: text,
+            })
+        }
+    }
+
     pub(crate) fn post<T: DeserializeOwned>(
         &self,
         path: &str,

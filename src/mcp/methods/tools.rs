@@ -48,7 +48,7 @@ pub async fn call(
 ) -> Result<Value, McpError> {
     let p: CallParams = params(raw)?;
     let catalog = server.catalog();
-    let Some((entry, _)) = catalog.tool(&p.name) else {
+    let Some((entry, toolset)) = catalog.tool(&p.name) else {
         return Err(
             McpError::invalid_params(format!("Unknown tool: {}", p.name))
                 .with_data(json!({ "name": p.name })),
@@ -70,13 +70,32 @@ pub async fn call(
         Some(a @ Value::Object(_)) => a,
         Some(_) => return Err(McpError::invalid_params("arguments must be an object")),
     };
+    // The request's span (see `dispatch`) names the tool.
+    tracing::Span::current()
+        .record("gen_ai.tool.name", p.name.as_str())
+        .record("erlmcp.toolset", toolset.name());
     let plan = launch::plan(ctx, &entry.def, p.task.as_ref(), &server.settings().tasks)?;
+    let started = Instant::now();
+    let duration = entry.duration.clone();
     let call = ToolCall {
         catalog: catalog.clone(),
         name: p.name,
         args,
-        started: Instant::now(),
+        started,
     };
+    let answered = run(server, ctx, call, plan).await;
+    // The latency objective's measure: until the client has its answer (a
+    // result, an error, or the handle of a task that goes on).
+    duration.record(started.elapsed().as_secs_f64());
+    answered
+}
+
+async fn run(
+    server: &Server,
+    ctx: &RequestContext,
+    call: ToolCall,
+    plan: Plan,
+) -> Result<Value, McpError> {
     match plan {
         Plan::Direct => {
             let outcome = runner::invoke(&call.catalog, &call.name, call.args, ctx).await;
