@@ -56,6 +56,13 @@ let
   mcpListen = hostPort cfg.listenAddress cfg.port;
   opsListen = hostPort cfg.ops.listenAddress cfg.ops.port;
 
+  # Where a Prometheus on this machine reaches the ops listener: a wildcard
+  # listener answers on loopback.
+  opsScrapeTarget =
+    if cfg.ops.listenAddress == "0.0.0.0" then hostPort "127.0.0.1" cfg.ops.port
+    else if cfg.ops.listenAddress == "::" then hostPort "::1" cfg.ops.port
+    else opsListen;
+
   replicating = cfg.replication.role != null;
 
   # The virtual IP without its prefix length ("192.168.1.100/24" -> "192.168.1.100").
@@ -261,6 +268,35 @@ in
             '';
           };
         };
+      };
+    };
+
+    prometheus = {
+      rules = mkOption {
+        type = types.path;
+        readOnly = true;
+        default = ../dist/prometheus/erlmcp.rules.yml;
+        defaultText = literalExpression "<erlmcp>/dist/prometheus/erlmcp.rules.yml";
+        description = ''
+          erlmcp's Prometheus rules: the SLIs of its SLOs as recording rules,
+          their burn-rate alerts and the alerts on causes, each with a
+          `runbook_url` (docs/operations/slos.md). For a Prometheus on
+          another machine, add
+          `config.services.erlmcp.prometheus.rules` of an erlmcp host to
+          that machine's {option}`services.prometheus.ruleFiles`; the rules
+          expect the scrape job to be named `erlmcp`.
+        '';
+      };
+
+      scrape = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether the Prometheus of this machine
+          ({option}`services.prometheus.enable`) scrapes erlmcp's operations
+          listener, in a job named `erlmcp`, and loads
+          {option}`services.erlmcp.prometheus.rules`.
+        '';
       };
     };
 
@@ -714,6 +750,16 @@ in
             (notifyLine "fault" "standby")
           ];
         };
+      };
+    })
+
+    (mkIf cfg.prometheus.scrape {
+      services.prometheus = {
+        ruleFiles = [ cfg.prometheus.rules ];
+        scrapeConfigs = [{
+          job_name = "erlmcp";
+          static_configs = [{ targets = [ opsScrapeTarget ]; }];
+        }];
       };
     })
   ]);

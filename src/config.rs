@@ -41,6 +41,7 @@ pub struct Config {
     pub upgrade: UpgradeConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -129,8 +130,42 @@ pub struct RetentionConfig {
 pub struct OpsConfig {
     /// Serve `/healthz`, `/readyz`, `/metrics`, `/status`.
     pub enabled: bool,
-    /// Keep it on loopback or a management network: it is not authenticated.
+    /// Bound beyond loopback (anything but 127.0.0.0/8 and ::1, so also
+    /// 0.0.0.0), every state-changing endpoint asks for a bearer token
+    /// with scope `ops` (or `*`).
     pub listen: SocketAddr,
+    /// Ask for that token on loopback too.
+    pub require_auth: bool,
+    /// GET endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`,
+    /// `/backups`) answer without a token even where writes need one.
+    pub open_reads: bool,
+}
+
+/// Who may call the MCP endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches `/mcp` may call every tool (as before auth
+    /// existed; for loopback and behind an authenticating proxy).
+    #[default]
+    Off,
+    /// A static API token (`erlmcp token create`) in
+    /// `Authorization: Bearer`, its scopes limiting the tools.
+    Tokens,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Off,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -515,6 +550,7 @@ impl Default for Config {
             upgrade: UpgradeConfig::default(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -574,6 +610,8 @@ impl Default for OpsConfig {
         OpsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9718)),
+            require_auth: false,
+            open_reads: true,
         }
     }
 }
@@ -688,6 +726,10 @@ fn default_node_name() -> String {
 /// `ERLMCP_HTTP__LISTEN=0.0.0.0:8080` sets `http.listen`.
 pub const ENV_PREFIX: &str = "ERLMCP_";
 
+/// Variables with the prefix that are not configuration keys: the ops
+/// token the command line presents (`docs/operations/security.md`).
+const NOT_CONFIG: &[&str] = &["ERLMCP_OPS_TOKEN"];
+
 impl Config {
     /// Loads `path` (or defaults when `None`) and applies the environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -716,6 +758,9 @@ impl Config {
         origin: &str,
     ) -> Result<Config, ConfigError> {
         for (key, value) in env {
+            if NOT_CONFIG.contains(&key.as_str()) {
+                continue;
+            }
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };

@@ -25,5 +25,8 @@ pub const TEMP_FAIL: u8 = 75;
 pub const UNAVAILABLE: u8 = 69;
 /// The data directory or database cannot be created or opened.
 pub const CANT_CREATE: u8 = 73;
+/// The ops listener refused the command's credential: none, unknown,
+/// expired, revoked, or without scope `ops` (EX_NOPERM).
+pub const NO_PERM: u8 = 77;
 /// The configuration is invalid.
 pub const CONFIG: u8 = 78;

@@ -42,6 +42,23 @@ impl FsError {
     }
 }
 
+/// The size of the file system holding a path, and what an unprivileged
+/// writer may still use of it (`statvfs`: `f_bavail`, as `df` shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Space {
+    pub(crate) size_bytes: u64,
+    pub(crate) avail_bytes: u64,
+}
+
+pub(crate) fn space(path: &Path) -> Result<Space, FsError> {
+    let st = rustix::fs::statvfs(path)
+        .map_err(|e| FsError::new("measuring free space of", path, e.into()))?;
+    Ok(Space {
+        size_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        avail_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+    })
+}
+
 /// Writes `bytes` to `path` atomically through `tmp` (same directory).
 pub(crate) fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let out = (|| {

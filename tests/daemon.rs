@@ -184,7 +184,7 @@ fn metrics_parse_as_prometheus_text() {
             .iter()
             .any(|s| s.metric == "erlmcp_requests_total"
                 && s.labels.get("method") == Some("other")
-                && s.labels.get("outcome") == Some("error"))
+                && s.labels.get("outcome") == Some("client_error"))
     );
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1,6 +1,7 @@
 //! Supervision under injected faults (needs `--features fault-injection`):
 //! a panicking writer thread is restarted and counted; a hung writer stops
-//! the systemd watchdog pings so systemd would kill the process.
+//! the systemd watchdog pings so systemd would kill the process, and the next
+//! start counts that end (`erlmcp_unclean_exits_total{cause="watchdog"}`).
 
 mod common;
 
@@ -107,6 +108,37 @@ fn a_hung_writer_stops_the_watchdog_pings() {
         200,
         "still alive: systemd decides via the watchdog"
     );
+    // systemd's kill; the next daemon of this directory says why the last
+    // one ended, and counts it across the restart.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let unclean = |ops: u16, cause: &str| {
+        let body = ops_get(ops, "/metrics").body;
+        let line = format!("erlmcp_unclean_exits_total{{cause=\"{cause}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map(|v| v.trim().to_owned())
+    };
+    let (mcp, ops) = (free_port(), free_port());
+    let mut child = spawn_daemon(&tmp.path().join("d"), mcp, ops, &[], &[]);
+    wait_port(ops);
+    assert_eq!(unclean(ops, "watchdog").as_deref(), Some("1"));
+    assert_eq!(unclean(ops, "crash").as_deref(), Some("0"));
+    // A kill without the watchdog withholding is a crash.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mcp, ops) = (free_port(), free_port());
+    let mut child = spawn_daemon(&tmp.path().join("d"), mcp, ops, &[], &[]);
+    wait_port(ops);
+    assert_eq!(unclean(ops, "watchdog").as_deref(), Some("1"));
+    assert_eq!(unclean(ops, "crash").as_deref(), Some("1"));
+    // A clean stop is not counted.
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(0));
+    let (mcp, ops) = (free_port(), free_port());
+    let mut child = spawn_daemon(&tmp.path().join("d"), mcp, ops, &[], &[]);
+    wait_port(ops);
+    assert_eq!(unclean(ops, "crash").as_deref(), Some("1"));
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -123,6 +123,10 @@ let
         "no tmpfiles rule" = c.own [ "systemd" "tmpfiles" "rules" ] == [ ];
         "the package on PATH" = c.own [ "environment" "systemPackages" ] == [ c.services.erlmcp.package ];
         "no keepalived" = !c.services.keepalived.enable;
+        "no Prometheus scrape or rules" = c.own [ "services" "prometheus" "scrapeConfigs" ] == [ ]
+          && c.own [ "services" "prometheus" "ruleFiles" ] == [ ];
+        "the rules file is exposed" = builtins.pathExists c.services.erlmcp.prometheus.rules
+          && hasSuffix "erlmcp.rules.yml" (toString c.services.erlmcp.prometheus.rules);
       } // lib.optionalAttrs stubbed {
         "config checked by erlmcp check-config" =
           hasInfix "erlmcp check-config" (builtins.readFile c.environment.etc."erlmcp/erlmcp.toml".source);
@@ -194,6 +198,21 @@ let
         "directory outside the state dir is created" = c.own [ "systemd" "tmpfiles" "rules" ] == [ "d /srv/backups/erlmcp 0750 erlmcp erlmcp - -" ];
         "and writable" = (sc c).ReadWritePaths == [ "/srv/backups/erlmcp" ];
         "TimeoutStopSec follows the drain timeout" = (sc c).TimeoutStopSec == "75s";
+      };
+    };
+
+    # A Prometheus on the same machine scrapes the ops listener (on
+    # loopback when it listens on every address) and loads the rules.
+    prometheus-scrape = {
+      modules = enabled {
+        ops.listenAddress = "0.0.0.0";
+        prometheus.scrape = true;
+      };
+      expect = c: {
+        "the rules loaded" = c.own [ "services" "prometheus" "ruleFiles" ] == [ c.services.erlmcp.prometheus.rules ];
+        "a job named erlmcp on loopback" = map (s: { inherit (s) job_name; targets = map (t: t.targets) s.static_configs; })
+          (c.own [ "services" "prometheus" "scrapeConfigs" ]) == [{ job_name = "erlmcp"; targets = [ [ "127.0.0.1:9718" ] ]; }];
+        "no assertion fails" = failedAssertions c == [ ];
       };
     };
 
@@ -474,6 +493,7 @@ let
       fails (enabled { replication.secretFile = /run/keys/erlmcp-replication; }) (c: c.services.erlmcp.replication.secretFile);
     "unknown standby-loss policy" = fails (enabled { replication.onStandbyLoss = "wait"; }) (c: c.services.erlmcp.replication.onStandbyLoss);
     "keepLast 0" = fails (enabled { backups.retention.keepLast = 0; }) (c: c.services.erlmcp.backups.retention.keepLast);
+    "the rules file is read-only" = fails (enabled { prometheus.rules = ./eval.nix; }) (c: c.services.erlmcp.prometheus.rules);
     "data_dir is read-only" = fails (enabled { settings.data_dir = "/srv/erlmcp"; }) (c: c.services.erlmcp.settings.data_dir);
     "http.listen belongs to listenAddress/port" = fails (enabled { settings.http.listen = "0.0.0.0:1"; }) (c: c.services.erlmcp.settings.http.listen);
     "TOML has no null" = fails (enabled { settings.log.level = null; }) (c: c.services.erlmcp.settings);

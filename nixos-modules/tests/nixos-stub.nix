@@ -185,7 +185,15 @@ in
   realKeepalived = keepalivedModule != null;
 
   module = {
-    imports = lib.optional (keepalivedModule != null) keepalivedModule;
+    imports = lib.optional (keepalivedModule != null) keepalivedModule ++ [{
+      # nixos/modules/services/monitoring/prometheus/default.nix (scrape
+      # configs are typed submodules there; plain attribute sets here). A
+      # module of its own: `services` below is replaced whole by `//`.
+      options.services.prometheus = {
+        ruleFiles = mkOption { type = types.listOf types.path; default = [ ]; };
+        scrapeConfigs = mkOption { type = types.listOf types.attrs; default = [ ]; };
+      };
+    }];
 
     options = {
       # nixos/modules/misc/meta.nix (the keepalived module sets meta.maintainers).

@@ -26,6 +26,7 @@ pub async fn record(store: &Store, out: &Result<Created, BackupError>, took: Dur
         outcome: outcome.into(),
         duration_us: Some(took.as_micros() as i64),
         detail,
+        principal: None,
     };
     store
         .write_detached("backup audit", move |tx| audit::record(tx, &entry))

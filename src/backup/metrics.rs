@@ -5,6 +5,8 @@
 use std::sync::Mutex;
 
 use super::manifest::Manifest;
+use super::{Backups, catalog};
+use crate::clock::Schedule;
 
 /// What the last backup attempt in this process did.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,8 +28,71 @@ pub fn succeeded(m: &Manifest, seconds: f64) {
     });
 }
 
+/// At the daemon's start: the newest good backup in the catalogue (0 when
+/// there is none), so freshness is known before this process takes one;
+/// the failure counters at zero, so a first failure shows as an increase;
+/// and, when the scheduler runs, the longest gap its schedule allows.
+pub fn init(b: &Backups, schedule: Option<&Schedule>) {
+    describe();
+    let newest = catalog::list(b)
+        .ok()
+        .and_then(|entries| {
+            catalog::latest_good(&entries)
+                .and_then(|e| e.manifest.as_ref())
+                .map(|m| m.created_at)
+        })
+        .unwrap_or(0);
+    metrics::gauge!("erlmcp_backup_last_success_timestamp_seconds").set(newest as f64);
+    metrics::gauge!("erlmcp_backup_last_failure_timestamp_seconds").set(0.0);
+    metrics::counter!("erlmcp_backup_failures_total").increment(0);
+    metrics::counter!("erlmcp_backup_verification_failures_total").increment(0);
+    if let Some(s) = schedule {
+        metrics::gauge!("erlmcp_backup_schedule_interval_seconds")
+            .set(s.longest_gap().as_secs_f64());
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(
+        "erlmcp_backup_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Creation time of the newest good backup (0: none)"
+    );
+    describe_gauge!(
+        "erlmcp_backup_last_failure_timestamp_seconds",
+        Unit::Seconds,
+        "When this process last failed to take a backup (0: never)"
+    );
+    describe_gauge!(
+        "erlmcp_backup_last_duration_seconds",
+        Unit::Seconds,
+        "How long the last backup took (copy, compress, verify)"
+    );
+    describe_gauge!(
+        "erlmcp_backup_size_bytes",
+        Unit::Bytes,
+        "Compressed size of the last backup"
+    );
+    describe_gauge!(
+        "erlmcp_backup_schedule_interval_seconds",
+        Unit::Seconds,
+        "The longest time the backup schedule leaves between two backups"
+    );
+    describe_counter!(
+        "erlmcp_backup_failures_total",
+        "Backups that failed, any reason"
+    );
+    describe_counter!(
+        "erlmcp_backup_verification_failures_total",
+        "Backups that failed verification (at creation, verify or restore)"
+    );
+}
+
 pub fn failed(error: &str) {
     metrics::counter!("erlmcp_backup_failures_total").increment(1);
+    metrics::gauge!("erlmcp_backup_last_failure_timestamp_seconds")
+        .set(crate::clock::now_secs() as f64);
     set(Last::Failed {
         at: crate::clock::now_secs(),
         error: error.to_owned(),

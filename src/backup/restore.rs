@@ -310,6 +310,7 @@ fn done_entry(r: &Restored) -> AuditEntry {
         outcome: "ok".into(),
         duration_us: Some(r.duration_ms as i64 * 1000),
         detail: serde_json::to_string(r).ok(),
+        principal: None,
     }
 }
 
@@ -326,6 +327,7 @@ fn refused_entry(target: &Target, e: &BackupError) -> AuditEntry {
         outcome: "refused".into(),
         duration_us: None,
         detail: Some(e.to_string()),
+        principal: None,
     }
 }
 

@@ -3,9 +3,11 @@
 //! defaults. Errors are reported once, here, with the exit code of
 //! `docs/operations/exit-codes.md`.
 
+mod audit;
 mod backup;
 mod check_config;
 mod common;
+mod diagnose;
 mod output;
 mod ready;
 mod restore;
@@ -13,6 +15,7 @@ mod role;
 mod serve;
 mod status;
 mod stdio;
+mod token;
 mod upgrade;
 mod via;
 
@@ -61,6 +64,16 @@ enum Command {
     /// Switch releases with automatic rollback (hosts with a releases
     /// directory and a `current` link).
     Upgrade(upgrade::UpgradeArgs),
+    /// Static API tokens for `auth.mode = "tokens"` and the ops listener:
+    /// create (the secret is shown once), list, revoke.
+    Token(token::TokenArgs),
+    /// Read the audit log: tool calls, refusals, ops changes, with who
+    /// made them.
+    Audit(audit::AuditArgs),
+    /// Write a support bundle (version, status, metrics, configuration,
+    /// journal, database check, backups) to attach to a ticket; credential
+    /// values are redacted.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Why a command failed; each knows its exit code.
@@ -114,6 +127,9 @@ pub fn main() -> ExitCode {
         Command::Role(args) => role::run(args),
         Command::Ready(args) => ready::run(args),
         Command::Upgrade(args) => upgrade::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Diagnose(args) => diagnose::run(args),
     };
     match out {
         Ok(()) => ExitCode::SUCCESS,

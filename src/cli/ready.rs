@@ -22,11 +22,15 @@ pub(super) struct ReadyArgs {
 }
 
 pub(super) fn run(args: ReadyArgs) -> Result<(), CliError> {
-    let addr = match args.ops {
-        Some(a) => a,
-        None => Config::load(args.config.as_deref())?.ops.listen,
-    };
-    match OpsClient::new(addr, Some(Duration::from_secs(3))).get::<serde_json::Value>("/readyz") {
+    let config = Config::load(args.config.as_deref())?;
+    let addr = args.ops.unwrap_or(config.ops.listen);
+    // Reads are open unless `ops.open_reads = false`; a token found
+    // without asking is presented all the same.
+    let token = super::via::ops_token(None, &config.data_dir)?;
+    match OpsClient::new(addr, Some(Duration::from_secs(3)))
+        .with_token(token)
+        .get::<serde_json::Value>("/readyz")
+    {
         Ok(_) => Ok(()),
         Err(ClientError::Unexpected { body, .. }) => Err(CliError::Other {
             message: format!("not ready: {body}"),

@@ -24,6 +24,10 @@ pub(super) struct RoleArgs {
     ops: Option<SocketAddr>,
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// A file holding the token to present (else $ERLMCP_OPS_TOKEN, else
+    /// the daemon's local credential in its data directory).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -33,10 +37,9 @@ enum Role {
 }
 
 pub(super) fn run(args: RoleArgs) -> Result<(), CliError> {
-    let addr = match args.ops {
-        Some(a) => a,
-        None => Config::load(args.config.as_deref())?.ops.listen,
-    };
+    let config = Config::load(args.config.as_deref())?;
+    let addr = args.ops.unwrap_or(config.ops.listen);
+    let token = super::via::ops_token(args.token_file.as_deref(), &config.data_dir)?;
     let role = match args.role {
         Role::Primary => "primary",
         Role::Standby => "standby",
@@ -46,8 +49,9 @@ pub(super) fn run(args: RoleArgs) -> Result<(), CliError> {
         force: args.force,
     };
     // A promotion is quick; a demotion waits for writes in flight.
-    let a: RoleAnswer =
-        OpsClient::new(addr, Some(Duration::from_secs(30))).post("/replication/role", &req)?;
+    let a: RoleAnswer = OpsClient::new(addr, Some(Duration::from_secs(30)))
+        .with_token(token)
+        .post("/replication/role", &req)?;
     println!("{} at epoch {}", a.role, a.epoch);
     Ok(())
 }

@@ -42,6 +42,10 @@ pub(super) fn run(args: ServeArgs) -> Result<(), CliError> {
     };
     let config = source.load()?;
     let log = logging::init(&config.log.level);
-    let shutdown = node::signals::terminated();
-    Ok(super::runtime()?.block_on(node::daemon::run(source, activated, log, shutdown))?)
+    let rt = super::runtime()?;
+    let shutdown = {
+        let _in = rt.enter();
+        node::signals::terminated()
+    };
+    Ok(rt.block_on(node::daemon::run(source, activated, log, shutdown))?)
 }

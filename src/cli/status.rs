@@ -26,11 +26,15 @@ pub(super) struct StatusArgs {
 }
 
 pub(super) fn run(args: StatusArgs) -> Result<(), CliError> {
-    let addr = match args.ops {
-        Some(a) => a,
-        None => Config::load(args.config.as_deref())?.ops.listen,
-    };
-    let s: Status = match OpsClient::new(addr, Some(Duration::from_secs(5))).get("/status") {
+    let config = Config::load(args.config.as_deref())?;
+    let addr = args.ops.unwrap_or(config.ops.listen);
+    // Reads are open unless `ops.open_reads = false`; a token found
+    // without asking is presented all the same.
+    let token = super::via::ops_token(None, &config.data_dir)?;
+    let s: Status = match OpsClient::new(addr, Some(Duration::from_secs(5)))
+        .with_token(token)
+        .get("/status")
+    {
         Ok(s) => s,
         // No daemon to ask is "unavailable", not "try again".
         Err(e @ ClientError::Unreachable { .. }) => {

@@ -8,6 +8,10 @@ use crate::node;
 pub(super) fn run(args: CommonArgs) -> Result<(), CliError> {
     let config = args.config()?;
     logging::init(&config.log.level);
-    let shutdown = node::signals::terminated();
-    Ok(super::runtime()?.block_on(node::stdio::run(&config, shutdown))?)
+    let rt = super::runtime()?;
+    let shutdown = {
+        let _in = rt.enter();
+        node::signals::terminated()
+    };
+    Ok(rt.block_on(node::stdio::run(&config, shutdown))?)
 }

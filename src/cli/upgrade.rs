@@ -95,8 +95,9 @@ pub(super) fn run(args: UpgradeArgs) -> Result<(), CliError> {
 /// Reads the daemon's release and standing from its ops listener.
 fn observer(config: &Config) -> Box<dyn Fn() -> Option<Observed>> {
     let addr = config.ops.listen;
+    let token = super::via::ops_token(None, &config.data_dir).ok().flatten();
     Box::new(move || {
-        let client = OpsClient::new(addr, Some(Duration::from_secs(3)));
+        let client = OpsClient::new(addr, Some(Duration::from_secs(3))).with_token(token.clone());
         let s: Status = client.get("/status").ok()?;
         let u = s.upgrade?;
         let ready = client.get::<serde_json::Value>("/readyz").is_ok();

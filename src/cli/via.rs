@@ -29,6 +29,10 @@ pub(super) struct Where {
     /// Machine-readable output (one JSON document on stdout).
     #[arg(long, global = true)]
     pub(super) json: bool,
+    /// A file holding the token to present to the ops listener (else
+    /// $ERLMCP_OPS_TOKEN, else the daemon's local credential).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(super) token_file: Option<PathBuf>,
 }
 
 pub(super) enum Via {
@@ -59,7 +63,8 @@ pub(super) fn via(at: &Where) -> Result<Via, CliError> {
                 code: exit::USAGE,
             });
         }
-        return Ok(Via::Daemon(OpsClient::new(addr, None)));
+        let token = ops_token(at.token_file.as_deref(), &c.data_dir)?;
+        return Ok(Via::Daemon(OpsClient::new(addr, None).with_token(token)));
     }
     // Found through the configuration: only if it is the daemon of *this*
     // data directory (another one may own the default port).
@@ -67,9 +72,38 @@ pub(super) fn via(at: &Where) -> Result<Via, CliError> {
         && OpsClient::new(c.ops.listen, None).answers()
         && daemon_data_dir(c.ops.listen).is_some_and(|d| same_dir(&d, &c.data_dir))
     {
-        return Ok(Via::Daemon(OpsClient::new(c.ops.listen, None)));
+        let token = ops_token(at.token_file.as_deref(), &c.data_dir)?;
+        return Ok(Via::Daemon(
+            OpsClient::new(c.ops.listen, None).with_token(token),
+        ));
     }
     Ok(Via::Files(Backups::from_config(&c)))
+}
+
+/// The environment variable holding an ops token (not a configuration key).
+pub(super) const TOKEN_ENV: &str = "ERLMCP_OPS_TOKEN";
+
+/// The token a command presents to the ops listener: the file `flag`
+/// names, else `$ERLMCP_OPS_TOKEN`, else the local credential the daemon
+/// of `data_dir` wrote (readable by its own user and root only), else none.
+pub(super) fn ops_token(flag: Option<&Path>, data_dir: &Path) -> Result<Option<String>, CliError> {
+    if let Some(path) = flag {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::Other {
+            message: format!("cannot read the token file {}: {e}", path.display()),
+            code: exit::NO_INPUT,
+        })?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let local = data_dir.join(crate::ops::auth::LOCAL_TOKEN_FILE);
+    Ok(std::fs::read_to_string(local)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
 }
 
 /// The data directory the daemon at `addr` reports in `/status`.

@@ -91,6 +91,27 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The longest time between two scheduled backups: how old the newest
+    /// backup may grow while the schedule is kept (what a freshness alert
+    /// compares against).
+    pub fn longest_gap(&self) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Calendar(c) => {
+                let mut offsets = c.offsets.clone();
+                offsets.sort_unstable();
+                let wrap = offsets
+                    .first()
+                    .zip(offsets.last())
+                    .map_or(c.period, |(first, last)| first + c.period - last);
+                let gap = offsets.windows(2).map(|w| w[1] - w[0]).fold(wrap, i64::max);
+                Duration::from_secs(gap.max(1) as u64)
+            }
+        }
+    }
+}
+
 impl Calendar {
     fn start_of_period(&self, t: i64) -> i64 {
         self.origin + (t - self.origin).div_euclid(self.period) * self.period
@@ -205,5 +226,17 @@ mod tests {
         for bad in ["sometimes", "25:00", "*:61", "*:00/0", "daily 3", "1s", ""] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_longest_gap_is_what_freshness_allows() {
+        let gap = |spec: &str| Schedule::parse(spec).unwrap().longest_gap().as_secs();
+        assert_eq!(gap("15m"), 900);
+        assert_eq!(gap("hourly"), 3600);
+        assert_eq!(gap("daily 03:30"), 86_400);
+        assert_eq!(gap("weekly"), 7 * 86_400);
+        assert_eq!(gap("*:00/15"), 900);
+        // 05 and 50 past: 45 minutes, then 15 to the next hour's 05.
+        assert_eq!(gap("*:05/45"), 45 * 60);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::error::McpError;
+use super::grant::Grant;
 use super::toolset::{
     CompletionRef, Page, PromptDef, ResourceDef, ResourceTemplateDef, ToolDef, Toolset,
 };
@@ -104,6 +105,9 @@ pub struct ToolEntry {
     pub def: ToolDef,
     pub header_params: Vec<HeaderParam>,
     validator: jsonschema::Validator,
+    /// `erlmcp_tool_call_duration_seconds{toolset,tool}`, looked up once
+    /// here rather than by name and labels on every call.
+    pub duration: metrics::Histogram,
 }
 
 impl ToolEntry {
@@ -173,11 +177,17 @@ impl Catalog {
                     }
                 })?;
                 tool_index.insert(def.name.clone(), tools.len());
+                let duration = metrics::histogram!(
+                    "erlmcp_tool_call_duration_seconds",
+                    "toolset" => ts.name(),
+                    "tool" => def.name.clone()
+                );
                 tools.push(ToolEntry {
                     toolset: i,
                     def,
                     header_params,
                     validator,
+                    duration,
                 });
             }
             for p in ts.prompts() {
@@ -237,8 +247,28 @@ impl Catalog {
         version: ProtocolVersion,
         cursor: Option<&str>,
         limit: usize,
+        grant: Option<&Grant>,
     ) -> Result<(Vec<Value>, Option<String>), McpError> {
-        page_of(&self.tools, cursor, limit, |e| e.def.to_json(version))
+        match grant {
+            Some(g) if !g.is_unrestricted() => {
+                // The offsets count the tools this caller sees, so a page
+                // never comes back short or empty with a next cursor.
+                let visible: Vec<&ToolEntry> =
+                    self.tools.iter().filter(|e| self.grants(g, e)).collect();
+                page_of(&visible, cursor, limit, |e| e.def.to_json(version))
+            }
+            _ => page_of(&self.tools, cursor, limit, |e| e.def.to_json(version)),
+        }
+    }
+
+    /// May `grant` call the tool of `entry`?
+    pub fn grants(&self, grant: &Grant, entry: &ToolEntry) -> bool {
+        grant.allows_tool(self.toolsets[entry.toolset].name(), &entry.def)
+    }
+
+    /// The scope a refusal of `entry` names.
+    pub fn needed_scope(&self, entry: &ToolEntry) -> String {
+        super::grant::needed_scope(self.toolsets[entry.toolset].name(), &entry.def)
     }
 
     pub fn prompt(&self, name: &str) -> Option<(&PromptDef, &Arc<dyn Toolset>)> {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{ClientInfo, LogLevel};
 use super::error::McpError;
+use super::grant::Grant;
 use super::jsonrpc;
 use super::outbound::{Peer, SharedSink};
 use super::session::Session;
@@ -110,6 +111,9 @@ pub struct RequestContext {
     pub client_request_timeout: Duration,
     /// Modern requests: who is asking (tasks are scoped to it).
     pub principal: Option<Arc<str>>,
+    /// Who authenticated and what they may call; `None`: nobody had to
+    /// (auth off, stdio, a task resumed after a restart).
+    pub grant: Option<Arc<Grant>>,
     /// Set when the call runs, or may come to run, as a task.
     pub task: Option<Arc<Slot>>,
 }
@@ -137,6 +141,7 @@ impl RequestContext {
             signer: self.signer.clone(),
             client_request_timeout: self.client_request_timeout,
             principal: self.principal.clone(),
+            grant: self.grant.clone(),
             task,
         }
     }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::RequestContext;
 use super::error::McpError;
+use super::grant::Grant;
 use super::jsonrpc::RequestId;
 use super::meta::{ModernMeta, RequestMeta, SERVER_INFO};
 use super::methods;
@@ -58,6 +59,8 @@ pub struct Call {
     pub id: RequestId,
     pub method: String,
     pub params: Option<Box<RawValue>>,
+    /// What the transport authenticated; `None` when it asked for nothing.
+    pub grant: Option<Arc<Grant>>,
 }
 
 /// Methods only the legacy (session) era has. (2026-07-28 removed
@@ -144,6 +147,10 @@ impl Server {
         if method != "tools/list" || params.is_some_and(|p| p.get().contains("\"cursor\"")) {
             return None;
         }
+        // A restricted caller sees its own list, made each time.
+        if ctx.grant.as_ref().is_some_and(|g| !g.is_unrestricted()) {
+            return None;
+        }
         let catalog = self.catalog();
         if catalog.tool_count() > self.settings().page_size {
             return None;
@@ -210,6 +217,7 @@ impl Server {
             signer: self.signer(),
             client_request_timeout: settings.client_request_timeout,
             principal,
+            grant: call.grant.clone(),
             task: None,
         })
     }
@@ -360,7 +368,8 @@ pub fn record_metrics(method: &str, outcome: &Result<Reply, McpError>, started: 
     let outcome = match outcome {
         Ok(r) if r.is_tool_error() => "tool_error",
         Ok(_) => "ok",
-        Err(_) => "error",
+        Err(e) if e.is_server_error() => "server_error",
+        Err(_) => "client_error",
     };
     let (requests, duration) = request_metrics(method, outcome);
     requests.increment(1);

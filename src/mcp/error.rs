@@ -118,6 +118,18 @@ impl McpError {
     }
 }
 
+impl McpError {
+    /// Whether the failure is the server's, not the request's: what the
+    /// availability objective counts against erlmcp (`outcome="server_error"`
+    /// in `erlmcp_requests_total`). An internal error, or a write this node
+    /// could not take or replicate. Everything else (malformed or unknown
+    /// requests, bad params, unsupported versions, cancellations) is the
+    /// client's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self.code, INTERNAL_ERROR | NOT_WRITABLE | NOT_REPLICATED)
+    }
+}
+
 impl std::fmt::Display for McpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.message, self.code)

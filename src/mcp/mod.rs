@@ -9,6 +9,7 @@ pub mod client;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod grant;
 pub mod jsonrpc;
 pub mod meta;
 pub mod methods;

@@ -49,6 +49,8 @@ pub(super) struct Ctx {
     pub(super) log: LogControl,
     pub(super) replication: Option<Arc<Replication>>,
     pub(super) upgrade: Arc<Upgrade>,
+    /// This daemon's entry in the record of exits.
+    pub(super) exits: Arc<super::exits::Exits>,
 }
 
 pub(super) fn tree(
@@ -266,8 +268,9 @@ fn status(ctx: &Arc<Ctx>) -> ChildSpec {
 }
 
 fn watchdog(ctx: &Arc<Ctx>) -> ChildSpec {
-    let beats = ctx.ops.heartbeats.clone();
+    let ctx = ctx.clone();
     ChildSpec::new("watchdog", Restart::Permanent, move |stop| {
-        watchdog::run(beats.clone(), stop).boxed()
+        let (beats, ctx) = (ctx.ops.heartbeats.clone(), ctx.clone());
+        watchdog::run(beats, move |w| ctx.exits.watchdog_withheld(w), stop).boxed()
     })
 }

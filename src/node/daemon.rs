@@ -12,12 +12,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::children::{self, Ctx};
+use super::exits::Exits;
 use super::maintenance::Housekeeping;
 use super::{ConfigSource, NodeError};
 use crate::backup::Backups;
 use crate::config::Config;
 use crate::fsx::{Flock, LockMode};
 use crate::logging::LogControl;
+use crate::ops::auth::OpsAuth;
 use crate::ops::replication::{Secret, WsConnector};
 use crate::ops::{self, OpsState};
 use crate::replication::frame::Role;
@@ -95,6 +97,9 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
+    // First, so that what the start-up sets (upgrade standing, replication
+    // role, backup freshness) is recorded, not lost to a no-op recorder.
+    let metrics = ops::metrics::install();
     // Before any listener or database file is opened: connections are
     // capped below this limit (see transport::http::listener).
     let fd_limit = match listener::raise_fd_limit() {
@@ -132,7 +137,7 @@ pub(crate) async fn run(
     let root_stop = CancellationToken::new();
     let http_state = HttpState::new(
         server.clone(),
-        HttpSettings::from_config(&config.http, &config.limits, fd_limit),
+        HttpSettings::from_config(&config.http, &config.limits, &config.auth, fd_limit),
         root_stop.clone(),
     );
     tracing::info!(
@@ -157,16 +162,49 @@ pub(crate) async fn run(
             Err(e) => tracing::warn!(error = %e, "server streams of earlier sessions not restored"),
         },
     }
+    let mut ops_auth = match &ops_listener {
+        Some(l) => OpsAuth::new(
+            l.local_addr()?,
+            config.ops.require_auth,
+            config.ops.open_reads,
+        ),
+        None => OpsAuth::new(
+            config.ops.listen,
+            config.ops.require_auth,
+            config.ops.open_reads,
+        ),
+    };
+    if ops_listener.is_some() {
+        // For the command line on this host (see ops::auth); a daemon that
+        // cannot write it still serves, the command line then needs a token.
+        match ops_auth.write_local(&config.data_dir) {
+            Ok(path) => tracing::debug!(path = %path.display(), "local ops credential written"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the local ops credential"),
+        }
+    }
+    if ops_auth.required {
+        tracing::info!("the ops listener asks for a token with scope ops for every change");
+    }
+    // Start-up is over (a failure before here has its own exit code): from
+    // now on an end without a clean stop is counted.
+    let exits = Arc::new(Exits::start(&config.data_dir));
+    let backups = Backups::from_config(&config);
+    let schedule = config
+        .backup
+        .enabled
+        .then(|| crate::clock::Schedule::parse(&config.backup.schedule).ok())
+        .flatten();
+    crate::backup::metrics::init(&backups, schedule.as_ref());
     let ops_state = Arc::new(OpsState {
         server: server.clone(),
         http: http_state.clone(),
-        backups: Backups::from_config(&config),
+        backups,
         heartbeats: Heartbeats::new(),
         tree: TreeStatus::default(),
         started: Instant::now(),
         started_unix: crate::clock::now_secs(),
         ready: false.into(),
-        metrics: ops::metrics::install(),
+        metrics,
         mcp_addr,
         node: config.node_name.clone(),
         config_path: source.path.clone(),
@@ -174,6 +212,7 @@ pub(crate) async fn run(
         replication: replication.clone(),
         secret,
         upgrade: Some(upgrade.clone()),
+        auth: ops_auth,
     });
     let ctx = Arc::new(Ctx {
         server,
@@ -187,6 +226,7 @@ pub(crate) async fn run(
         log,
         replication,
         upgrade,
+        exits: exits.clone(),
     });
     let root = children::tree(&ctx, &config, mcp, ops_listener).with_status(ops_state.tree.clone());
     let mut supervisor = tokio::spawn({
@@ -232,14 +272,19 @@ pub(crate) async fn run(
         Some(Ok(Err(escalation))) => {
             systemd::status(&format!("failed: {escalation}"));
             tracing::error!(%escalation, "the supervision tree gave up");
+            exits.escalated(&escalation.to_string());
             Err(escalation.into())
         }
-        Some(Err(join)) => Err(NodeError::Crashed(join.to_string())),
+        Some(Err(join)) => {
+            exits.escalated(&format!("the root supervisor crashed: {join}"));
+            Err(NodeError::Crashed(join.to_string()))
+        }
     };
     if let Err(e) = store.checkpoint().await {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
     }
     if result.is_ok() {
+        exits.stopped_cleanly();
         tracing::info!("erlmcp stopped cleanly");
     }
     result

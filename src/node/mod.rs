@@ -6,10 +6,12 @@
 //! - [`stdio`]: one client on stdin/stdout, as a small tree;
 //! - [`reload`]: SIGHUP, the configuration applied whole or not at all;
 //! - [`maintenance`]: housekeeping on the live configuration;
+//! - [`exits`]: how the daemons of a data directory ended (watchdog, crash);
 //! - [`signals`]: the shutdown future the command line passes in.
 
 mod children;
 pub(crate) mod daemon;
+mod exits;
 mod maintenance;
 mod reload;
 mod role;
@@ -134,6 +136,16 @@ pub(crate) async fn server(config: &Config, store: &Store) -> Result<Arc<Server>
 /// changes in the replication log when the node replicates (refusing them
 /// on a standby), and the server core.
 pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeError> {
+    let store = open_beside(config).await?;
+    let server = server(config, &store).await?;
+    Ok((store, server))
+}
+
+/// The store of a process beside the daemon (`erlmcp stdio`, `erlmcp
+/// token`): SQLite lets it write while the daemon does (WAL, busy
+/// timeout); with replication on, its changes go into the replication log
+/// for the daemon to ship, and are refused while this node is a standby.
+pub(crate) async fn open_beside(config: &Config) -> Result<Store, NodeError> {
     let store = open_store(config)?;
     if config.replication.enabled {
         let unrecorded = store.read(crate::replication::tables::unrecorded).await?;
@@ -142,6 +154,5 @@ pub(crate) async fn build(config: &Config) -> Result<(Store, Arc<Server>), NodeE
             unrecorded: Arc::new(unrecorded),
         })));
     }
-    let server = server(config, &store).await?;
-    Ok((store, server))
+    Ok(store)
 }

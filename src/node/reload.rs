@@ -53,6 +53,7 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
     ctx.http.reload(HttpSettings::from_config(
         &new.http,
         &new.limits,
+        &new.auth,
         listener::fd_limit(),
     ));
     ctx.files.send_replace(new.toolsets.files.clone());

@@ -44,6 +44,8 @@ impl ClientError {
 pub(crate) struct OpsClient {
     addr: SocketAddr,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` on every call.
+    token: Option<String>,
 }
 
 impl OpsClient {
@@ -56,7 +58,18 @@ impl OpsClient {
             .timeout_global(timeout)
             .build()
             .into();
-        OpsClient { addr, agent }
+        OpsClient {
+            addr,
+            agent,
+            token: None,
+        }
+    }
+
+    /// Presents `token` (a listener beyond loopback asks for one with
+    /// scope `ops` before any change; see `ops::auth`).
+    pub(crate) fn with_token(mut self, token: Option<String>) -> OpsClient {
+        self.token = token;
+        self
     }
 
     /// True when something accepts connections at the address.
@@ -65,7 +78,36 @@ impl OpsClient {
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.finish(self.agent.get(&self.url(path)).call())
+        let mut req = self.agent.get(&self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        self.finish(req.call())
+    }
+
+    /// A 2xx answer's body as text (`/metrics`), kept as it came.
+    pub(crate) fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let addr = self.addr;
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            addr,
+            reason: e.to_string(),
+        };
+        let resp = self
+            .agent
+            .get(&self.url(path))
+            .call()
+            .map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().map_err(unreachable)?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(ClientError::Unexpected {
+                addr,
+                status,
+                body: text,
+            })
+        }
     }
 
     pub(crate) fn post<T: DeserializeOwned>(
@@ -74,10 +116,13 @@ impl OpsClient {
         body: &impl Serialize,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).expect("request bodies are plain data");
-        let req = self
+        let mut req = self
             .agent
             .post(&self.url(path))
             .header("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
         self.finish(req.send(&body[..]))
     }
 

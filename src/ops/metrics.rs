@@ -60,6 +60,7 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(h) => {
                     describe();
+                    zero();
                     Some(h)
                 }
                 Err(e) => {
@@ -71,11 +72,50 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The series that only appear on first use (a stream opened, a task run)
+/// exist from the first scrape, at 0: the dashboard's panels and a
+/// `rate()` over them then start from a value rather than from nothing.
+fn zero() {
+    metrics::gauge!("erlmcp_sse_streams_open").set(0.0);
+    metrics::gauge!("erlmcp_tasks_running").set(0.0);
+    metrics::counter!("erlmcp_tasks_created_total").increment(0);
+    for status in ["completed", "failed", "cancelled"] {
+        metrics::counter!("erlmcp_tasks_finished_total", "status" => status).increment(0);
+    }
+}
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "erlmcp_requests_total",
-        "MCP requests served, by method and outcome"
+        "MCP requests served, by method and outcome (ok, tool_error, client_error, server_error)"
+    );
+    describe_histogram!(
+        "erlmcp_tool_call_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a tools/call, by toolset and tool"
+    );
+    describe_gauge!(
+        "erlmcp_ready",
+        "1 while /readyz would answer ready (started, not stopping, able to serve its role)"
+    );
+    describe_gauge!(
+        "erlmcp_store_writer_queue_length",
+        "Writes waiting for the store's writer"
+    );
+    describe_gauge!(
+        "erlmcp_store_writer_queue_capacity",
+        "Writes the writer's queue holds; past it, writers wait"
+    );
+    describe_gauge!(
+        "erlmcp_filesystem_avail_bytes",
+        Unit::Bytes,
+        "Space left to erlmcp on the file system of a directory (label dir: data, backups)"
+    );
+    describe_gauge!(
+        "erlmcp_filesystem_size_bytes",
+        Unit::Bytes,
+        "Size of the file system of a directory (label dir: data, backups)"
     );
     describe_histogram!(
         "erlmcp_request_duration_seconds",

@@ -8,6 +8,7 @@
 //! command run through the daemon exits with the code it would have had
 //! run on the files.
 
+pub(crate) mod auth;
 pub(crate) mod backup;
 pub(crate) mod client;
 #[cfg(feature = "fault-injection")]
@@ -54,6 +55,8 @@ pub(crate) struct OpsState {
     /// The replication secret (links from the peer present it).
     pub(crate) secret: Option<replication::Secret>,
     pub(crate) upgrade: Option<Arc<Upgrade>>,
+    /// Who may change state through the listener.
+    pub(crate) auth: auth::OpsAuth,
 }
 
 impl OpsState {
@@ -83,7 +86,11 @@ pub(crate) fn router(state: Arc<OpsState>) -> Router {
         .merge(replication::routes());
     #[cfg(feature = "fault-injection")]
     let r = r.merge(fault::routes());
-    r.with_state(state)
+    r.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::guard,
+    ))
+    .with_state(state)
 }
 
 /// Serves the ops listener until `stop`: TCP_NODELAY on every socket (a

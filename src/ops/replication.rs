@@ -69,7 +69,7 @@ impl Secret {
     }
 }
 
-fn authorized(s: &OpsState, headers: &HeaderMap) -> bool {
+pub(super) fn authorized(s: &OpsState, headers: &HeaderMap) -> bool {
     let Some(secret) = &s.secret else {
         return false;
     };

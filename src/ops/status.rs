@@ -143,6 +143,34 @@ pub fn update_gauges(s: &OpsState) {
     metrics::counter!("erlmcp_store_commits_total").absolute(load(&w.commits));
     metrics::counter!("erlmcp_store_jobs_total").absolute(load(&w.jobs));
     metrics::counter!("erlmcp_store_failed_commits_total").absolute(load(&w.failed_commits));
+    metrics::gauge!("erlmcp_store_writer_queue_length")
+        .set(s.server.store.writer_queue_len() as f64);
+    metrics::gauge!("erlmcp_store_writer_queue_capacity").set(crate::store::WRITER_QUEUE as f64);
+    metrics::gauge!("erlmcp_ready").set(if super::health::ready_now(s) {
+        1.0
+    } else {
+        0.0
+    });
+    let data_dir = s
+        .server
+        .store
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf);
+    let backup_dir = Some(s.backups.dir.clone());
+    for (dir, path) in [("data", data_dir), ("backups", backup_dir)] {
+        // A backup directory not made yet is measured where it will be.
+        let Some(space) = path
+            .iter()
+            .flat_map(|p| p.ancestors())
+            .find_map(|p| crate::fsx::space(p).ok())
+        else {
+            continue;
+        };
+        metrics::gauge!("erlmcp_filesystem_avail_bytes", "dir" => dir)
+            .set(space.avail_bytes as f64);
+        metrics::gauge!("erlmcp_filesystem_size_bytes", "dir" => dir).set(space.size_bytes as f64);
+    }
     if let Some(r) = &s.replication {
         // Computing the status refreshes the replication gauges.
         let _ = r.status();

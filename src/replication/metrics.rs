@@ -78,7 +78,33 @@ pub(crate) fn describe() {
     );
 }
 
+/// The counters the alerts watch, at zero from the start: a series that
+/// appears at 1 shows no increase.
+pub(crate) fn init_counters() {
+    for c in [
+        "erlmcp_replication_discarded_changes_total",
+        "erlmcp_replication_conflicts_total",
+        "erlmcp_replication_degraded_total",
+        "erlmcp_replication_snapshots_total",
+    ] {
+        metrics::counter!(c).increment(0);
+    }
+    metrics::counter!("erlmcp_replication_writes_refused_total", "reason" => "no_standby")
+        .increment(0);
+    for r in [Role::Primary, Role::Standby] {
+        metrics::counter!("erlmcp_replication_role_changes_total", "role" => r.as_str())
+            .increment(0);
+    }
+}
+
+/// A role taken (at start or by a change).
 pub(crate) fn role(r: Role) {
+    role_gauge(r);
+    metrics::counter!("erlmcp_replication_role_changes_total", "role" => r.as_str()).increment(1);
+}
+
+/// The role gauge alone (refreshed at every scrape).
+pub(crate) fn role_gauge(r: Role) {
     for other in [Role::Primary, Role::Standby] {
         metrics::gauge!("erlmcp_replication_role", "role" => other.as_str()).set(if other == r {
             1.0
@@ -86,7 +112,6 @@ pub(crate) fn role(r: Role) {
             0.0
         });
     }
-    metrics::counter!("erlmcp_replication_role_changes_total", "role" => r.as_str()).increment(1);
 }
 
 pub(crate) fn epoch(e: u64) {

@@ -177,6 +177,7 @@ impl Replication {
             unrecorded: Arc::new(unrecorded),
         })));
         metrics::describe();
+        metrics::init_counters();
         let repl = Arc::new(Replication {
             node: config.node_name.clone(),
             cfg,
@@ -566,11 +567,14 @@ impl Replication {
                 (lag, secs)
             }
         };
+        metrics::role_gauge(s.role);
         if s.role == Role::Primary {
             let (connected, acked) = standby.map(|(a, _)| (true, a)).unwrap_or((false, 0));
             metrics::standby(connected, acked);
             metrics::lag(lag, lag_secs);
             metrics::in_sync(self.gate.sync_standby());
+        } else {
+            metrics::in_sync(s.in_sync);
         }
         metrics::last_sequence(self.last_seq());
         Status {

@@ -18,6 +18,9 @@ pub struct AuditEntry {
     pub outcome: String,
     pub duration_us: Option<i64>,
     pub detail: Option<String>,
+    /// Who acted: a token's name; `None` where nobody authenticated (auth
+    /// off, stdio, the daemon itself).
+    pub principal: Option<String>,
 }
 
 /// Longest `detail` kept: an error message can quote client input, and a
@@ -28,8 +31,8 @@ pub const MAX_DETAIL_BYTES: usize = 1024;
 pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     let detail = e.detail.as_deref().map(|d| truncate(d, MAX_DETAIL_BYTES));
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO audit_log (at_ms, session_id, kind, subject, outcome, duration_us, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO audit_log (at_ms, session_id, kind, subject, outcome, duration_us, detail, principal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     stmt.execute(params![
         e.at_ms,
@@ -38,7 +41,8 @@ pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
         e.subject,
         e.outcome,
         e.duration_us,
-        detail
+        detail,
+        e.principal
     ])?;
     Ok(())
 }
@@ -92,8 +96,8 @@ pub fn recent(
     limit: i64,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail FROM audit_log
-         WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
+        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal
+         FROM audit_log WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![kind, limit], |r| {
@@ -105,9 +109,44 @@ pub fn recent(
                 outcome: r.get(4)?,
                 duration_us: r.get(5)?,
                 detail: r.get(6)?,
+                principal: r.get(7)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// What `erlmcp audit` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only rows at or after this time (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    pub principal: Option<String>,
+    pub limit: i64,
+}
+
+/// Rows matching `q`, oldest first (the newest `q.limit` of them).
+pub fn query(conn: &Connection, q: &Query) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal
+         FROM audit_log WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR principal = ?2)
+         ORDER BY id DESC LIMIT ?3",
+    )?;
+    let mut rows = stmt
+        .query_map(params![q.since_ms, q.principal, q.limit], |r| {
+            Ok(AuditEntry {
+                at_ms: r.get(0)?,
+                session_id: r.get(1)?,
+                kind: r.get(2)?,
+                subject: r.get(3)?,
+                outcome: r.get(4)?,
+                duration_us: r.get(5)?,
+                detail: r.get(6)?,
+                principal: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.reverse();
     Ok(rows)
 }
 
@@ -130,6 +169,7 @@ mod tests {
             outcome: "ok".into(),
             duration_us: None,
             detail,
+            principal: None,
         }
     }
 

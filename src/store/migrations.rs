@@ -200,6 +200,33 @@ INSERT INTO tasks_kept_v5 SELECT * FROM tasks;
 DROP TABLE tasks;
 "#;
 
+/// Static API tokens (`erlmcp token`): only a SHA-256 digest of each
+/// secret is kept (the secrets are 32 random bytes: a digest needs no salt
+/// or stretching to resist guessing). `scopes` is space-separated, as OAuth
+/// writes them. A primary key, so replication carries the table (and a
+/// revocation) to the standby. Audit rows name who acted: the token's name.
+const V6_UP: &str = r#"
+CREATE TABLE tokens (
+    name       TEXT PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    scopes     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+ALTER TABLE audit_log ADD COLUMN principal TEXT;
+CREATE INDEX audit_log_principal ON audit_log(principal, at_ms);
+"#;
+
+/// Tokens are kept aside; the principals of audit rows go with their column.
+const V6_DOWN: &str = r#"
+DROP INDEX audit_log_principal;
+ALTER TABLE audit_log DROP COLUMN principal;
+CREATE TABLE IF NOT EXISTS tokens_kept_v6 AS SELECT * FROM tokens WHERE 0;
+INSERT INTO tokens_kept_v6 SELECT * FROM tokens;
+DROP TABLE tokens;
+"#;
+
 const V1_DOWN: &str = r#"
 DROP TRIGGER memory_observations_ad;
 DROP TRIGGER memory_observations_ai;
@@ -288,6 +315,11 @@ const REGULAR: &[Migration] = &[
         version: 5,
         up: V5_UP,
         down: V5_DOWN,
+    },
+    Migration {
+        version: 6,
+        up: V6_UP,
+        down: V6_DOWN,
     },
 ];
 
@@ -539,6 +571,13 @@ mod tests {
             )
             .unwrap();
         }
+        if v >= 6 {
+            c.execute_batch(
+                "INSERT INTO tokens VALUES ('ci', x'0102', 'memory:read', 1, NULL, NULL);
+                 UPDATE audit_log SET principal = 'ci';",
+            )
+            .unwrap();
+        }
     }
 
     /// Every table's rows in order; the full-text index by what it finds.
@@ -606,7 +645,7 @@ mod tests {
             for t in kept {
                 let rows = after.remove(&t).unwrap();
                 assert!(
-                    !rows.is_empty() || !t.contains("tasks"),
+                    !rows.is_empty() || !(t.contains("tasks") || t.contains("tokens")),
                     "from {k}: {t} kept the newer release's rows"
                 );
             }
@@ -625,6 +664,13 @@ mod tests {
              INSERT INTO memory_tags VALUES (1, 'friend');",
         )
         .unwrap();
+        if k < 6 {
+            c.execute_batch(
+                "INSERT INTO tokens VALUES ('new', x'03', '*', 1, 2, NULL);
+                 UPDATE audit_log SET principal = 'new';",
+            )
+            .unwrap();
+        }
         if k < 5 {
             c.execute_batch(
                 "INSERT INTO tasks (id, owner, runner, protocol_version, method, request, client, status,

@@ -19,6 +19,7 @@ pub mod kv;
 pub(crate) mod lease;
 pub(crate) mod sessions;
 pub(crate) mod tasks;
+pub mod tokens;
 
 pub use error::StoreError;
 pub(crate) use writer::WriterStats;
@@ -69,6 +70,9 @@ struct Inner {
     _lock: lock::DataDirLock,
 }
 
+/// Commands the writer's queue holds; past it, writers wait for room.
+pub const WRITER_QUEUE: usize = 4096;
+
 /// The database file name inside the data directory.
 pub const DB_FILE: &str = "erlmcp.db";
 
@@ -95,7 +99,7 @@ impl Store {
         });
         let (rtx, rrx) = flume::bounded(4096);
         let pool = readers::spawn(&path, opts.readers.max(1), rrx)?;
-        let (wtx, wrx) = flume::bounded(4096);
+        let (wtx, wrx) = flume::bounded(WRITER_QUEUE);
         let reopen = writer::Reopen {
             path: path.clone(),
             sync: opts.synchronous,
@@ -187,6 +191,11 @@ impl Store {
 
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.shared.stats
+    }
+
+    /// Commands waiting for the writer (of [`WRITER_QUEUE`] at most).
+    pub fn writer_queue_len(&self) -> usize {
+        self.inner.writer.len()
     }
 
     /// Installs (or removes) the hook called around every commit group.

@@ -222,6 +222,9 @@ impl Supervisor {
         let mut generation = vec![0u64; n];
         let mut restarts: VecDeque<Instant> = VecDeque::new();
         for i in 0..n {
+            // At zero from the start: a first restart then shows as an increase.
+            metrics::counter!("erlmcp_child_restarts_total", "child" => self.children[i].name.clone())
+                .increment(0);
             running[i] = Some(self.start(i, generation[i], &stop, &tx));
         }
         loop {

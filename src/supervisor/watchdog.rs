@@ -17,7 +17,13 @@ pub fn beat_interval() -> Duration {
 }
 
 /// Runs until `stop`; returns at once when systemd set no watchdog.
-pub async fn run(beats: Heartbeats, stop: CancellationToken) -> Result<(), super::ChildError> {
+/// `withholding` hears when the pings stop (`true`) and when they resume,
+/// so the next start can tell that systemd's watchdog ended this process.
+pub async fn run(
+    beats: Heartbeats,
+    withholding: impl Fn(bool) + Send,
+    stop: CancellationToken,
+) -> Result<(), super::ChildError> {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         stop.cancelled().await;
         return Ok(());
@@ -25,7 +31,7 @@ pub async fn run(beats: Heartbeats, stop: CancellationToken) -> Result<(), super
     tracing::info!(interval = ?interval, "systemd watchdog enabled");
     let period = interval / 2;
     let mut tick = tokio::time::interval(period);
-    let mut withholding = false;
+    let mut withheld = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -34,13 +40,15 @@ pub async fn run(beats: Heartbeats, stop: CancellationToken) -> Result<(), super
         // A beat may be one beat interval older than a ping period.
         let stale = beats.stale(period + beat_interval());
         if stale.is_empty() {
-            if withholding {
+            if withheld {
                 tracing::info!("all critical children answer again; watchdog pings resume");
-                withholding = false;
+                withheld = false;
+                withholding(false);
             }
             systemd::watchdog();
-        } else if !withholding {
-            withholding = true;
+        } else if !withheld {
+            withheld = true;
+            withholding(true);
             let who: Vec<String> = stale
                 .iter()
                 .map(|(n, age)| format!("{n} ({age:.1?} ago)"))

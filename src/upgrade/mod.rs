@@ -17,6 +17,7 @@
 pub(crate) mod apply;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod fault;
+mod metrics;
 pub(crate) mod probation;
 pub(crate) mod record;
 
@@ -169,6 +170,8 @@ impl Upgrade {
             }
         };
         record::save(&config.data_dir, &r)?;
+        metrics::describe();
+        metrics::state(&r.state);
         Ok(Arc::new(Upgrade {
             data_dir: config.data_dir.clone(),
             backups,
@@ -198,6 +201,7 @@ impl Upgrade {
             "{release} confirmed after {healthy_secs} s ready and healthy"
         ));
         unpin(&self.backups, r.restore_point.take());
+        metrics::state(&r.state);
         if let Err(e) = record::save(&self.data_dir, &r) {
             tracing::error!(error = %e, "cannot record the confirmation");
         }

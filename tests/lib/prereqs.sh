@@ -90,6 +90,28 @@ ensure_cargo_fuzz() {
   export PATH=$CI_ERLMCP_CACHE/bin:$PATH
 }
 
+# promtool (rule checks and rule unit tests) and the Prometheus server
+# (tests/opskit.rs runs one against erlmcp) from Debian's `prometheus`
+# package, unpacked into the cache rather than installed: installing it
+# would enable and start a Prometheus server on the CI host.
+PROMETHEUS_DIR=$CI_ERLMCP_CACHE/prometheus
+PROMTOOL=$PROMETHEUS_DIR/usr/bin/promtool
+ensure_promtool() {
+  [[ -x $PROMTOOL ]] && return 0
+  echo "unpacking Debian's prometheus package into $PROMETHEUS_DIR (promtool)"
+  local tmp
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -q prometheus >&2); then
+    apt-get update -q >&2
+    (cd "$tmp" && apt-get download -q prometheus >&2) || { rm -rf "$tmp"; return 1; }
+  fi
+  rm -rf "$PROMETHEUS_DIR.tmp"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$PROMETHEUS_DIR.tmp" &&
+    rm -rf "$PROMETHEUS_DIR" && mv "$PROMETHEUS_DIR.tmp" "$PROMETHEUS_DIR"
+  rm -rf "$tmp"
+  "$PROMTOOL" --version >/dev/null
+}
+
 ensure_nextest() {
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest >&2
 }

@@ -97,7 +97,10 @@ with subtest("a hung process is killed by the watchdog and restarted"):
     server.succeed("grep -q '^WatchdogSec=' \"$(systemctl show -P FragmentPath erlmcp.service)\"")
     t.assertNotEqual(server.succeed("systemctl show -P WatchdogUSec erlmcp.service").strip(), "0")
     pid = main_pid()
-    server.succeed("curl -sf -X POST http://127.0.0.1:9718/fault/hang-writer")
+    # The ops listener is bound beyond loopback here: a POST needs a token
+    # with scope ops, and the daemon's local credential is one.
+    server.succeed("curl -sf -X POST -H \"Authorization: Bearer $(cat /var/lib/erlmcp/ops.token)\" "
+                   "http://127.0.0.1:9718/fault/hang-writer")
     server.wait_until_succeeds(f"test $(systemctl show -P MainPID erlmcp.service) -ne {pid} "
                                "&& systemctl is-active erlmcp.service", timeout=120)
     assert "watchdog timeout" in server.succeed("journalctl -u erlmcp.service").lower()

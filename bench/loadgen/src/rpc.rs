@@ -22,11 +22,19 @@ pub fn initialize_body(id: u64) -> Bytes {
 
 pub const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
-/// A request body split around its id: `prefix ID suffix`.
+/// A request body split around its id: `prefix ID suffix`, where the
+/// suffix may itself be split around `%UNIQUE%` placeholders (each filled
+/// with a number no other request of this process gets: writes that must
+/// change something, like `create_entities` of a new name).
 pub struct Template {
     prefix: &'static [u8],
-    suffix: Vec<u8>,
+    suffix: Vec<Vec<u8>>,
 }
+
+/// What `--args` may contain to get a value unique to each request.
+pub const UNIQUE: &str = "%UNIQUE%";
+
+static NEXT_UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Template {
     pub fn new(method: &str, params: Option<&str>) -> Self {
@@ -38,7 +46,7 @@ impl Template {
         suffix.push('}');
         Self {
             prefix: br#"{"jsonrpc":"2.0","id":"#,
-            suffix: suffix.into_bytes(),
+            suffix: suffix.split(UNIQUE).map(|p| p.as_bytes().to_vec()).collect(),
         }
     }
 
@@ -60,14 +68,20 @@ impl Template {
     }
 
     pub fn len_hint(&self) -> usize {
-        self.prefix.len() + self.suffix.len() + 20
+        self.prefix.len() + self.suffix.iter().map(|p| p.len() + 20).sum::<usize>() + 20
     }
 
     /// Appends the body for `id` to `out` (no intermediate allocation).
     pub fn write(&self, id: u64, out: &mut impl BufMut) {
         out.put_slice(self.prefix);
         put_u64(id, out);
-        out.put_slice(&self.suffix);
+        for (i, part) in self.suffix.iter().enumerate() {
+            if i > 0 {
+                let n = NEXT_UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                put_u64(n, out);
+            }
+            out.put_slice(part);
+        }
     }
 
     pub fn body(&self, id: u64) -> Bytes {

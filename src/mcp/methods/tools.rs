@@ -25,6 +25,7 @@ pub fn list(
         ctx.version,
         p.cursor.as_deref(),
         server.settings().page_size,
+        ctx.grant.as_deref(),
     )?;
     Ok(list_result("tools", tools, next))
 }
@@ -47,24 +48,54 @@ pub async fn call(
 ) -> Result<Value, McpError> {
     let p: CallParams = params(raw)?;
     let catalog = server.catalog();
-    let Some((entry, _)) = catalog.tool(&p.name) else {
+    let Some((entry, toolset)) = catalog.tool(&p.name) else {
         return Err(
             McpError::invalid_params(format!("Unknown tool: {}", p.name))
                 .with_data(json!({ "name": p.name })),
         );
     };
+    // The HTTP transport refuses this with 403 before it gets here; this
+    // holds for every other way a call arrives.
+    if let Some(g) = &ctx.grant
+        && !catalog.grants(g, entry)
+    {
+        let scope = catalog.needed_scope(entry);
+        let principal = ctx.grant.as_ref().map(|g| g.principal.clone());
+        let session = ctx.session_id().map(str::to_owned);
+        audit_refusal(&server.store, session, principal, &p.name, &scope);
+        return Err(insufficient_scope(&p.name, &scope));
+    }
     let args = match p.arguments {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(a @ Value::Object(_)) => a,
         Some(_) => return Err(McpError::invalid_params("arguments must be an object")),
     };
+    // The request's span (see `dispatch`) names the tool.
+    tracing::Span::current()
+        .record("gen_ai.tool.name", p.name.as_str())
+        .record("erlmcp.toolset", toolset.name());
     let plan = launch::plan(ctx, &entry.def, p.task.as_ref(), &server.settings().tasks)?;
+    let started = Instant::now();
+    let duration = entry.duration.clone();
     let call = ToolCall {
         catalog: catalog.clone(),
         name: p.name,
         args,
-        started: Instant::now(),
+        started,
     };
+    let answered = run(server, ctx, call, plan).await;
+    // The latency objective's measure: until the client has its answer (a
+    // result, an error, or the handle of a task that goes on).
+    duration.record(started.elapsed().as_secs_f64());
+    answered
+}
+
+async fn run(
+    server: &Server,
+    ctx: &RequestContext,
+    call: ToolCall,
+    plan: Plan,
+) -> Result<Value, McpError> {
     match plan {
         Plan::Direct => {
             let outcome = runner::invoke(&call.catalog, &call.name, call.args, ctx).await;
@@ -91,7 +122,8 @@ fn answer(
 ) -> Result<Value, McpError> {
     if server.settings().audit_tool_calls {
         let session = ctx.session_id().map(str::to_owned);
-        audit_to(&server.store, session, tool, &outcome, started);
+        let principal = ctx.grant.as_ref().map(|g| g.principal.clone());
+        audit_to(&server.store, session, principal, tool, &outcome, started);
     }
     match outcome {
         Ok(out) => Ok(out.to_json(ctx.version)),
@@ -117,6 +149,7 @@ pub fn tool_error_to_result(ctx: &RequestContext, e: ToolError) -> Result<Value,
 pub(crate) fn audit_to(
     store: &Store,
     session_id: Option<String>,
+    principal: Option<String>,
     tool: &str,
     outcome: &ToolResult,
     started: Instant,
@@ -137,6 +170,39 @@ pub(crate) fn audit_to(
         outcome: result.into(),
         duration_us: Some(started.elapsed().as_micros() as i64),
         detail,
+        principal,
+    };
+    store.write_batched(move |tx| store::audit::record(tx, &entry));
+}
+
+/// The error of a call beyond the caller's scopes: 403 where the
+/// transport has a status to give.
+pub fn insufficient_scope(tool: &str, scope: &str) -> McpError {
+    McpError::new(
+        -32001,
+        format!("insufficient scope: calling {tool} needs scope {scope}"),
+    )
+    .with_data(json!({ "name": tool, "scope": scope }))
+    .with_status(403)
+}
+
+/// Records a tool call refused for its scope (batched, like every call).
+pub(crate) fn audit_refusal(
+    store: &Store,
+    session_id: Option<String>,
+    principal: Option<String>,
+    tool: &str,
+    scope: &str,
+) {
+    let entry = AuditEntry {
+        at_ms: crate::clock::now_millis(),
+        session_id,
+        kind: "tool".into(),
+        subject: tool.to_owned(),
+        outcome: "insufficient_scope".into(),
+        duration_us: None,
+        detail: Some(format!("needs scope {scope}")),
+        principal,
     };
     store.write_batched(move |tx| store::audit::record(tx, &entry));
 }

@@ -146,6 +146,7 @@ impl ToolCall {
             max_result_bytes: settings.tasks.max_result_bytes,
             audit: settings.audit_tool_calls.then(|| server.store.clone()),
             session_id: ctx.session_id().map(str::to_owned),
+            principal: ctx.grant.as_ref().map(|g| g.principal.clone()),
             tool: self.name.clone(),
             started: self.started,
             in_flight: server.begin(),

@@ -145,6 +145,7 @@ async fn rerun(server: &Server, row: &TaskRow) -> Result<bool, StoreError> {
         max_result_bytes: settings.tasks.max_result_bytes,
         audit: settings.audit_tool_calls.then(|| server.store.clone()),
         session_id: row.session_id.clone(),
+        principal: None,
         tool,
         started: Instant::now(),
         in_flight: server.begin(),
@@ -182,6 +183,9 @@ async fn context(server: &Server, row: &TaskRow) -> RequestContext {
         signer: server.signer(),
         client_request_timeout: server.settings().client_request_timeout,
         principal: row.owner.strip_prefix("principal:").map(Arc::from),
+        // The call was authorized when it was made; its end is audited
+        // without a principal (the token is not kept with the task).
+        grant: None,
         task: None,
     }
 }

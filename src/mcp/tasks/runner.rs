@@ -67,6 +67,8 @@ pub struct Recorder {
     /// The audit log, when tool calls are audited.
     pub audit: Option<Store>,
     pub session_id: Option<String>,
+    /// Who called, for the audit row.
+    pub principal: Option<String>,
     pub tool: String,
     pub started: Instant,
     /// Keeps a graceful stop waiting for the task, as for a request.
@@ -94,6 +96,7 @@ async fn record(rec: Recorder, live: &LiveTask, out: ToolResult) {
         crate::mcp::methods::tools::audit_to(
             store,
             rec.session_id.clone(),
+            rec.principal.clone(),
             &rec.tool,
             &out,
             rec.started,

@@ -8,6 +8,7 @@
 //! timeouts; [`limits`] bounds what each client spends on requests and
 //! streams.
 
+pub(crate) mod auth;
 mod connection;
 mod delete;
 mod get;
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HttpConfig, LimitsConfig};
+use crate::config::{AuthConfig, AuthMode, HttpConfig, LimitsConfig};
 use crate::mcp::error::McpError;
 use crate::mcp::jsonrpc;
 use crate::mcp::server::Server;
@@ -54,6 +55,7 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
+    pub auth: AuthMode,
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
     /// The `Retry-After` of a session refused by a cap: unfinished
@@ -66,8 +68,9 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// `fd_limit` is the process's open-file limit (the default connection
     /// cap is derived from it).
-    pub fn from_config(c: &HttpConfig, l: &LimitsConfig, fd_limit: u64) -> Self {
+    pub fn from_config(c: &HttpConfig, l: &LimitsConfig, auth: &AuthConfig, fd_limit: u64) -> Self {
         HttpSettings {
+            auth: auth.mode,
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
             max_body_bytes: c.max_body_bytes,
@@ -288,8 +291,20 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
+    // After the standby's refusal: a standby serves nobody, and audits
+    // nothing (its store takes no local writes).
+    let grant = match state.settings().auth {
+        AuthMode::Off => None,
+        AuthMode::Tokens => {
+            let what = format!("{} /mcp", req.method());
+            match auth::authenticate(&state.server.store, req.headers(), &what).await {
+                auth::Checked::Granted(g) => Some(g),
+                auth::Checked::Refused(r) => return r,
+            }
+        }
+    };
     match *req.method() {
-        axum::http::Method::POST => post::handle(state, client, req).await,
+        axum::http::Method::POST => post::handle(state, client, req, grant).await,
         axum::http::Method::GET => get::handle(state, client, req).await,
         axum::http::Method::DELETE => delete::handle(state, req).await,
         _ => {

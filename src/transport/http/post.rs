@@ -21,6 +21,7 @@ use super::{
 };
 use crate::mcp::dispatch::{Call, Caller, Reply};
 use crate::mcp::error::McpError;
+use crate::mcp::grant::Grant;
 use crate::mcp::jsonrpc::{self, Incoming, RequestId};
 use crate::mcp::meta::RequestMeta;
 use crate::mcp::methods;
@@ -28,7 +29,12 @@ use crate::mcp::outbound::{SharedSink, Sink};
 use crate::mcp::session::Session;
 use crate::mcp::version::ProtocolVersion;
 
-pub async fn handle(state: Arc<HttpState>, client: ClientKey, req: Request) -> Response {
+pub async fn handle(
+    state: Arc<HttpState>,
+    client: ClientKey,
+    req: Request,
+    grant: Option<Arc<Grant>>,
+) -> Response {
     let settings = state.settings();
     let (parts, body) = req.into_parts();
     if !is_json(&parts.headers) {
@@ -54,13 +60,52 @@ pub async fn handle(state: Arc<HttpState>, client: ClientKey, req: Request) -> R
     };
     match msg {
         Incoming::Request { id, method, params } => {
-            request(&state, &client, &parts.headers, id, method, params).await
+            if let Some(g) = &grant
+                && method == "tools/call"
+                && let Some(refused) =
+                    beyond_scope(&state, &parts.headers, g, &id, params.as_deref())
+            {
+                return refused;
+            }
+            request(&state, &client, &parts.headers, id, method, params, grant).await
         }
         Incoming::Notification { method, params } => {
             notification(&state, &parts.headers, &method, params.as_deref()).await
         }
         Incoming::Response { id, outcome } => response(&state, &parts.headers, id, outcome).await,
     }
+}
+
+/// The 403 of a tools/call the grant does not cover, answered before any
+/// session or era check so every route refuses it the same way. A tool
+/// that does not exist is left to the dispatcher (-32602).
+fn beyond_scope(
+    state: &HttpState,
+    h: &HeaderMap,
+    grant: &Grant,
+    id: &RequestId,
+    params: Option<&RawValue>,
+) -> Option<Response> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let name = serde_json::from_str::<Named>(params?.get()).ok()?.name;
+    let catalog = state.server.catalog();
+    let (entry, _) = catalog.tool(&name)?;
+    if catalog.grants(grant, entry) {
+        return None;
+    }
+    let scope = catalog.needed_scope(entry);
+    let session = headers::get(h, SESSION_HEADER).map(str::to_owned);
+    methods::tools::audit_refusal(
+        &state.server.store,
+        session,
+        Some(grant.principal.clone()),
+        &name,
+        &scope,
+    );
+    Some(super::auth::forbidden(id, &name, &scope))
 }
 
 fn is_json(h: &HeaderMap) -> bool {
@@ -211,6 +256,7 @@ async fn request(
     id: RequestId,
     method: String,
     params: Option<Box<RawValue>>,
+    grant: Option<Arc<Grant>>,
 ) -> Response {
     let (accept_json, accept_sse) = headers::accepts(h);
     if !accept_json && !accept_sse {
@@ -241,9 +287,23 @@ async fn request(
     match era {
         Era::Initialize => initialize(state, client, id, params.as_deref()).await,
         Era::Modern(meta) => {
-            modern(state, client, h, id, method, params, *meta, use_sse, slot).await
+            let call = Call {
+                id,
+                method,
+                params,
+                grant,
+            };
+            modern(state, client, h, call, *meta, use_sse, slot).await
         }
-        Era::Session(s) => legacy(state, s, id, method, params, use_sse, slot).await,
+        Era::Session(s) => {
+            let call = Call {
+                id,
+                method,
+                params,
+                grant,
+            };
+            legacy(state, s, call, use_sse, slot).await
+        }
     }
 }
 
@@ -288,21 +348,20 @@ async fn modern(
     state: &Arc<HttpState>,
     client: &ClientKey,
     h: &HeaderMap,
-    id: RequestId,
-    method: String,
-    params: Option<Box<RawValue>>,
+    call: Call,
     meta: RequestMeta,
     use_sse: bool,
     slot: Option<Slot>,
 ) -> Response {
-    let meta = match check_modern_request(h, &method, params.as_deref(), &meta) {
+    let (id, method, params) = (&call.id, call.method.as_str(), call.params.as_deref());
+    let meta = match check_modern_request(h, method, params, &meta) {
         Ok(m) => m,
-        Err(e) => return json_error(modern_status(&e), Some(&id), &e),
+        Err(e) => return json_error(modern_status(&e), Some(id), &e),
     };
     if method == "tools/call"
-        && let Err(e) = check_param_headers(state, h, params.as_deref())
+        && let Err(e) = check_param_headers(state, h, params)
     {
-        return json_error(modern_status(&e), Some(&id), &e);
+        return json_error(modern_status(&e), Some(id), &e);
     }
     let caller = Caller::Modern {
         meta,
@@ -310,9 +369,8 @@ async fn modern(
         principal: super::principal::of(h),
     };
     if method == "subscriptions/listen" {
-        return listen(state, client, &caller, id, params.as_deref()).await;
+        return listen(state, client, &caller, call.id.clone(), params).await;
     }
-    let call = Call { id, method, params };
     if !use_sse {
         let cancel = CancellationToken::new();
         let _stop_on_disconnect = cancel.clone().drop_guard();
@@ -447,14 +505,11 @@ async fn listen(
 async fn legacy(
     state: &Arc<HttpState>,
     session: Arc<Session>,
-    id: RequestId,
-    method: String,
-    params: Option<Box<RawValue>>,
+    call: Call,
     use_sse: bool,
     slot: Option<Slot>,
 ) -> Response {
     let caller = Caller::Session(session.clone());
-    let call = Call { id, method, params };
     if !use_sse {
         // Related messages go to the session's GET stream, if it has one.
         let sink = session.peer.server_stream();
