@@ -81,8 +81,8 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
 }
 
-/// `[limits]`: what one client (an address; the principal once requests
-/// are authenticated) and all clients together may hold or spend. Every
+/// `[limits]`: what one client (an address; the principal, with
+/// `auth.mode = "tokens"`) and all clients together may hold or spend. Every
 /// refusal is counted in `erlmcp_http_refusals_total{limit}`; see
 /// `docs/operations/limits.md`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

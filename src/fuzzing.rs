@@ -160,7 +160,9 @@ pub fn http_headers(data: &[u8]) {
     for value in h.get_all("x-client-address") {
         if let Some(ip) = value.to_str().ok().and_then(|v| v.parse::<IpAddr>().ok()) {
             let key = ClientKey::of_address(ip);
-            let ClientKey::Address(masked) = &key;
+            let ClientKey::Address(masked) = &key else {
+                panic!("an address made {key:?}");
+            };
             assert_eq!(ClientKey::of_address(*masked), key, "keys are stable");
             assert!(!key.owner().is_empty());
         }

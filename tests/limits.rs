@@ -809,6 +809,82 @@ fn readiness_turns_false_while_the_listener_cannot_accept() {
     served(&d.url(), &good);
 }
 
+/// With `auth.mode = "tokens"` every per-client limit follows the
+/// principal (the token's name), not the address: two tokens on one address
+/// have a session cap each, and one token's token bucket is the same from
+/// any address. The address's bucket is spent before a token is looked up,
+/// so a flood of bad credentials from one address gets 429s.
+#[test]
+fn with_tokens_the_limits_follow_the_principal() {
+    let d = Daemon::start(&[
+        ("ERLMCP_AUTH__MODE", "tokens"),
+        ("ERLMCP_LIMITS__MAX_SESSIONS_PER_CLIENT", "3"),
+        ("ERLMCP_LIMITS__REQUESTS_PER_SEC", "1"),
+        ("ERLMCP_LIMITS__REQUEST_BURST", "6"),
+    ]);
+    let token = |name: &str| {
+        let out = common::backup::erlmcp(
+            &d.data,
+            &["token", "create", "--name", name, "--scope", "*"],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let post = |bearer: &str, body: &[u8]| {
+        let mut h = JSON.to_vec();
+        h.push(("Authorization", bearer));
+        request_bytes("POST", &h, body)
+    };
+    let with = |bearer: &str| post(bearer, &initialize_body(1));
+    // Past the rate check and the token, then 400 (no session): a request
+    // that costs a token and opens nothing.
+    let list = |bearer: &str| post(bearer, br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    let send = |s: &mut TcpStream, bytes: &[u8]| {
+        s.write_all(bytes).unwrap();
+        read_response(s).unwrap()
+    };
+
+    // Sessions: alice's cap is alice's, bob on the same address has his own.
+    let mut two = connect_from([127, 0, 0, 2], d.addr());
+    for _ in 0..3 {
+        assert_eq!(send(&mut two, &with(&alice)).status, 200);
+    }
+    let r = send(&mut two, &with(&alice));
+    assert_eq!((r.status, r.limit().as_str()), (429, "sessions_per_client"));
+    assert_eq!(send(&mut two, &with(&bob)).status, 200);
+    assert_eq!(
+        d.metric(
+            "erlmcp_http_refusals_total",
+            &["limit=\"sessions_per_client\""]
+        ),
+        1.0
+    );
+
+    // The rate: alice spent 4 of her 6; from another address, whose bucket
+    // is full, she is refused within three more (one may have refilled),
+    // and bob is not.
+    let mut three = connect_from([127, 0, 0, 3], d.addr());
+    let answers: Vec<Raw> = (0..3).map(|_| send(&mut three, &list(&alice))).collect();
+    let r = answers
+        .iter()
+        .find(|r| r.status != 400)
+        .expect("alice's bucket follows her to another address");
+    assert_eq!((r.status, r.limit().as_str()), (429, "rate"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(send(&mut three, &list(&bob)).status, 400);
+
+    // Bad credentials: answered 401 until the address's bucket is spent.
+    let mut four = connect_from([127, 0, 0, 4], d.addr());
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| send(&mut four, &list("Bearer emcp_not_a_token")).status)
+        .collect();
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    assert!((6..=7).contains(&unauthorized), "{statuses:?}");
+    assert!(statuses.ends_with(&[429, 429, 429]), "{statuses:?}");
+}
+
 /// Started with Debian's default for a service (1024 soft), erlmcp runs
 /// with the hard limit, and caps connections below it.
 #[test]

@@ -23,8 +23,8 @@ use crate::config::LimitsConfig;
 use crate::store::{self, Store, StoreError, sessions::SessionRow};
 
 /// Whom a session is charged to for the per-client cap: a label the
-/// transport chooses (the client's address today; the authenticated
-/// principal once requests carry one). The registry only compares them.
+/// transport chooses (the client's address, or the authenticated
+/// principal with `auth.mode = "tokens"`). The registry only compares them.
 pub type Owner = Arc<str>;
 
 /// Most bytes of `clientInfo` and `capabilities` (as JSON, together) a

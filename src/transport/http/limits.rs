@@ -7,12 +7,12 @@
 //! server is full), a `Retry-After`, a JSON-RPC error naming the limit,
 //! and one count in `erlmcp_http_refusals_total{limit}`.
 //!
-//! Whom a request is charged to is a [`ClientKey`]. Today that is the
-//! client's address; once requests are authenticated it is the principal,
-//! decided in one place, [`charged_to`].
+//! Whom a request is charged to is a [`ClientKey`]: the client's address,
+//! or with `auth.mode = "tokens"` the principal (the token's name) once the
+//! request is authenticated, decided in one place, [`charged_to`].
 
 use arc_swap::ArcSwap;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use super::json_error;
 use crate::config::LimitsConfig;
 use crate::mcp::error::McpError;
+use crate::mcp::grant::Grant;
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::session::{Owner, SessionError};
 
@@ -40,7 +41,9 @@ pub(crate) enum ClientKey {
     /// An IPv4 address, or the /64 network of an IPv6 address (one host
     /// usually holds a whole /64, so single addresses would not bound it).
     Address(IpAddr),
-    // Principal(Arc<str>): once requests are authenticated, see `charged_to`.
+    /// An authenticated principal: the name of the token a request bore
+    /// (`auth.mode = "tokens"`).
+    Principal(Arc<str>),
 }
 
 impl ClientKey {
@@ -70,6 +73,7 @@ impl fmt::Display for ClientKey {
         match self {
             ClientKey::Address(IpAddr::V4(a)) => write!(f, "{a}"),
             ClientKey::Address(IpAddr::V6(a)) => write!(f, "{a}/64"),
+            ClientKey::Principal(p) => write!(f, "principal {p}"),
         }
     }
 }
@@ -91,15 +95,19 @@ impl Client {
     }
 }
 
-/// Whom a request is charged to: the one place that decides it. Without
-/// authentication, its connection's address. When erlmcp authenticates
-/// requests, return `ClientKey::Principal` here and every per-client limit
-/// (rate, sessions, requests, streams) follows it; connections stay per
-/// address, since they are counted before any request is read. (The
+/// Whom a request is charged to: the one place that decides it. A request
+/// erlmcp authenticated (`grant`, `auth.mode = "tokens"`) is charged to its
+/// principal, and every per-client limit (rate, sessions, requests,
+/// streams) follows it; otherwise, and before the token is looked up, its
+/// connection's address. Connections stay per address, since they are
+/// counted before any request is read. (Without `auth.mode = "tokens"` the
 /// `Authorization` digest that scopes tasks, [`super::principal`], is not
 /// checked by erlmcp: a client could name a new one per request, so no
 /// limit may follow it.)
-pub(crate) fn charged_to(client: Option<&Client>, _headers: &HeaderMap) -> ClientKey {
+pub(crate) fn charged_to(client: Option<&Client>, grant: Option<&Grant>) -> ClientKey {
+    if let Some(g) = grant {
+        return ClientKey::Principal(Arc::from(g.principal.as_str()));
+    }
     match client {
         Some(c) => c.key.clone(),
         // Only a router served without the connection layer (never in the

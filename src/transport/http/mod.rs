@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, AuthMode, HttpConfig, LimitsConfig};
 use crate::mcp::error::McpError;
+use crate::mcp::grant::Grant;
 use crate::mcp::jsonrpc;
 use crate::mcp::server::Server;
 use crate::store::Store;
@@ -227,9 +228,10 @@ impl HttpState {
         self.streams.len()
     }
 
-    /// Whom `req` is charged to (see [`limits::charged_to`]).
-    fn client_of(req: &Request) -> ClientKey {
-        limits::charged_to(req.extensions().get::<Client>(), req.headers())
+    /// Whom `req` is charged to (see [`limits::charged_to`]), once
+    /// authenticated as `grant`, if at all.
+    fn client_of(req: &Request, grant: Option<&Grant>) -> ClientKey {
+        limits::charged_to(req.extensions().get::<Client>(), grant)
     }
 }
 
@@ -262,7 +264,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
-    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req)) {
+    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
         return refusal.response(None);
     }
     if let Some(refused) = origin_refusal(&state, &req) {
@@ -272,8 +274,10 @@ async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Respons
 }
 
 async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
-    let client = HttpState::client_of(&req);
-    if let Err(refusal) = state.limits.check_rate(&client) {
+    // The address's bucket first, before a token is looked up: a flood of
+    // bad credentials is refused here.
+    let address = HttpState::client_of(&req, None);
+    if let Err(refusal) = state.limits.check_rate(&address) {
         return refusal.response(None);
     }
     if let Some(refused) = origin_refusal(&state, &req) {
@@ -301,6 +305,18 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
                 auth::Checked::Granted(g) => Some(g),
                 auth::Checked::Refused(r) => return r,
             }
+        }
+    };
+    // Authenticated, the principal's own bucket too: every per-client
+    // limit from here on is the principal's.
+    let client = match grant.as_deref() {
+        None => address,
+        Some(g) => {
+            let principal = HttpState::client_of(&req, Some(g));
+            if let Err(refusal) = state.limits.check_rate(&principal) {
+                return refusal.response(None);
+            }
+            principal
         }
     };
     match *req.method() {
