@@ -236,8 +236,11 @@ INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_a
            ('s2', '2025-06-18', '{"name":"b"}', '{}', 2, 2);
 INSERT INTO sse_events (session_id, stream_id, seq, data, created_at)
     VALUES ('s1', 1, 1, '{"jsonrpc":"2.0"}', 1), ('s1', 1, 2, '{}', 2);
-INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us, detail)
-    VALUES (1, 1, 's1', 'tool', 'read_graph', 'ok', 10, NULL);
+INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us, detail,
+                       principal)
+    VALUES (1, 1, 's1', 'tool', 'read_graph', 'ok', 10, NULL, 'reader');
+INSERT INTO tokens (name, hash, scopes, created_at)
+    VALUES ('reader', x'0123456789abcdef0123456789abcdef', 'memory:read', 1);
 INSERT INTO memory_entities (id, name, entity_type)
     VALUES (1, 'alice', 'person'), (2, 'erlmcp', 'project');
 INSERT INTO memory_observations (id, entity_id, content)
@@ -686,8 +689,9 @@ mod tests {
                  VALUES ('s2', 0, 1, '{\"method\":\"notifications/tools/list_changed\"}', 5);
              DELETE FROM sse_events WHERE session_id = 's1' AND seq = 1;
              INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us,
-                                    detail) VALUES (2, 5, 's2', 'tool', 'create_entities',
-                                    'error', 7, 'input: missing entities');
+                                    detail, principal) VALUES (2, 5, 's2', 'tool',
+                                    'create_entities', 'error', 7, 'input: missing entities',
+                                    'writer');
              DELETE FROM audit_log WHERE id = 1;",
         ),
         (
@@ -703,6 +707,12 @@ mod tests {
             "kv",
             "UPDATE kv SET value = x'02' WHERE key = 'fixture';
              INSERT INTO kv (key, value) VALUES ('other', x'');",
+        ),
+        (
+            "tokens",
+            "INSERT INTO tokens (name, hash, scopes, created_at, expires_at)
+                 VALUES ('writer', x'fedcba9876543210fedcba9876543210', 'memory:write', 2, 99);
+             UPDATE tokens SET revoked_at = 3 WHERE name = 'reader';",
         ),
     ];
 
