@@ -250,17 +250,8 @@ fn audit(
         );
         return;
     }
-    let entry = AuditEntry {
-        at_ms: crate::clock::now_millis(),
-        session_id: None,
-        kind: "ops".into(),
-        subject: what.to_owned(),
-        outcome: outcome.to_owned(),
-        duration_us: None,
-        detail: detail.map(str::to_owned),
-        principal,
-    };
-    store.write_batched(move |tx| crate::store::audit::record(tx, &entry));
+    let entry = AuditEntry::event("ops", what, outcome, detail, principal);
+    crate::store::audit::record_batched(store, entry);
 }
 
 #[cfg(test)]

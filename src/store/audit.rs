@@ -28,6 +28,34 @@ pub struct AuditEntry {
 /// the table's size.
 pub const MAX_DETAIL_BYTES: usize = 1024;
 
+impl AuditEntry {
+    /// An event of the daemon's own (no session, no duration), now.
+    pub fn event(
+        kind: &str,
+        subject: &str,
+        outcome: &str,
+        detail: Option<&str>,
+        principal: Option<String>,
+    ) -> AuditEntry {
+        AuditEntry {
+            at_ms: crate::clock::now_millis(),
+            session_id: None,
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            outcome: outcome.to_owned(),
+            duration_us: None,
+            detail: detail.map(str::to_owned),
+            principal,
+        }
+    }
+}
+
+/// Records `e` with the writer's next batch: for refusals and other events
+/// whose caller must not wait for (or fail on) the audit write.
+pub fn record_batched(store: &super::Store, e: AuditEntry) {
+    store.write_batched(move |tx| record(tx, &e));
+}
+
 pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     let detail = e.detail.as_deref().map(|d| truncate(d, MAX_DETAIL_BYTES));
     let mut stmt = tx.prepare_cached(
@@ -100,20 +128,23 @@ pub fn recent(
          FROM audit_log WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
-        .query_map(params![kind, limit], |r| {
-            Ok(AuditEntry {
-                at_ms: r.get(0)?,
-                session_id: r.get(1)?,
-                kind: r.get(2)?,
-                subject: r.get(3)?,
-                outcome: r.get(4)?,
-                duration_us: r.get(5)?,
-                detail: r.get(6)?,
-                principal: r.get(7)?,
-            })
-        })?
+        .query_map(params![kind, limit], entry)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// One row of the `SELECT at_ms, session_id, ... principal` above.
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        at_ms: r.get(0)?,
+        session_id: r.get(1)?,
+        kind: r.get(2)?,
+        subject: r.get(3)?,
+        outcome: r.get(4)?,
+        duration_us: r.get(5)?,
+        detail: r.get(6)?,
+        principal: r.get(7)?,
+    })
 }
 
 /// What `erlmcp audit` asks for.
@@ -133,18 +164,7 @@ pub fn query(conn: &Connection, q: &Query) -> Result<Vec<AuditEntry>, StoreError
          ORDER BY id DESC LIMIT ?3",
     )?;
     let mut rows = stmt
-        .query_map(params![q.since_ms, q.principal, q.limit], |r| {
-            Ok(AuditEntry {
-                at_ms: r.get(0)?,
-                session_id: r.get(1)?,
-                kind: r.get(2)?,
-                subject: r.get(3)?,
-                outcome: r.get(4)?,
-                duration_us: r.get(5)?,
-                detail: r.get(6)?,
-                principal: r.get(7)?,
-            })
-        })?
+        .query_map(params![q.since_ms, q.principal, q.limit], entry)?
         .collect::<Result<Vec<_>, _>>()?;
     rows.reverse();
     Ok(rows)
