@@ -413,6 +413,241 @@ fn tokens_mode_lets_each_token_call_what_its_scopes_name_and_nothing_else() {
     assert!(String::from_utf8_lossy(&human.stdout).contains("create_entities"));
 }
 
+/// Prompts, resources and completions are scoped like tools: a toolset's
+/// read scope reaches them, a tool scope does not, lists show only what
+/// the caller reaches, and every route refuses the same way (403 naming
+/// the scope, audited).
+#[test]
+fn prompts_resources_and_completions_follow_the_toolset_scopes() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let d = Daemon::start(
+        &data,
+        "127.0.0.1",
+        &[
+            ("ERLMCP_AUTH__MODE", "tokens"),
+            ("ERLMCP_TOOLSETS__CONFORMANCE__ENABLED", "true"),
+        ],
+    );
+    let url = d.url();
+    let memory = create_token(&data, "mem", &["memory:read"], &[]);
+    let tool = create_token(&data, "tool", &["tool:read_graph"], &[]);
+    let conf = create_token(&data, "conf", &["conformance:read"], &[]);
+    let sid = session(&url, &memory);
+    let call = |token: &str, sid: &str, method: &str, params: Value| {
+        request(&url, token, sid, method, params)
+    };
+    let uris = |r: &Reply, key: &str, field: &str| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.result()[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key}: {}", r.body))
+            .iter()
+            .map(|x| x[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The lists: memory's resources and template only, no prompt.
+    let res = uris(
+        &call(&memory, &sid, "resources/list", json!({})),
+        "resources",
+        "uri",
+    );
+    assert!(
+        !res.is_empty() && res.iter().all(|u| u.starts_with("memory://")),
+        "{res:?}"
+    );
+    let tpl = uris(
+        &call(&memory, &sid, "resources/templates/list", json!({})),
+        "resourceTemplates",
+        "uriTemplate",
+    );
+    assert!(
+        !tpl.is_empty() && tpl.iter().all(|u| u.starts_with("memory://")),
+        "{tpl:?}"
+    );
+    assert!(
+        uris(
+            &call(&memory, &sid, "prompts/list", json!({})),
+            "prompts",
+            "name"
+        )
+        .is_empty()
+    );
+
+    // What it reaches works; what it does not is 403 naming the scope.
+    let graph = json!({ "uri": "memory://knowledge-graph" });
+    assert_eq!(
+        call(&memory, &sid, "resources/read", graph.clone()).status,
+        200
+    );
+    let entity = json!({ "ref": { "type": "ref/resource", "uri": "memory://entities/{name}" },
+        "argument": { "name": "name", "value": "" } });
+    assert_eq!(
+        call(&memory, &sid, "completion/complete", entity.clone()).status,
+        200
+    );
+    let refusals = [
+        (
+            "prompts/get",
+            json!({ "name": "test_simple_prompt" }),
+            "reading test_simple_prompt",
+        ),
+        (
+            "resources/read",
+            json!({ "uri": "test://static-text" }),
+            "reading test://static-text",
+        ),
+        (
+            "completion/complete",
+            json!({ "ref": { "type": "ref/prompt", "name": "test_prompt_with_arguments" },
+                "argument": { "name": "arg1", "value": "" } }),
+            "reading test_prompt_with_arguments",
+        ),
+    ];
+    for (method, params, what) in &refusals {
+        let r = call(&memory, &sid, method, params.clone());
+        assert_eq!(r.status, 403, "{method}: {}", r.body);
+        assert_eq!(r.error_code(), -32001, "{}", r.body);
+        assert_eq!(
+            r.header("www-authenticate").unwrap(),
+            format!(
+                r#"Bearer error="insufficient_scope", scope="conformance:read", error_description="{what} needs scope conformance:read""#
+            )
+        );
+    }
+    // A tool scope reaches its tool and nothing else.
+    let tsid = session(&url, &tool);
+    assert!(
+        uris(
+            &call(&tool, &tsid, "resources/list", json!({})),
+            "resources",
+            "uri"
+        )
+        .is_empty()
+    );
+    let r = call(&tool, &tsid, "resources/read", graph);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.response()["error"]["data"]["scope"], "memory:read");
+    assert_eq!(
+        call(&tool, &tsid, "completion/complete", entity).status,
+        403
+    );
+    // The other toolset's read scope: its prompts, not memory's tools.
+    let csid = session(&url, &conf);
+    assert_eq!(
+        call(
+            &conf,
+            &csid,
+            "prompts/get",
+            json!({ "name": "test_simple_prompt" })
+        )
+        .status,
+        200
+    );
+    assert!(
+        !uris(
+            &call(&conf, &csid, "prompts/list", json!({})),
+            "prompts",
+            "name"
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        call(
+            &conf,
+            &csid,
+            "tools/call",
+            json!({ "name": "read_graph", "arguments": {} })
+        )
+        .status,
+        403
+    );
+
+    // Audited with who and what.
+    wait_for("the refusals' audit rows", Duration::from_secs(5), || {
+        let rows = audit(&data, &[]);
+        has_row(
+            &rows,
+            "prompt",
+            "test_simple_prompt",
+            "insufficient_scope",
+            Some("mem"),
+        ) && has_row(
+            &rows,
+            "resource",
+            "test://static-text",
+            "insufficient_scope",
+            Some("mem"),
+        ) && has_row(
+            &rows,
+            "completion",
+            "test_prompt_with_arguments",
+            "insufficient_scope",
+            Some("mem"),
+        ) && has_row(
+            &rows,
+            "resource",
+            "memory://knowledge-graph",
+            "insufficient_scope",
+            Some("tool"),
+        )
+    });
+}
+
+/// A session belongs to the principal that opened it: another token
+/// holding its id gets 404 on every method (as for an unknown session),
+/// the opener goes on, and the binding survives a restart.
+#[test]
+fn a_session_is_bound_to_the_token_that_opened_it() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let env = [("ERLMCP_AUTH__MODE", "tokens")];
+    let mut d = Daemon::start(&data, "127.0.0.1", &env);
+    let alice = create_token(&data, "alice", &["memory:write"], &[]);
+    let mallory = create_token(&data, "mallory", &["*"], &[]);
+    let sid = session(&d.url(), &alice);
+    let ping =
+        |d: &Daemon, token: &str| request(&d.url(), token, &sid, "tools/list", json!({})).status;
+    assert_eq!(ping(&d, &alice), 200);
+    assert_eq!(
+        ping(&d, &mallory),
+        404,
+        "another token, even an unrestricted one"
+    );
+    let bearer = format!("Bearer {mallory}");
+    let get = get_raw(
+        &d.url(),
+        &[
+            ("Accept", "text/event-stream"),
+            ("Authorization", &bearer),
+            ("Mcp-Session-Id", &sid),
+        ],
+    );
+    assert_eq!(get.status, 404, "{}", get.body);
+    let del = common::delete_raw(
+        &d.url(),
+        &[("Authorization", &bearer), ("Mcp-Session-Id", &sid)],
+    );
+    assert_eq!(del.status, 404, "{}", del.body);
+    assert_eq!(ping(&d, &alice), 200, "the refused DELETE ended nothing");
+
+    // Across a restart the session and its binding come back from SQLite.
+    drop(d);
+    d = Daemon::start(&data, "127.0.0.1", &env);
+    assert_eq!(ping(&d, &mallory), 404);
+    assert_eq!(ping(&d, &alice), 200);
+    wait_for("the audit row", Duration::from_secs(5), || {
+        has_row(
+            &audit(&data, &[]),
+            "auth",
+            "session",
+            "foreign_session",
+            Some("mallory"),
+        )
+    });
+}
+
 #[test]
 fn auth_off_is_the_default_and_asks_for_nothing() {
     let t = tempfile::tempdir().unwrap();

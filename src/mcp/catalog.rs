@@ -276,13 +276,25 @@ impl Catalog {
         Some((def, &self.toolsets[*ts]))
     }
 
+    /// May `grant` (everyone when `None`) read toolset `i`'s prompts,
+    /// resources and completions?
+    fn readable(&self, grant: Option<&Grant>, i: usize) -> bool {
+        grant.is_none_or(|g| g.reads(self.toolsets[i].name()))
+    }
+
     pub fn prompts_page(
         &self,
         version: ProtocolVersion,
         cursor: Option<&str>,
         limit: usize,
+        grant: Option<&Grant>,
     ) -> Result<(Vec<Value>, Option<String>), McpError> {
-        page_of(&self.prompts, cursor, limit, |(_, p)| p.to_json(version))
+        let visible: Vec<_> = self
+            .prompts
+            .iter()
+            .filter(|(i, _)| self.readable(grant, *i))
+            .collect();
+        page_of(&visible, cursor, limit, |(_, p)| p.to_json(version))
     }
 
     pub fn templates_page(
@@ -290,16 +302,24 @@ impl Catalog {
         version: ProtocolVersion,
         cursor: Option<&str>,
         limit: usize,
+        grant: Option<&Grant>,
     ) -> Result<(Vec<Value>, Option<String>), McpError> {
-        page_of(&self.templates, cursor, limit, |(_, t)| t.to_json(version))
+        let visible: Vec<_> = self
+            .templates
+            .iter()
+            .filter(|(i, _)| self.readable(grant, *i))
+            .collect();
+        page_of(&visible, cursor, limit, |(_, t)| t.to_json(version))
     }
 
     /// A page of concrete resources across toolsets. The cursor names the
     /// toolset and that toolset's own cursor.
+    /// The toolsets `grant` cannot read are skipped.
     pub async fn resources_page(
         &self,
         cursor: Option<&str>,
         limit: usize,
+        grant: Option<&Grant>,
     ) -> Result<Page<ResourceDef>, McpError> {
         let (mut idx, mut inner) = match cursor {
             None => (0usize, None),
@@ -307,6 +327,11 @@ impl Catalog {
         };
         let mut out = Vec::new();
         while idx < self.toolsets.len() {
+            if !self.readable(grant, idx) {
+                idx += 1;
+                inner = None;
+                continue;
+            }
             let want = limit - out.len();
             let page = self.toolsets[idx]
                 .list_resources(inner.as_deref(), want)
@@ -343,6 +368,19 @@ impl Catalog {
         self.toolsets.iter().find(|t| t.owns_uri(uri))
     }
 
+    /// The toolset completing arguments of `reference`'s prompt or
+    /// resource template.
+    pub fn completion_owner(&self, reference: &CompletionRef<'_>) -> Option<&Arc<dyn Toolset>> {
+        match reference {
+            CompletionRef::Prompt(name) => self.prompt(name).map(|(_, t)| t),
+            CompletionRef::Resource(uri) => self
+                .templates
+                .iter()
+                .find(|(_, t)| t.uri_template == *uri)
+                .map(|(i, _)| &self.toolsets[*i]),
+        }
+    }
+
     pub async fn complete(
         &self,
         reference: &CompletionRef<'_>,
@@ -350,15 +388,7 @@ impl Catalog {
         value: &str,
         context: Option<&Map<String, Value>>,
     ) -> Vec<String> {
-        let owner = match reference {
-            CompletionRef::Prompt(name) => self.prompt(name).map(|(_, t)| t.clone()),
-            CompletionRef::Resource(uri) => self
-                .templates
-                .iter()
-                .find(|(_, t)| t.uri_template == *uri)
-                .map(|(i, _)| self.toolsets[*i].clone()),
-        };
-        match owner {
+        match self.completion_owner(reference) {
             Some(t) => t
                 .complete(reference, argument, value, context)
                 .await

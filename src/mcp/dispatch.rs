@@ -104,6 +104,11 @@ impl Server {
                 return outcome;
             }
         };
+        if let Some(refused) = self.beyond_scope(&call.method, &ctx, call.params.as_deref()) {
+            let outcome = Err(refused);
+            record_metrics(&call.method, &outcome, started);
+            return outcome;
+        }
         if let Some(p) = &ctx.peer {
             p.track(&call.id, cancel.clone());
         }
@@ -220,6 +225,22 @@ impl Server {
             grant: call.grant.clone(),
             task: None,
         })
+    }
+
+    /// The refusal of a request its caller's scopes do not reach (see
+    /// [`super::reach`]), audited. The HTTP transport refuses these with
+    /// 403 before they get here; this holds for every other route.
+    fn beyond_scope(
+        &self,
+        method: &str,
+        ctx: &RequestContext,
+        params: Option<&RawValue>,
+    ) -> Option<McpError> {
+        let grant = ctx.grant.as_deref()?;
+        let needed = super::reach::beyond(&self.catalog(), grant, method, params)?;
+        let session = ctx.session_id().map(str::to_owned);
+        needed.audit(&self.store, session, Some(grant.principal.clone()));
+        Some(needed.error())
     }
 
     async fn route(

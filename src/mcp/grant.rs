@@ -6,9 +6,9 @@
 //! |---|---|
 //! | `*` | everything: every tool, and the ops listener |
 //! | `ops` | the ops listener's state-changing endpoints; no tool |
-//! | `<toolset>:read` | the toolset's tools annotated `readOnlyHint: true` |
-//! | `<toolset>:write` | every tool of the toolset (write implies read) |
-//! | `tool:<name>` | that one tool |
+//! | `<toolset>:read` | the toolset's tools annotated `readOnlyHint: true`, its prompts, resources and completions |
+//! | `<toolset>:write` | every tool of the toolset, and all it reads (write implies read) |
+//! | `tool:<name>` | that one tool (no prompt, resource or completion) |
 //!
 //! A tool without `readOnlyHint: true` counts as writing: the annotation is
 //! the toolset's own promise, and missing it must not widen a read scope.
@@ -47,6 +47,16 @@ impl Grant {
         self.scopes.iter().any(|s| s == ALL)
     }
 
+    /// May read `toolset`'s prompts, resources and completions? (A tool
+    /// scope reaches its tool only.)
+    pub fn reads(&self, toolset: &str) -> bool {
+        self.scopes.iter().any(|s| {
+            s == ALL
+                || s.split_once(':')
+                    .is_some_and(|(ts, level)| ts == toolset && matches!(level, "read" | "write"))
+        })
+    }
+
     /// May call `tool` of `toolset`?
     pub fn allows_tool(&self, toolset: &str, tool: &ToolDef) -> bool {
         let read_only = is_read_only(tool);
@@ -64,6 +74,12 @@ impl Grant {
             }
         })
     }
+}
+
+/// The scope that reads `toolset`: what a refusal of a prompt, resource or
+/// completion names.
+pub fn read_scope(toolset: &str) -> String {
+    format!("{toolset}:read")
 }
 
 /// The narrowest toolset scope that grants `tool`: what a refusal names.

@@ -15,6 +15,7 @@ pub mod meta;
 pub mod methods;
 pub mod notify;
 pub mod outbound;
+pub mod reach;
 pub mod server;
 pub mod session;
 pub mod tasks;

@@ -91,10 +91,19 @@ pub struct Session {
     /// what changed.
     persisted_seen: AtomicI64,
     created_at: i64,
+    /// Who opened it, when the transport authenticated the caller: only
+    /// that principal may use it (a session id is not a credential).
+    pub principal: Option<Arc<str>>,
 }
 
 impl Session {
-    fn new(id: Arc<str>, version: ProtocolVersion, client: ClientInfo, now: i64) -> Self {
+    fn new(
+        id: Arc<str>,
+        version: ProtocolVersion,
+        client: ClientInfo,
+        principal: Option<&str>,
+        now: i64,
+    ) -> Self {
         Session {
             id,
             version,
@@ -106,6 +115,7 @@ impl Session {
             last_seen: AtomicI64::new(now),
             persisted_seen: AtomicI64::new(now),
             created_at: now,
+            principal: principal.map(Arc::from),
         }
     }
 
@@ -183,6 +193,7 @@ impl Session {
             initialized: self.is_initialized(),
             created_at: self.created_at,
             last_seen_at: self.last_seen(),
+            principal: self.principal.as_deref().map(str::to_owned),
         }
     }
 
@@ -194,6 +205,7 @@ impl Session {
             Arc::from(row.id.as_str()),
             version,
             ClientInfo::new(info, caps),
+            row.principal.as_deref(),
             row.created_at,
         );
         s.last_seen.store(row.last_seen_at, Ordering::Relaxed);
@@ -349,6 +361,7 @@ impl SessionRegistry {
         &self,
         version: ProtocolVersion,
         client: ClientInfo,
+        principal: Option<&str>,
         mut admission: Admission,
     ) -> Result<Arc<Session>, SessionError> {
         let id: Arc<str> = Arc::from(new_session_id());
@@ -356,6 +369,7 @@ impl SessionRegistry {
             id.clone(),
             version,
             client,
+            principal,
             crate::clock::now_secs(),
         ));
         let row = session.to_row();

@@ -227,6 +227,17 @@ INSERT INTO tokens_kept_v6 SELECT * FROM tokens;
 DROP TABLE tokens;
 "#;
 
+/// A session remembers who opened it (the token's name or the OAuth
+/// subject) so another caller holding its id cannot use it.
+const V7_UP: &str = r#"
+ALTER TABLE sessions ADD COLUMN principal TEXT;
+"#;
+
+/// An older release binds no session: the column goes.
+const V7_DOWN: &str = r#"
+ALTER TABLE sessions DROP COLUMN principal;
+"#;
+
 const V1_DOWN: &str = r#"
 DROP TRIGGER memory_observations_ad;
 DROP TRIGGER memory_observations_ai;
@@ -320,6 +331,11 @@ const REGULAR: &[Migration] = &[
         version: 6,
         up: V6_UP,
         down: V6_DOWN,
+    },
+    Migration {
+        version: 7,
+        up: V7_UP,
+        down: V7_DOWN,
     },
 ];
 

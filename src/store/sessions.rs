@@ -18,13 +18,15 @@ pub struct SessionRow {
     pub initialized: bool,
     pub created_at: i64,
     pub last_seen_at: i64,
+    /// Who opened it, when the transport authenticated the caller.
+    pub principal: Option<String>,
 }
 
 pub fn insert(tx: &Transaction<'_>, row: &SessionRow) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO sessions (id, protocol_version, client_info, capabilities, log_level,
-                               subscriptions, initialized, created_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               subscriptions, initialized, created_at, last_seen_at, principal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             row.id,
             row.protocol_version,
@@ -34,7 +36,8 @@ pub fn insert(tx: &Transaction<'_>, row: &SessionRow) -> Result<(), StoreError> 
             serde_json::to_string(&row.subscriptions).unwrap_or_else(|_| "[]".into()),
             row.initialized,
             row.created_at,
-            row.last_seen_at
+            row.last_seen_at,
+            row.principal
         ],
     )?;
     Ok(())
@@ -44,7 +47,7 @@ pub fn load(conn: &Connection, id: &str) -> Result<Option<SessionRow>, StoreErro
     let row = conn
         .query_row(
             "SELECT id, protocol_version, client_info, capabilities, log_level, subscriptions,
-                    initialized, created_at, last_seen_at
+                    initialized, created_at, last_seen_at, principal
              FROM sessions WHERE id = ?1",
             [id],
             |r| {
@@ -59,6 +62,7 @@ pub fn load(conn: &Connection, id: &str) -> Result<Option<SessionRow>, StoreErro
                     initialized: r.get(6)?,
                     created_at: r.get(7)?,
                     last_seen_at: r.get(8)?,
+                    principal: r.get(9)?,
                 })
             },
         )

@@ -285,7 +285,8 @@ impl Connection {
             Ok(a) => a,
             Err(e) => return self.reply_err(Some(&id), &McpError::internal(e)),
         };
-        match methods::lifecycle::initialize(&self.server, &self.registry, params, admission).await
+        match methods::lifecycle::initialize(&self.server, &self.registry, params, None, admission)
+            .await
         {
             Ok((session, result)) => {
                 session.peer.set_server_stream(Some(self.out.clone()));

@@ -29,6 +29,7 @@ pub async fn initialize(
     server: &Server,
     registry: &SessionRegistry,
     raw: Option<&RawValue>,
+    principal: Option<&str>,
     admission: Admission,
 ) -> Result<(Arc<Session>, Value), McpError> {
     let p: InitializeParams = params(raw)?;
@@ -42,7 +43,12 @@ pub async fn initialize(
         p.capabilities
     };
     let session = registry
-        .create(version, ClientInfo::new(p.client_info, caps), admission)
+        .create(
+            version,
+            ClientInfo::new(p.client_info, caps),
+            principal,
+            admission,
+        )
         .await
         .map_err(|e| match e {
             SessionError::TooLarge { .. } => McpError::invalid_params(e),

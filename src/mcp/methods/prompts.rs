@@ -19,6 +19,7 @@ pub fn list(
         ctx.version,
         p.cursor.as_deref(),
         server.settings().page_size,
+        ctx.grant.as_deref(),
     )?;
     Ok(list_result("prompts", prompts, next))
 }

@@ -18,7 +18,11 @@ pub async fn list(
     let p: ListParams = params(raw)?;
     let page = server
         .catalog()
-        .resources_page(p.cursor.as_deref(), server.settings().page_size)
+        .resources_page(
+            p.cursor.as_deref(),
+            server.settings().page_size,
+            ctx.grant.as_deref(),
+        )
         .await?;
     let items = page.items.iter().map(|r| r.to_json(ctx.version)).collect();
     Ok(list_result("resources", items, page.next))
@@ -34,6 +38,7 @@ pub fn templates(
         ctx.version,
         p.cursor.as_deref(),
         server.settings().page_size,
+        ctx.grant.as_deref(),
     )?;
     Ok(list_result("resourceTemplates", items, next))
 }

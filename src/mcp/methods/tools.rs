@@ -54,17 +54,6 @@ pub async fn call(
                 .with_data(json!({ "name": p.name })),
         );
     };
-    // The HTTP transport refuses this with 403 before it gets here; this
-    // holds for every other way a call arrives.
-    if let Some(g) = &ctx.grant
-        && !catalog.grants(g, entry)
-    {
-        let scope = catalog.needed_scope(entry);
-        let principal = ctx.grant.as_ref().map(|g| g.principal.clone());
-        let session = ctx.session_id().map(str::to_owned);
-        audit_refusal(&server.store, session, principal, &p.name, &scope);
-        return Err(insufficient_scope(&p.name, &scope));
-    }
     let args = match p.arguments {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(a @ Value::Object(_)) => a,
@@ -170,38 +159,6 @@ pub(crate) fn audit_to(
         outcome: result.into(),
         duration_us: Some(started.elapsed().as_micros() as i64),
         detail,
-        principal,
-    };
-    store.write_batched(move |tx| store::audit::record(tx, &entry));
-}
-
-/// The error of a call beyond the caller's scopes: 403 where the
-/// transport has a status to give.
-pub fn insufficient_scope(tool: &str, scope: &str) -> McpError {
-    McpError::new(
-        -32001,
-        format!("insufficient scope: calling {tool} needs scope {scope}"),
-    )
-    .with_data(json!({ "name": tool, "scope": scope }))
-    .with_status(403)
-}
-
-/// Records a tool call refused for its scope (batched, like every call).
-pub(crate) fn audit_refusal(
-    store: &Store,
-    session_id: Option<String>,
-    principal: Option<String>,
-    tool: &str,
-    scope: &str,
-) {
-    let entry = AuditEntry {
-        at_ms: crate::clock::now_millis(),
-        session_id,
-        kind: "tool".into(),
-        subject: tool.to_owned(),
-        outcome: "insufficient_scope".into(),
-        duration_us: None,
-        detail: Some(format!("needs scope {scope}")),
         principal,
     };
     store.write_batched(move |tx| store::audit::record(tx, &entry));

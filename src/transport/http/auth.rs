@@ -8,8 +8,9 @@
 //!   token68 cannot hold): 400 `error="invalid_request"`;
 //! - a well-formed token that is unknown, expired, revoked or too long:
 //!   401 `error="invalid_token"`;
-//! - a tool beyond the token's scopes: 403 `error="insufficient_scope"`
-//!   naming the scope (see [`forbidden`]).
+//! - a request beyond the token's scopes (a tool, prompt, resource or
+//!   completion; see [`crate::mcp::reach`]): 403
+//!   `error="insufficient_scope"` naming the scope (see [`forbidden`]).
 //!
 //! Every refusal is audited (kind `auth`, or `tool` for a scope refusal),
 //! with the token's name when one was recognised.
@@ -22,6 +23,7 @@ use super::json_error;
 use crate::mcp::error::McpError;
 use crate::mcp::grant::Grant;
 use crate::mcp::jsonrpc::RequestId;
+use crate::mcp::reach::Needed;
 use crate::store::audit::AuditEntry;
 use crate::store::{Store, tokens};
 
@@ -135,12 +137,25 @@ fn invalid(store: &Store, what: &str, why: tokens::Refusal, name: Option<String>
     ))
 }
 
-/// The 403 of a tool call beyond the token's scopes.
-pub(crate) fn forbidden(id: &RequestId, tool: &str, scope: &str) -> Response {
-    let e = crate::mcp::methods::tools::insufficient_scope(tool, scope);
-    let mut r = json_error(StatusCode::FORBIDDEN, Some(id), &e);
+/// The 403 of a request beyond the token's scopes.
+pub(crate) fn forbidden(id: &RequestId, needed: &Needed) -> Response {
+    let mut r = json_error(StatusCode::FORBIDDEN, Some(id), &needed.error());
+    // A URI can hold what a quoted-string cannot: the description is
+    // only a courtesy, the scope is what the client acts on.
+    let description: String = needed
+        .description()
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        r#"Bearer error="insufficient_scope", scope="{scope}", error_description="calling {tool} needs scope {scope}""#
+        r#"Bearer error="insufficient_scope", scope="{}", error_description="{description}""#,
+        needed.scope
     )) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

@@ -273,6 +273,35 @@ async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Respons
     StatusCode::NOT_FOUND.into_response()
 }
 
+/// The refusal of a request naming a session another principal opened (or
+/// one opened before authentication was on): 404 as for an unknown
+/// session, so an id alone tells nothing, and audited. A session id is
+/// not a credential: a leaked one is useless without its opener's token.
+async fn foreign_session(
+    state: &HttpState,
+    h: &axum::http::HeaderMap,
+    grant: &Grant,
+) -> Option<Response> {
+    let sid = headers::get(h, SESSION_HEADER)?;
+    let session = state.server.sessions.get(sid).await.ok()??;
+    if session.principal.as_deref() == Some(grant.principal.as_str()) {
+        return None;
+    }
+    let entry = crate::store::audit::AuditEntry::event(
+        "auth",
+        "session",
+        "foreign_session",
+        Some("the session was opened by another principal"),
+        Some(grant.principal.clone()),
+    );
+    crate::store::audit::record_batched(&state.server.store, entry);
+    Some(json_error(
+        StatusCode::NOT_FOUND,
+        None,
+        &McpError::invalid_request("unknown or expired session: initialize a new one"),
+    ))
+}
+
 async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     // The address's bucket first, before a token is looked up: a flood of
     // bad credentials is refused here.
@@ -319,6 +348,11 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             principal
         }
     };
+    if let Some(g) = grant.as_deref()
+        && let Some(refused) = foreign_session(&state, req.headers(), g).await
+    {
+        return refused;
+    }
     match *req.method() {
         axum::http::Method::POST => post::handle(state, client, req, grant).await,
         axum::http::Method::GET => get::handle(state, client, req).await,

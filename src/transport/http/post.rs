@@ -26,6 +26,7 @@ use crate::mcp::jsonrpc::{self, Incoming, RequestId};
 use crate::mcp::meta::RequestMeta;
 use crate::mcp::methods;
 use crate::mcp::outbound::{SharedSink, Sink};
+use crate::mcp::reach;
 use crate::mcp::session::Session;
 use crate::mcp::version::ProtocolVersion;
 
@@ -61,9 +62,8 @@ pub async fn handle(
     match msg {
         Incoming::Request { id, method, params } => {
             if let Some(g) = &grant
-                && method == "tools/call"
                 && let Some(refused) =
-                    beyond_scope(&state, &parts.headers, g, &id, params.as_deref())
+                    beyond_scope(&state, &parts.headers, g, &id, &method, params.as_deref())
             {
                 return refused;
             }
@@ -76,36 +76,21 @@ pub async fn handle(
     }
 }
 
-/// The 403 of a tools/call the grant does not cover, answered before any
-/// session or era check so every route refuses it the same way. A tool
-/// that does not exist is left to the dispatcher (-32602).
+/// The 403 of a request the grant does not reach (see
+/// [`crate::mcp::reach`]), answered before any session or era check so
+/// every route refuses it the same way.
 fn beyond_scope(
     state: &HttpState,
     h: &HeaderMap,
     grant: &Grant,
     id: &RequestId,
+    method: &str,
     params: Option<&RawValue>,
 ) -> Option<Response> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
-    let name = serde_json::from_str::<Named>(params?.get()).ok()?.name;
-    let catalog = state.server.catalog();
-    let (entry, _) = catalog.tool(&name)?;
-    if catalog.grants(grant, entry) {
-        return None;
-    }
-    let scope = catalog.needed_scope(entry);
+    let needed = reach::beyond(&state.server.catalog(), grant, method, params)?;
     let session = headers::get(h, SESSION_HEADER).map(str::to_owned);
-    methods::tools::audit_refusal(
-        &state.server.store,
-        session,
-        Some(grant.principal.clone()),
-        &name,
-        &scope,
-    );
-    Some(super::auth::forbidden(id, &name, &scope))
+    needed.audit(&state.server.store, session, Some(grant.principal.clone()));
+    Some(super::auth::forbidden(id, &needed))
 }
 
 fn is_json(h: &HeaderMap) -> bool {
@@ -285,7 +270,10 @@ async fn request(
         Err(refusal) => return refusal.response(Some(&id)),
     };
     match era {
-        Era::Initialize => initialize(state, client, id, params.as_deref()).await,
+        Era::Initialize => {
+            let principal = grant.as_deref().map(|g| g.principal.as_str());
+            initialize(state, client, id, params.as_deref(), principal).await
+        }
         Era::Modern(meta) => {
             let call = Call {
                 id,
@@ -312,6 +300,7 @@ async fn initialize(
     client: &ClientKey,
     id: RequestId,
     params: Option<&RawValue>,
+    principal: Option<&str>,
 ) -> Response {
     let sessions = &state.server.sessions;
     let admission = match sessions.admit(Some(client.owner())) {
@@ -324,7 +313,9 @@ async fn initialize(
             };
         }
     };
-    match methods::lifecycle::initialize(&state.server, sessions, params, admission).await {
+    match methods::lifecycle::initialize(&state.server, sessions, params, principal, admission)
+        .await
+    {
         Ok((session, result)) => {
             let mut r = json_body(StatusCode::OK, jsonrpc::response(&id, &result));
             if let Ok(v) = HeaderValue::from_str(&session.id) {
