@@ -231,9 +231,10 @@ pub fn config(data: &[u8]) {
 /// `fuzz/corpus/changeset_apply/` were recorded against exactly these.
 const FIXTURE_ROWS: &str = r#"
 INSERT INTO kv (key, value) VALUES ('fixture', x'01');
-INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at, last_seen_at)
-    VALUES ('s1', '2025-11-25', '{"name":"a"}', '{}', 1, 1),
-           ('s2', '2025-06-18', '{"name":"b"}', '{}', 2, 2);
+INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at, last_seen_at,
+                      principal)
+    VALUES ('s1', '2025-11-25', '{"name":"a"}', '{}', 1, 1, 'reader'),
+           ('s2', '2025-06-18', '{"name":"b"}', '{}', 2, 2, NULL);
 INSERT INTO sse_events (session_id, stream_id, seq, data, created_at)
     VALUES ('s1', 1, 1, '{"jsonrpc":"2.0"}', 1), ('s1', 1, 2, '{}', 2);
 INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us, detail,
@@ -675,7 +676,8 @@ mod tests {
         (
             "session_open_and_initialize",
             "INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_at,
-                                   last_seen_at) VALUES ('s3', '2025-11-25', '{}', '{}', 3, 3);
+                                   last_seen_at, principal)
+                 VALUES ('s3', '2025-11-25', '{}', '{}', 3, 3, 'writer');
              UPDATE sessions SET initialized = 1, last_seen_at = 4, log_level = 'debug'
                  WHERE id = 's1';",
         ),
