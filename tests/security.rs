@@ -648,6 +648,63 @@ fn a_session_is_bound_to_the_token_that_opened_it() {
     });
 }
 
+/// A restore never brings a revoked token back: revoked after the backup,
+/// it stays revoked in the restored database, online and offline; a token
+/// made after the backup is gone with that time's data.
+#[test]
+fn a_restore_keeps_the_revocations_made_since_the_backup() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let env = [("ERLMCP_AUTH__MODE", "tokens")];
+    let d = Daemon::start(&data, "127.0.0.1", &env);
+    let early = create_token(&data, "early", &["*"], &[]);
+    let keep = create_token(&data, "keep", &["*"], &[]);
+    let out = erlmcp(&data, &["backup", "create"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let late = create_token(&data, "late", &["*"], &[]);
+    let out = erlmcp(&data, &["token", "revoke", "early"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let status = |d: &Daemon, token: &str| {
+        post_raw(
+            &d.url(),
+            &[
+                ("Accept", ACCEPT_BOTH),
+                ("Authorization", &format!("Bearer {token}")),
+            ],
+            &initialize_body(),
+        )
+        .status
+    };
+    assert_eq!(status(&d, &early), 401);
+
+    // Online, through the daemon.
+    let ops = format!("127.0.0.1:{}", d.ops);
+    let out = erlmcp(&data, &["restore", "latest", "--ops", &ops], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("1 token(s) revoked since the backup stay revoked"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(status(&d, &early), 401, "the revoked token stays revoked");
+    assert_eq!(status(&d, &keep), 200);
+    assert_eq!(status(&d, &late), 401, "made after the backup: gone");
+
+    // Offline, with the daemon stopped: the same.
+    let keep2 = keep.clone();
+    let out = erlmcp(&data, &["token", "revoke", "keep"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    drop(d);
+    let out = erlmcp(&data, &["restore", "latest", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["revocations_kept"], 2, "{r}");
+    let d = Daemon::start(&data, "127.0.0.1", &env);
+    assert_eq!(status(&d, &early), 401);
+    assert_eq!(status(&d, &keep2), 401);
+}
+
 #[test]
 fn auth_off_is_the_default_and_asks_for_nothing() {
     let t = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ use super::{BackupError, Backups, Skipped, verify};
 use crate::fsx;
 use crate::store::audit::{self, AuditEntry};
 use crate::store::lock::DataDirLock;
-use crate::store::{self, DB_FILE, Store, migrations, swap};
+use crate::store::{self, DB_FILE, Store, migrations, swap, tokens};
 
 /// What to restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +58,10 @@ pub struct Restored {
     /// Where the replaced database was kept.
     pub previous: Option<PathBuf>,
     pub duration_ms: u64,
+    /// Tokens revoked in the replaced database but active in the backup,
+    /// revoked again in the restored one (see [`keep_revocations`]).
+    #[serde(default)]
+    pub revocations_kept: usize,
 }
 
 /// Prefix of the verified copy waiting in the data directory.
@@ -220,7 +224,39 @@ fn restored(p: &Prepared, dry_run: bool, previous: Option<PathBuf>, started: Ins
         skipped: p.skipped.clone(),
         previous,
         duration_ms: started.elapsed().as_millis() as u64,
+        revocations_kept: 0,
     }
+}
+
+/// A restore never brings a revoked token back: the revocations of the
+/// database being replaced are applied to the verified copy before it goes
+/// in. (A token made after the backup is gone with the rest of that time's
+/// data; its holder gets 401, the safe way round.)
+fn keep_revocations(file: &Path, revs: &[tokens::Revocation]) -> Result<usize, BackupError> {
+    if revs.is_empty() {
+        return Ok(0);
+    }
+    let mut c = Connection::open(file)?;
+    let tx = c.transaction()?;
+    let n = tokens::apply_revocations(&tx, revs)?;
+    tx.commit()?;
+    c.close().map_err(|(_, e)| e)?;
+    Ok(n)
+}
+
+/// The revocations of the database a restore replaces, offline. One too
+/// broken to read (a reason to restore) gives none, with a warning.
+fn revocations_of(db: &Path) -> Vec<tokens::Revocation> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let read = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(store::StoreError::from)
+        .and_then(|c| tokens::revocations(&c));
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the revocations of the database being replaced");
+        Vec::new()
+    })
 }
 
 /// Restore with no daemon running: refuses if one holds the data directory.
@@ -249,13 +285,15 @@ pub fn restore_offline(
         return Ok(restored(&prepared, true, None, started));
     }
     let db = b.data_dir.join(DB_FILE);
+    let kept = keep_revocations(&prepared.file, &revocations_of(&db))?;
     let stamp = stamp();
     settle(&db, &stamp);
     crate::clock::pause_point("restore.before_swap");
     let previous = swap::swap_in(&db, &prepared.file, &stamp)?;
     crate::clock::pause_point("restore.after_swap");
     drop(dir_lock);
-    let out = restored(&prepared, false, previous, started);
+    let mut out = restored(&prepared, false, previous, started);
+    out.revocations_kept = kept;
     migrate(&db)?;
     drop(data_lock);
     audit_offline(&b.data_dir, &done_entry(&out));
@@ -382,6 +420,14 @@ pub async fn restore_online(
         fsx::remove_if_exists(&prepared.file)?;
         return Ok(restored(&prepared, true, None, started));
     }
+    let revs = store.read(tokens::revocations).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the revocations of the database being replaced");
+        Vec::new()
+    });
+    let file = prepared.file.clone();
+    let kept = tokio::task::spawn_blocking(move || keep_revocations(&file, &revs))
+        .await
+        .map_err(|e| BackupError::Store(store::StoreError::Invalid(e.to_string())))??;
     tokio::task::spawn_blocking(|| crate::clock::pause_point("restore.before_swap"))
         .await
         .ok();
@@ -394,7 +440,8 @@ pub async fn restore_online(
     };
     forget_sessions();
     drop(lock);
-    let out = restored(&prepared, false, previous, started);
+    let mut out = restored(&prepared, false, previous, started);
+    out.revocations_kept = kept;
     audit_online(store, done_entry(&out)).await;
     tracing::info!(id = %out.id, previous = ?out.previous, "database restored (online)");
     Ok(out)

@@ -61,4 +61,10 @@ fn print_restored(r: &Restored) {
     if let Some(p) = &r.previous {
         println!("the previous database is kept at {}", p.display());
     }
+    if r.revocations_kept > 0 {
+        println!(
+            "{} token(s) revoked since the backup stay revoked",
+            r.revocations_kept
+        );
+    }
 }

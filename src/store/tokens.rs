@@ -114,6 +114,49 @@ pub fn revoke(tx: &Transaction<'_>, name: &str, now: i64) -> Result<bool, StoreE
     Ok(n > 0)
 }
 
+/// A revocation as a restore carries it over: the token's digest, and
+/// when it was revoked.
+pub type Revocation = (Vec<u8>, i64);
+
+/// Every revocation; none in a database older than the tokens.
+pub fn revocations(conn: &Connection) -> Result<Vec<Revocation>, StoreError> {
+    if !has_table(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt =
+        conn.prepare("SELECT hash, revoked_at FROM tokens WHERE revoked_at IS NOT NULL")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Revokes the tokens of `revs` still active here (a database restored
+/// from a backup made before they were revoked); returns how many.
+pub fn apply_revocations(tx: &Transaction<'_>, revs: &[Revocation]) -> Result<usize, StoreError> {
+    if !has_table(tx)? {
+        return Ok(0);
+    }
+    let mut stmt =
+        tx.prepare("UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL")?;
+    let mut n = 0;
+    for (hash, at) in revs {
+        n += stmt.execute(params![hash, at])?;
+    }
+    Ok(n)
+}
+
+fn has_table(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'tokens'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Every token, by name.
 pub fn list(conn: &Connection) -> Result<Vec<Token>, StoreError> {
     let mut stmt = conn.prepare_cached(
