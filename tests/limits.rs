@@ -626,6 +626,34 @@ fn the_rate_limit_answers_429_with_retry_after_and_spares_others() {
         d.metric("erlmcp_http_refusals_total", &["limit=\"rate\""]),
         limited.len() as f64
     );
+    // Audited, sampled: the first refusal of the window, not one row each.
+    let mut rows = Vec::new();
+    wait_until("the refusal's audit row", Duration::from_secs(5), || {
+        let out = Command::new(BIN)
+            .args(["audit", "--json", "--data-dir"])
+            .arg(&d.data)
+            .output()
+            .unwrap();
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        rows = all.into_iter().filter(|r| r["kind"] == "limit").collect();
+        !rows.is_empty()
+    });
+    assert!(
+        rows.len() * 4 < limited.len(),
+        "{} rows for {} refusals",
+        rows.len(),
+        limited.len()
+    );
+    assert_eq!(rows[0]["subject"], "rate");
+    assert_eq!(rows[0]["outcome"], "429");
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("client 127.0.0.2"),
+        "{}",
+        rows[0]
+    );
     // Waiting as told is enough to be served again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(exchange(&mut s, JSON, &initialize_body(99)).status, 200);

@@ -73,7 +73,7 @@ pub async fn handle(state: Arc<HttpState>, client: ClientKey, req: Request) -> R
     };
     let slot = match state.limits.stream(&client, Some(&session.id)) {
         Ok(s) => s,
-        Err(refusal) => return refusal.response(None),
+        Err(refusal) => return state.refuse(&client, refusal, None),
     };
     match from {
         Some(id) => resume(&state, &session, id, slot).await,

@@ -117,7 +117,7 @@ pub(crate) fn charged_to(client: Option<&Client>, grant: Option<&Grant>) -> Clie
 }
 
 /// Which limit refused something (the `limit` label of the metric).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Limit {
     Rate,
     Connections,

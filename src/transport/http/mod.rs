@@ -18,6 +18,7 @@ pub(crate) mod limits;
 pub(crate) mod listener;
 mod post;
 mod principal;
+mod refusals;
 pub mod stream;
 
 use arc_swap::ArcSwap;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AuthConfig, AuthMode, HttpConfig, LimitsConfig};
 use crate::mcp::error::McpError;
 use crate::mcp::grant::Grant;
-use crate::mcp::jsonrpc;
+use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::server::Server;
 use crate::store::Store;
 use connection::ConnSettings;
@@ -100,6 +101,7 @@ pub struct HttpState {
     pub shutdown: CancellationToken,
     open_streams: AtomicUsize,
     pub(crate) limits: Arc<Limits>,
+    refusals: refusals::RefusalAudit,
     pub(crate) connections: Arc<Connections>,
     pub(crate) accept: AcceptHealth,
 }
@@ -119,6 +121,7 @@ impl HttpState {
         Arc::new(HttpState {
             server,
             limits: Limits::new(settings.limits),
+            refusals: refusals::RefusalAudit::default(),
             connections: Connections::new(),
             accept: AcceptHealth::default(),
             settings: ArcSwap::from_pointee(settings),
@@ -127,6 +130,20 @@ impl HttpState {
             shutdown,
             open_streams: AtomicUsize::new(0),
         })
+    }
+
+    /// The answer to a request a limit refused, audited (sampled: see
+    /// [`refusals`]) except on a standby, whose store takes no local writes.
+    pub(crate) fn refuse(
+        &self,
+        client: &ClientKey,
+        refusal: limits::Refusal,
+        id: Option<&RequestId>,
+    ) -> Response {
+        if self.server.refusal().is_none() {
+            self.refusals.record(&self.server.store, client, &refusal);
+        }
+        refusal.response(id)
     }
 
     pub fn settings(&self) -> Arc<HttpSettings> {
@@ -264,8 +281,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
-    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
-        return refusal.response(None);
+    let client = HttpState::client_of(&req, None);
+    if let Err(refusal) = state.limits.check_rate(&client) {
+        return state.refuse(&client, refusal, None);
     }
     if let Some(refused) = origin_refusal(&state, &req) {
         return refused;
@@ -307,7 +325,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     // bad credentials is refused here.
     let address = HttpState::client_of(&req, None);
     if let Err(refusal) = state.limits.check_rate(&address) {
-        return refusal.response(None);
+        return state.refuse(&address, refusal, None);
     }
     if let Some(refused) = origin_refusal(&state, &req) {
         return refused;
@@ -343,7 +361,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
         Some(g) => {
             let principal = HttpState::client_of(&req, Some(g));
             if let Err(refusal) = state.limits.check_rate(&principal) {
-                return refusal.response(None);
+                return state.refuse(&principal, refusal, None);
             }
             principal
         }

@@ -267,7 +267,7 @@ async fn request(
     };
     let slot = match slot.transpose() {
         Ok(s) => s,
-        Err(refusal) => return refusal.response(Some(&id)),
+        Err(refusal) => return state.refuse(client, refusal, Some(&id)),
     };
     match era {
         Era::Initialize => {
@@ -308,7 +308,7 @@ async fn initialize(
         Err(e) => {
             let retry = state.settings().session_retry_secs;
             return match Refusal::session(&e, retry) {
-                Some(refusal) => refusal.response(Some(&id)),
+                Some(refusal) => state.refuse(client, refusal, Some(&id)),
                 None => json_error(StatusCode::OK, Some(&id), &McpError::internal(e)),
             };
         }
@@ -455,7 +455,7 @@ async fn listen(
 ) -> Response {
     let slot = match state.limits.stream(client, None) {
         Ok(s) => s,
-        Err(refusal) => return refusal.response(Some(&id)),
+        Err(refusal) => return state.refuse(client, refusal, Some(&id)),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let sink: SharedSink = Arc::new(PlainSse(tx.clone()));
