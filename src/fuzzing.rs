@@ -238,8 +238,8 @@ INSERT INTO sessions (id, protocol_version, client_info, capabilities, created_a
 INSERT INTO sse_events (session_id, stream_id, seq, data, created_at)
     VALUES ('s1', 1, 1, '{"jsonrpc":"2.0"}', 1), ('s1', 1, 2, '{}', 2);
 INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us, detail,
-                       principal)
-    VALUES (1, 1, 's1', 'tool', 'read_graph', 'ok', 10, NULL, 'reader');
+                       principal, scope)
+    VALUES (1, 1, 's1', 'tool', 'read_graph', 'ok', 10, NULL, 'reader', 'memory:read');
 INSERT INTO tokens (name, hash, scopes, created_at)
     VALUES ('reader', x'0123456789abcdef0123456789abcdef', 'memory:read', 1);
 INSERT INTO memory_entities (id, name, entity_type)
@@ -691,9 +691,9 @@ mod tests {
                  VALUES ('s2', 0, 1, '{\"method\":\"notifications/tools/list_changed\"}', 5);
              DELETE FROM sse_events WHERE session_id = 's1' AND seq = 1;
              INSERT INTO audit_log (id, at_ms, session_id, kind, subject, outcome, duration_us,
-                                    detail, principal) VALUES (2, 5, 's2', 'tool',
+                                    detail, principal, scope) VALUES (2, 5, 's2', 'tool',
                                     'create_entities', 'error', 7, 'input: missing entities',
-                                    'writer');
+                                    'writer', 'memory:write');
              DELETE FROM audit_log WHERE id = 1;",
         ),
         (

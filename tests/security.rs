@@ -406,6 +406,19 @@ fn tokens_mode_lets_each_token_call_what_its_scopes_name_and_nothing_else() {
             && has_row(&rows, "auth", "POST /mcp", "unauthenticated", None)
             && has_row(&rows, "auth", "POST /mcp", "invalid_request", None)
     });
+    // Each allowed call names the scope that allowed it.
+    let scope_of = |subject: &str, principal: &str| {
+        rows.iter()
+            .find(|r| {
+                r["subject"] == subject && r["outcome"] == "ok" && r["principal"] == principal
+            })
+            .map(|r| r["scope"].clone())
+    };
+    assert_eq!(
+        scope_of("create_entities", "writer"),
+        Some(json!("memory:write"))
+    );
+    assert_eq!(scope_of("read_graph", "reader"), Some(json!("memory:read")));
     let mine = audit(&data, &["--principal", "reader"]);
     assert!(!mine.is_empty() && mine.iter().all(|r| r["principal"] == "reader"));
     assert!(audit(&data, &["--since", "1h"]).len() >= mine.len());

@@ -27,6 +27,7 @@ pub async fn record(store: &Store, out: &Result<Created, BackupError>, took: Dur
         duration_us: Some(took.as_micros() as i64),
         detail,
         principal: None,
+        scope: None,
     };
     store
         .write_detached("backup audit", move |tx| audit::record(tx, &entry))

@@ -349,6 +349,7 @@ fn done_entry(r: &Restored) -> AuditEntry {
         duration_us: Some(r.duration_ms as i64 * 1000),
         detail: serde_json::to_string(r).ok(),
         principal: None,
+        scope: None,
     }
 }
 
@@ -366,6 +367,7 @@ fn refused_entry(target: &Target, e: &BackupError) -> AuditEntry {
         duration_us: None,
         detail: Some(e.to_string()),
         principal: None,
+        scope: None,
     }
 }
 

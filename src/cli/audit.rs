@@ -78,6 +78,10 @@ fn print_rows(rows: &[AuditEntry]) {
             r.subject,
             r.outcome
         );
+        if let Some(s) = &r.scope {
+            line.push_str("  scope ");
+            line.push_str(s);
+        }
         if let Some(d) = &r.detail {
             // Details of backups are whole manifests: a line shows a start.
             let d: String = d.chars().take(120).collect();

@@ -266,6 +266,11 @@ impl Catalog {
         grant.allows_tool(self.toolsets[entry.toolset].name(), &entry.def)
     }
 
+    /// The scope of `grant` that allows calling `entry`, if any.
+    pub fn scope_for<'g>(&self, grant: &'g Grant, entry: &ToolEntry) -> Option<&'g str> {
+        grant.scope_for(self.toolsets[entry.toolset].name(), &entry.def)
+    }
+
     /// The scope a refusal of `entry` names.
     pub fn needed_scope(&self, entry: &ToolEntry) -> String {
         super::grant::needed_scope(self.toolsets[entry.toolset].name(), &entry.def)

@@ -59,20 +59,29 @@ impl Grant {
 
     /// May call `tool` of `toolset`?
     pub fn allows_tool(&self, toolset: &str, tool: &ToolDef) -> bool {
+        self.scope_for(toolset, tool).is_some()
+    }
+
+    /// The first of the scopes that allows calling `tool` of `toolset`
+    /// (what the call's audit row names).
+    pub fn scope_for(&self, toolset: &str, tool: &ToolDef) -> Option<&str> {
         let read_only = is_read_only(tool);
-        self.scopes.iter().any(|s| {
-            if s == ALL {
-                return true;
-            }
-            if let Some(name) = s.strip_prefix("tool:") {
-                return name == tool.name;
-            }
-            match s.split_once(':') {
-                Some((ts, "write")) => ts == toolset,
-                Some((ts, "read")) => ts == toolset && read_only,
-                _ => false,
-            }
-        })
+        self.scopes
+            .iter()
+            .find(|s| {
+                if *s == ALL {
+                    return true;
+                }
+                if let Some(name) = s.strip_prefix("tool:") {
+                    return name == tool.name;
+                }
+                match s.split_once(':') {
+                    Some((ts, "write")) => ts == toolset,
+                    Some((ts, "read")) => ts == toolset && read_only,
+                    _ => false,
+                }
+            })
+            .map(String::as_str)
     }
 }
 

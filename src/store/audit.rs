@@ -21,6 +21,9 @@ pub struct AuditEntry {
     /// Who acted: a token's name; `None` where nobody authenticated (auth
     /// off, stdio, the daemon itself).
     pub principal: Option<String>,
+    /// The scope that allowed a tool call (`memory:write`, `tool:x`, `*`),
+    /// when the caller authenticated.
+    pub scope: Option<String>,
 }
 
 /// Longest `detail` kept: an error message can quote client input, and a
@@ -46,6 +49,7 @@ impl AuditEntry {
             duration_us: None,
             detail: detail.map(str::to_owned),
             principal,
+            scope: None,
         }
     }
 }
@@ -59,8 +63,8 @@ pub fn record_batched(store: &super::Store, e: AuditEntry) {
 pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
     let detail = e.detail.as_deref().map(|d| truncate(d, MAX_DETAIL_BYTES));
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO audit_log (at_ms, session_id, kind, subject, outcome, duration_us, detail, principal)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_log (at_ms, session_id, kind, subject, outcome, duration_us, detail, principal, scope)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     stmt.execute(params![
         e.at_ms,
@@ -70,7 +74,8 @@ pub fn record(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
         e.outcome,
         e.duration_us,
         detail,
-        e.principal
+        e.principal,
+        e.scope
     ])?;
     Ok(())
 }
@@ -124,7 +129,7 @@ pub fn recent(
     limit: i64,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal
+        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal, scope
          FROM audit_log WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt
@@ -133,7 +138,7 @@ pub fn recent(
     Ok(rows)
 }
 
-/// One row of the `SELECT at_ms, session_id, ... principal` above.
+/// One row of the `SELECT at_ms, session_id, ... principal, scope` above.
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         at_ms: r.get(0)?,
@@ -144,6 +149,7 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         duration_us: r.get(5)?,
         detail: r.get(6)?,
         principal: r.get(7)?,
+        scope: r.get(8)?,
     })
 }
 
@@ -159,7 +165,7 @@ pub struct Query {
 /// Rows matching `q`, oldest first (the newest `q.limit` of them).
 pub fn query(conn: &Connection, q: &Query) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal
+        "SELECT at_ms, session_id, kind, subject, outcome, duration_us, detail, principal, scope
          FROM audit_log WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR principal = ?2)
          ORDER BY id DESC LIMIT ?3",
     )?;
@@ -190,6 +196,7 @@ mod tests {
             duration_us: None,
             detail,
             principal: None,
+            scope: None,
         }
     }
 

@@ -228,13 +228,16 @@ DROP TABLE tokens;
 "#;
 
 /// A session remembers who opened it (the token's name or the OAuth
-/// subject) so another caller holding its id cannot use it.
+/// subject) so another caller holding its id cannot use it; an audit row
+/// of a tool call names the scope that allowed it.
 const V7_UP: &str = r#"
 ALTER TABLE sessions ADD COLUMN principal TEXT;
+ALTER TABLE audit_log ADD COLUMN scope TEXT;
 "#;
 
-/// An older release binds no session: the column goes.
+/// An older release binds no session and records no scope: the columns go.
 const V7_DOWN: &str = r#"
+ALTER TABLE audit_log DROP COLUMN scope;
 ALTER TABLE sessions DROP COLUMN principal;
 "#;
 

@@ -66,11 +66,17 @@ pub async fn call(
     let plan = launch::plan(ctx, &entry.def, p.task.as_ref(), &server.settings().tasks)?;
     let started = Instant::now();
     let duration = entry.duration.clone();
+    let scope = ctx
+        .grant
+        .as_deref()
+        .and_then(|g| catalog.scope_for(g, entry))
+        .map(str::to_owned);
     let call = ToolCall {
         catalog: catalog.clone(),
         name: p.name,
         args,
         started,
+        scope,
     };
     let answered = run(server, ctx, call, plan).await;
     // The latency objective's measure: until the client has its answer (a
@@ -87,15 +93,24 @@ async fn run(
 ) -> Result<Value, McpError> {
     match plan {
         Plan::Direct => {
-            let outcome = runner::invoke(&call.catalog, &call.name, call.args, ctx).await;
-            answer(server, ctx, &call.name, outcome, call.started)
+            let mut call = call;
+            let args = std::mem::take(&mut call.args);
+            let outcome = runner::invoke(&call.catalog, &call.name, args, ctx).await;
+            answer(server, ctx, &call, outcome)
         }
         Plan::TaskNow { ttl_ms } => launch::task_now(server, ctx, call, ttl_ms).await,
         Plan::Candidate => {
-            let (name, started) = (call.name.clone(), call.started);
+            // What the answer needs of the call, should it finish in time.
+            let done = ToolCall {
+                catalog: call.catalog.clone(),
+                name: call.name.clone(),
+                args: Value::Null,
+                started: call.started,
+                scope: call.scope.clone(),
+            };
             match launch::candidate(server, ctx, call).await? {
                 Launched::Task(created) => Ok(created),
-                Launched::Finished(outcome) => answer(server, ctx, &name, outcome, started),
+                Launched::Finished(outcome) => answer(server, ctx, &done, outcome),
             }
         }
     }
@@ -105,14 +120,16 @@ async fn run(
 fn answer(
     server: &Server,
     ctx: &RequestContext,
-    tool: &str,
+    call: &ToolCall,
     outcome: ToolResult,
-    started: Instant,
 ) -> Result<Value, McpError> {
     if server.settings().audit_tool_calls {
-        let session = ctx.session_id().map(str::to_owned);
-        let principal = ctx.grant.as_ref().map(|g| g.principal.clone());
-        audit_to(&server.store, session, principal, tool, &outcome, started);
+        let who = Actor {
+            session_id: ctx.session_id().map(str::to_owned),
+            principal: ctx.grant.as_ref().map(|g| g.principal.clone()),
+            scope: call.scope.clone(),
+        };
+        audit_to(&server.store, who, &call.name, &outcome, call.started);
     }
     match outcome {
         Ok(out) => Ok(out.to_json(ctx.version)),
@@ -134,11 +151,19 @@ pub fn tool_error_to_result(ctx: &RequestContext, e: ToolError) -> Result<Value,
     }
 }
 
+/// Who made a tool call, as its audit row names them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Actor {
+    pub session_id: Option<String>,
+    pub principal: Option<String>,
+    /// The scope that allowed the call.
+    pub scope: Option<String>,
+}
+
 /// Records a tool call in the audit log (batched: it never delays the call).
 pub(crate) fn audit_to(
     store: &Store,
-    session_id: Option<String>,
-    principal: Option<String>,
+    who: Actor,
     tool: &str,
     outcome: &ToolResult,
     started: Instant,
@@ -153,13 +178,14 @@ pub(crate) fn audit_to(
     };
     let entry = AuditEntry {
         at_ms: crate::clock::now_millis(),
-        session_id,
+        session_id: who.session_id,
         kind: "tool".into(),
         subject: tool.to_owned(),
         outcome: result.into(),
         duration_us: Some(started.elapsed().as_micros() as i64),
         detail,
-        principal,
+        principal: who.principal,
+        scope: who.scope,
     };
     store.write_batched(move |tx| store::audit::record(tx, &entry));
 }

@@ -18,6 +18,7 @@ use super::{EXTENSION, NewTask, Owner, TaskError, TaskSettings, wire};
 use crate::mcp::catalog::Catalog;
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::{METHOD_NOT_FOUND, McpError};
+use crate::mcp::methods::tools::Actor;
 use crate::mcp::server::Server;
 use crate::mcp::toolset::{TaskSupport, ToolDef, ToolResult};
 use crate::store::tasks::TaskRow;
@@ -107,6 +108,8 @@ pub struct ToolCall {
     pub name: String,
     pub args: Value,
     pub started: Instant,
+    /// The scope that allowed the call (for its audit row).
+    pub scope: Option<String>,
 }
 
 impl ToolCall {
@@ -145,8 +148,11 @@ impl ToolCall {
             tasks: server.tasks.clone(),
             max_result_bytes: settings.tasks.max_result_bytes,
             audit: settings.audit_tool_calls.then(|| server.store.clone()),
-            session_id: ctx.session_id().map(str::to_owned),
-            principal: ctx.grant.as_ref().map(|g| g.principal.clone()),
+            who: Actor {
+                session_id: ctx.session_id().map(str::to_owned),
+                principal: ctx.grant.as_ref().map(|g| g.principal.clone()),
+                scope: self.scope.clone(),
+            },
             tool: self.name.clone(),
             started: self.started,
             in_flight: server.begin(),

@@ -15,6 +15,7 @@ use super::runner::{self, Job, Recorder};
 use crate::mcp::client::ClientInfo;
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
+use crate::mcp::methods::tools::Actor;
 use crate::mcp::server::Server;
 use crate::mcp::tasks::slot::Slot;
 use crate::mcp::version::ProtocolVersion;
@@ -144,8 +145,10 @@ async fn rerun(server: &Server, row: &TaskRow) -> Result<bool, StoreError> {
         tasks: server.tasks.clone(),
         max_result_bytes: settings.tasks.max_result_bytes,
         audit: settings.audit_tool_calls.then(|| server.store.clone()),
-        session_id: row.session_id.clone(),
-        principal: None,
+        who: Actor {
+            session_id: row.session_id.clone(),
+            ..Actor::default()
+        },
         tool,
         started: Instant::now(),
         in_flight: server.begin(),

@@ -13,6 +13,7 @@ use super::live::LiveTask;
 use crate::mcp::catalog::Catalog;
 use crate::mcp::context::RequestContext;
 use crate::mcp::error::McpError;
+use crate::mcp::methods::tools::Actor;
 use crate::mcp::server::InFlight;
 use crate::mcp::toolset::{ToolError, ToolOutput, ToolResult};
 use crate::mcp::version::ProtocolVersion;
@@ -66,9 +67,8 @@ pub struct Recorder {
     pub max_result_bytes: usize,
     /// The audit log, when tool calls are audited.
     pub audit: Option<Store>,
-    pub session_id: Option<String>,
     /// Who called, for the audit row.
-    pub principal: Option<String>,
+    pub who: Actor,
     pub tool: String,
     pub started: Instant,
     /// Keeps a graceful stop waiting for the task, as for a request.
@@ -93,14 +93,7 @@ pub fn outcome_of(out: Result<ToolResult, oneshot::error::RecvError>) -> ToolRes
 
 async fn record(rec: Recorder, live: &LiveTask, out: ToolResult) {
     if let Some(store) = &rec.audit {
-        crate::mcp::methods::tools::audit_to(
-            store,
-            rec.session_id.clone(),
-            rec.principal.clone(),
-            &rec.tool,
-            &out,
-            rec.started,
-        );
+        crate::mcp::methods::tools::audit_to(store, rec.who.clone(), &rec.tool, &out, rec.started);
     }
     let ending = ending(live.version, out, rec.max_result_bytes);
     let status = ending.status.clone();
