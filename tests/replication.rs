@@ -420,6 +420,81 @@ fn a_deposed_primary_stops_writing_and_loses_nothing_it_acknowledged() {
     );
 }
 
+/// Tokens are replicated like any table: one made on the primary works on
+/// the standby once it is promoted, and one revoked on the primary is
+/// refused there too (a revocation is effective on every node).
+#[test]
+fn a_token_revoked_on_the_primary_is_refused_by_the_promoted_standby() {
+    let tmp = TestDir::new();
+    let (a, b) = start_pair(&tmp, "\n[auth]\nmode = \"tokens\"");
+    let token = |node: &Node, args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(["token"])
+            .args(args)
+            .arg("--config")
+            .arg(&node.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    let (code, kept) = token(&a, &["create", "--name", "kept", "--scope", "*"]);
+    assert_eq!(code, Some(0));
+    let (code, gone) = token(&a, &["create", "--name", "gone", "--scope", "*"]);
+    assert_eq!(code, Some(0));
+    assert_ne!(
+        token(&b, &["create", "--name", "x", "--scope", "*"]).0,
+        Some(0),
+        "a standby refuses"
+    );
+    assert_eq!(token(&a, &["revoke", "gone"]).0, Some(0));
+    // The command line's writes go out with the daemon's next shipment.
+    wait_for(
+        "the revocation on the standby",
+        Duration::from_secs(10),
+        || {
+            let c = rusqlite::Connection::open(b.db()).unwrap();
+            c.query_row(
+                "SELECT count(*) FROM tokens WHERE name = 'gone' AND revoked_at IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+                == 1
+        },
+    );
+    wait_in_sync(&a, &b, Duration::from_secs(20));
+    assert_eq!(b.role("primary", false).0, 0);
+    wait_for("b to serve as primary", Duration::from_secs(10), || {
+        b.replication()["role"] == "primary"
+    });
+    let initialize = |secret: &str| {
+        common::post_raw(
+            &b.url(),
+            &[
+                ("Accept", common::ACCEPT_BOTH),
+                ("Authorization", &format!("Bearer {secret}")),
+            ],
+            serde_json::json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": { "name": "t", "version": "1" } } })
+            .to_string()
+            .as_bytes(),
+        )
+    };
+    let r = initialize(&kept);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = initialize(&gone);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("token revoked")
+    );
+}
+
 /// An entry of the old primary arrives while the standby is being
 /// promoted (held between taking the role and announcing it): it is not
 /// applied once the node is primary (it would be recorded again as the new

@@ -230,6 +230,20 @@ impl Gate {
         }
     }
 
+    /// The shipper found committed entries up to `seq` in the log that
+    /// another process (`erlmcp stdio`, `erlmcp token`) appended: the
+    /// committed tip moves up to them, so the status and the standby's
+    /// sync count them too.
+    pub(crate) fn noticed(&self, seq: u64) {
+        let mut st = self.lock();
+        if !st.primary || seq <= st.committed || st.pending.is_some() {
+            return;
+        }
+        st.committed = seq;
+        self.committed_tx.send_replace(seq);
+        self.changed.notify_all();
+    }
+
     /// Writer thread: how the held group's commit ended.
     pub(crate) fn after_commit(&self, committed: bool) {
         let mut st = self.lock();

@@ -261,5 +261,6 @@ async fn catch_up(repl: &Replication, link: &Link, mut sent: u64) -> Result<u64,
             sent = e.seq;
             link.send(Frame::Entry(e)).await?;
         }
+        repl.gate.noticed(sent);
     }
 }
