@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use super::catalog::Catalog;
 use super::error::McpError;
 use super::grant::{self, Grant};
+use super::methods::completion::Reference;
 use super::toolset::CompletionRef;
 use crate::store::Store;
 use crate::store::audit::{self, AuditEntry};
@@ -90,16 +91,6 @@ struct Target {
     reference: Option<Reference>,
 }
 
-#[derive(Deserialize)]
-struct Reference {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    uri: Option<String>,
-}
-
 /// What `method` with `params` reaches that `grant` does not cover; `None`
 /// when it is covered, reaches nothing scoped, or names nothing that
 /// exists (params its handler will refuse anyway).
@@ -139,13 +130,10 @@ pub fn beyond(
         }
         "completion/complete" => {
             let r = t.reference?;
-            let (reference, subject) = match (r.kind.as_str(), &r.name, &r.uri) {
-                ("ref/prompt", Some(name), _) => (CompletionRef::Prompt(name), name),
-                ("ref/resource", _, Some(uri)) => (CompletionRef::Resource(uri), uri),
-                _ => return None,
-            };
-            let ts = catalog.completion_owner(&reference)?.name();
-            ("completion", subject.clone(), ts)
+            let target = r.target()?;
+            let ts = catalog.completion_owner(&target)?.name();
+            let (CompletionRef::Prompt(subject) | CompletionRef::Resource(subject)) = target;
+            ("completion", subject.to_owned(), ts)
         }
         _ => return None,
     };

@@ -14,14 +14,26 @@ use crate::mcp::toolset::CompletionRef;
 /// The spec caps one completion response at 100 values.
 const MAX_VALUES: usize = 100;
 
+/// The `ref` of a completion request.
 #[derive(Deserialize)]
-struct Reference {
+pub(crate) struct Reference {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     uri: Option<String>,
+}
+
+impl Reference {
+    /// The prompt or resource template it names; `None` when malformed.
+    pub(crate) fn target(&self) -> Option<CompletionRef<'_>> {
+        match (self.kind.as_str(), &self.name, &self.uri) {
+            ("ref/prompt", Some(name), _) => Some(CompletionRef::Prompt(name)),
+            ("ref/resource", _, Some(uri)) => Some(CompletionRef::Resource(uri)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,18 +64,11 @@ pub async fn complete(
     raw: Option<&RawValue>,
 ) -> Result<Value, McpError> {
     let p: CompleteParams = params(raw)?;
-    let reference = match (
-        p.reference.kind.as_str(),
-        &p.reference.name,
-        &p.reference.uri,
-    ) {
-        ("ref/prompt", Some(name), _) => CompletionRef::Prompt(name),
-        ("ref/resource", _, Some(uri)) => CompletionRef::Resource(uri),
-        (kind, _, _) => {
-            return Err(McpError::invalid_params(format!(
-                "ref must be ref/prompt with a name or ref/resource with a uri, not {kind:?}"
-            )));
-        }
+    let Some(reference) = p.reference.target() else {
+        return Err(McpError::invalid_params(format!(
+            "ref must be ref/prompt with a name or ref/resource with a uri, not {:?}",
+            p.reference.kind
+        )));
     };
     let context = p.context.as_ref().and_then(|c| c.arguments.as_ref());
     let mut values = server
