@@ -287,6 +287,13 @@ impl Catalog {
         grant.is_none_or(|g| g.reads(self.toolsets[i].name()))
     }
 
+    /// The definitions (each with its toolset's index) `grant` may read.
+    fn visible<'a, T>(&self, defs: &'a [(usize, T)], grant: Option<&Grant>) -> Vec<&'a (usize, T)> {
+        defs.iter()
+            .filter(|(i, _)| self.readable(grant, *i))
+            .collect()
+    }
+
     pub fn prompts_page(
         &self,
         version: ProtocolVersion,
@@ -294,11 +301,7 @@ impl Catalog {
         limit: usize,
         grant: Option<&Grant>,
     ) -> Result<(Vec<Value>, Option<String>), McpError> {
-        let visible: Vec<_> = self
-            .prompts
-            .iter()
-            .filter(|(i, _)| self.readable(grant, *i))
-            .collect();
+        let visible = self.visible(&self.prompts, grant);
         page_of(&visible, cursor, limit, |(_, p)| p.to_json(version))
     }
 
@@ -309,11 +312,7 @@ impl Catalog {
         limit: usize,
         grant: Option<&Grant>,
     ) -> Result<(Vec<Value>, Option<String>), McpError> {
-        let visible: Vec<_> = self
-            .templates
-            .iter()
-            .filter(|(i, _)| self.readable(grant, *i))
-            .collect();
+        let visible = self.visible(&self.templates, grant);
         page_of(&visible, cursor, limit, |(_, t)| t.to_json(version))
     }
 
