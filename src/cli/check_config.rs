@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use super::CliError;
 use crate::config::Config;
+use crate::exit;
+use crate::transport::http::tls;
 
 #[derive(Args, Debug)]
 pub(super) struct CheckConfigArgs {
@@ -14,7 +16,20 @@ pub(super) struct CheckConfigArgs {
 
 pub(super) fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let c = Config::load(Some(&args.file))?;
+    // The files a reload would read, read the same way.
+    let tls = if c.http.tls.enabled {
+        let loaded = tls::load(&c.http.tls).map_err(|e| CliError::Other {
+            code: exit::CONFIG,
+            message: format!("invalid config {}: {e}", args.file.display()),
+        })?;
+        Some(loaded.summary)
+    } else {
+        None
+    };
     println!("{}: valid", args.file.display());
+    if let Some(summary) = tls {
+        println!("# TLS certificate: {summary}");
+    }
     println!(
         "{}",
         toml::to_string_pretty(&c).expect("a loaded configuration serializes back to TOML")

@@ -43,6 +43,16 @@ ensure_python() {
   "$VENV/bin/pip" install --quiet "${PYTHON_PACKAGES[@]}" >&2
 }
 
+# The openssl command line makes the peers' test CA (tests/peers/run).
+ensure_openssl() {
+  command -v openssl >/dev/null && return 0
+  echo "installing openssl (Debian) for the peers' test certificates"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2; then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2
+  fi
+}
+
 # cargo-machete (unused dependencies), built once into the cache.
 MACHETE_VERSION=0.9.2
 MACHETE=$CI_ERLMCP_CACHE/bin/cargo-machete

@@ -19,6 +19,7 @@ pub(crate) mod listener;
 mod post;
 mod principal;
 pub mod stream;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -102,6 +103,8 @@ pub struct HttpState {
     pub(crate) limits: Arc<Limits>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) accept: AcceptHealth,
+    /// `None`: plain HTTP.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// The `kv` counter of server starts that numbers restored SSE streams.
@@ -111,6 +114,7 @@ impl HttpState {
     pub fn new(
         server: Arc<Server>,
         settings: HttpSettings,
+        tls: Option<tls::Tls>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         // Stream ids start at a random base so ids from before a restart are
@@ -126,6 +130,7 @@ impl HttpState {
             next_stream: AtomicU64::new(base),
             shutdown,
             open_streams: AtomicUsize::new(0),
+            tls,
         })
     }
 
