@@ -369,6 +369,22 @@ fn https_sessions_and_certificates_replaced_on_reload() {
         !answer.starts_with(b"HTTP/1.1 "),
         "plain HTTP was served on the TLS port"
     );
+    // Counted once the server has dropped the connection, which may be
+    // just after the client saw it close.
+    let counted = || {
+        ops_get(ops, "/metrics")
+            .body
+            .lines()
+            .any(|l| l == "erlmcp_http_tls_handshake_failures_total 1")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !counted() {
+        assert!(
+            Instant::now() < deadline,
+            "the failed handshake is not counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A session over https, its connection kept open across the reload.
     let conn = Https::connect(mcp, &ca.der()).unwrap();
