@@ -119,10 +119,22 @@ impl TlsConfig {
         credential_path("http.tls.key_file", &self.key_file)
     }
 
+    /// Whether both files can be named here: absolute, or relative with
+    /// `$CREDENTIALS_DIRECTORY` set. Not a validation rule: a build-time
+    /// check (the NixOS module's) runs without the service's credentials,
+    /// and the service reads them at start.
+    pub fn files_reachable(&self) -> bool {
+        self.cert_path().is_ok() && self.key_path().is_ok()
+    }
+
     fn validate(&self) -> Result<(), String> {
-        if self.enabled {
-            self.cert_path()?;
-            self.key_path()?;
+        for (key, p) in [
+            ("http.tls.cert_file", &self.cert_file),
+            ("http.tls.key_file", &self.key_file),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(format!("{key} is empty"));
+            }
         }
         Ok(())
     }

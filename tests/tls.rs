@@ -534,6 +534,18 @@ fn unusable_certificates_stop_the_start_with_the_config_exit_code() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    // Relative paths (credentials) outside the service: valid, not read,
+    // and said so (the NixOS module checks its config at build time).
+    std::fs::write(&cfg, "[http.tls]\nenabled = true\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("TLS certificate: not read"), "{text}");
     let (cert, key) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
     std::fs::write(&cert, format!("{}{}", one.cert_pem, ca.pem())).unwrap();
     std::fs::write(&key, &one.key_pem).unwrap();
