@@ -67,6 +67,21 @@ ensure_machete() {
   install -m 0755 "$root/bin/cargo-machete" "$MACHETE"
 }
 
+# cargo-deny (licences, bans, sources, advisories; deny.toml), built once
+# into the cache like cargo-machete.
+DENY_VERSION=0.20.2
+DENY_DIR=$CI_ERLMCP_CACHE/cargo-deny
+ensure_deny() {
+  if [[ -x $CI_ERLMCP_CACHE/bin/cargo-deny ]] \
+     && [[ $("$CI_ERLMCP_CACHE/bin/cargo-deny" --version 2>/dev/null) == "cargo-deny $DENY_VERSION" ]]; then
+    return 0
+  fi
+  echo "building cargo-deny $DENY_VERSION from crates.io into $CI_ERLMCP_CACHE/bin (once)"
+  nice cargo install --quiet --locked --root "$DENY_DIR" --version "$DENY_VERSION" cargo-deny >&2
+  mkdir -p "$CI_ERLMCP_CACHE/bin"
+  install -m 0755 "$DENY_DIR/bin/cargo-deny" "$CI_ERLMCP_CACHE/bin/cargo-deny"
+}
+
 # rusqlite's `session` feature (replication) runs bindgen at build time,
 # which needs libclang.
 ensure_libclang() {
