@@ -354,6 +354,11 @@ fn https_sessions_and_certificates_replaced_on_reload() {
         &[TLS_ON, ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
     );
     wait_tls(mcp, &ca.der(), &mut child);
+    assert_eq!(
+        ops_get(ops, "/status").result_json()["mcp_tls"],
+        true,
+        "/status says the MCP listener is TLS"
+    );
 
     // Plain HTTP on the TLS port gets no MCP answer.
     let mut plain = TcpStream::connect(("127.0.0.1", mcp)).unwrap();

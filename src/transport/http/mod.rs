@@ -143,6 +143,11 @@ impl HttpState {
         self.settings.store(Arc::new(settings));
     }
 
+    /// Whether the MCP listener serves TLS.
+    pub(crate) fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Connections open on the MCP listener.
     pub(crate) fn open_connections(&self) -> usize {
         self.connections.open()
