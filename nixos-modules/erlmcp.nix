@@ -220,8 +220,11 @@ in
           `[http.tls]`). The certificate and key are passed to the service
           as the credentials `tls-cert` and `tls-key` (`LoadCredential=`),
           never through the Nix store or the configuration file. erlmcp
-          reads them again on every reload; a certificate or key it cannot
-          use rejects the reload and the current one stays.
+          reads the credentials again on every reload (a certificate or key
+          it cannot use rejects the reload and the current one stays), but
+          systemd copies them when the service starts, and only newer
+          systemd versions copy them again on reload: after a renewal,
+          restart where yours does not (docs/operations/security.md, TLS).
         '';
       };
 
