@@ -560,3 +560,50 @@ fn unusable_certificates_stop_the_start_with_the_config_exit_code() {
     assert_eq!(code, Some(78), "{out}");
     assert!(out.contains("does not fit the certificate"), "{out}");
 }
+
+/// A client that connects and never starts the handshake is closed by the
+/// header timeout, counted as one; the listener goes on serving.
+#[test]
+fn a_silent_client_is_closed_by_the_header_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let ca = Ca::new();
+    install(&creds, &ca.leaf("erlmcp", 7));
+    let (mcp, ops) = (free_port(), free_port());
+    let mut child = spawn_daemon(
+        &tmp.path().join("data"),
+        mcp,
+        ops,
+        &[],
+        &[
+            TLS_ON,
+            ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap()),
+            ("ERLMCP_HTTP__HEADER_READ_TIMEOUT_SECS", "1"),
+        ],
+    );
+    wait_tls(mcp, &ca.der(), &mut child);
+    let mut silent = TcpStream::connect(("127.0.0.1", mcp)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        silent.read(&mut buf).unwrap(),
+        0,
+        "the server closes a connection that never shakes hands"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ops_get(ops, "/metrics")
+        .body
+        .lines()
+        .any(|l| l == r#"erlmcp_http_timeouts_total{timeout="header"} 1"#)
+    {
+        assert!(Instant::now() < deadline, "the timeout is not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = Session::open(Https::connect(mcp, &ca.der()).unwrap());
+    assert_eq!(entity_names(&mut s), Vec::<String>::new());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
