@@ -82,21 +82,6 @@
             doCheck = false;
             meta.mainProgram = "erlmcp";
           });
-
-          # Offline-safe: the graph and where crates come from. Advisories need
-          # the network and licenses need a `license` in Cargo.toml.
-          denyConfig = (pkgs.formats.toml { }).generate "deny.toml" {
-            graph.targets = [ "x86_64-unknown-linux-gnu" "aarch64-unknown-linux-gnu" ];
-            bans = {
-              multiple-versions = "warn";
-              wildcards = "deny";
-            };
-            sources = {
-              unknown-registry = "deny";
-              unknown-git = "deny";
-              allow-registry = [ "https://github.com/rust-lang/crates.io-index" ];
-            };
-          };
         in
         {
           inherit craneLib erlmcp erlmcpFaultInjection erlmcpNextRelease;
@@ -119,9 +104,11 @@
               cargoNextestExtraArgs = "--features fault-injection";
             });
 
+            # deny.toml, as tests/run's `deny` stage uses it. Offline: the
+            # advisories need the RustSec database from the network.
             erlmcp-deny = craneLib.cargoDeny {
               inherit src;
-              cargoDenyChecks = "--config ${denyConfig} bans sources";
+              cargoDenyChecks = "--config ${./deny.toml} licenses bans sources";
             };
           };
         };

@@ -16,6 +16,7 @@
 let
   inherit (lib)
     concatStringsSep
+    elem
     escapeShellArg
     hasInfix
     hasPrefix
@@ -109,6 +110,21 @@ let
   secretInStore = cfg.replication.secretFile != null
     && hasPrefix "${builtins.storeDir}/" cfg.replication.secretFile;
 
+  tlsKeyInStore = cfg.tls.keyFile != null && hasPrefix "${builtins.storeDir}/" cfg.tls.keyFile;
+
+  # systemd's IP access lists: an address or prefix, or one of its names.
+  networkValid = n:
+    elem n [ "any" "localhost" "link-local" "multicast" ]
+    || builtins.match "[0-9a-fA-F.:]+(/[0-9]+)?" n != null;
+
+  # The network policy, for the service (the sockets it opens itself) and
+  # for both socket units (the sockets systemd passes it): systemd applies
+  # a unit's lists to the sockets that unit creates only.
+  ipPolicy = optionalAttrs (cfg.allowedNetworks != null) {
+    IPAddressAllow = [ "localhost" ] ++ cfg.allowedNetworks;
+    IPAddressDeny = "any";
+  };
+
   # Settings erlmcp applies only when it starts (a reload keeps them, see
   # src/node/reload.rs): a change restarts the service instead of
   # reloading it.
@@ -118,6 +134,7 @@ let
     ops = cfg.settings.ops or null;
     store = cfg.settings.store or null;
     replication = cfg.settings.replication or null;
+    http_tls_enabled = cfg.settings.http.tls.enabled or false;
   };
 
   # keepalived's own number syntax: 1, 0.5 (toString 0.5 is "0.500000").
@@ -176,6 +193,61 @@ in
       type = types.bool;
       default = false;
       description = "Whether to open {option}`services.erlmcp.port` in the firewall.";
+    };
+
+    allowedNetworks = mkOption {
+      type = types.nullOr (types.listOf types.str);
+      default = null;
+      example = [ "10.0.0.0/8" "fd00::/8" ];
+      description = ''
+        The networks erlmcp may exchange packets with (systemd's
+        `IPAddressAllow=`, with `IPAddressDeny=any`), on both listeners and
+        on the connections it opens itself (the replication peer). Loopback
+        is always allowed. `null` (the default): no restriction beyond the
+        listen addresses and the firewall; `[ ]`: loopback only. Entries are
+        addresses with an optional prefix length (`192.168.1.0/24`,
+        `fd00::/8`) or systemd's names `link-local`, `multicast`, `any`.
+        Include the replication peer and any Prometheus on another machine.
+      '';
+    };
+
+    tls = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether the MCP listener serves HTTPS only (erlmcp's
+          `[http.tls]`). The certificate and key are passed to the service
+          as the credentials `tls-cert` and `tls-key` (`LoadCredential=`),
+          never through the Nix store or the configuration file. erlmcp
+          reads the credentials again on every reload (a certificate or key
+          it cannot use rejects the reload and the current one stays), but
+          systemd copies them when the service starts, and only newer
+          systemd versions copy them again on reload: after a renewal,
+          restart where yours does not (docs/operations/security.md, TLS).
+        '';
+      };
+
+      certificateFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/acme/mcp.example.org/fullchain.pem";
+        description = ''
+          The certificate chain, PEM, the server's certificate first. A
+          string, read by systemd (as root) when the service starts.
+        '';
+      };
+
+      keyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/acme/mcp.example.org/key.pem";
+        description = ''
+          The private key, PEM (PKCS#8, PKCS#1 or SEC1), readable by root
+          only; outside the Nix store. A string, so that no Nix path
+          literal copies it into the store.
+        '';
+      };
     };
 
     ops = {
@@ -569,6 +641,18 @@ in
           message = "services.erlmcp.port and services.erlmcp.ops.port are both ${toString cfg.port} on overlapping addresses; the MCP and operations listeners need different ports.";
         }
         {
+          assertion = !cfg.tls.enable || (cfg.tls.certificateFile != null && cfg.tls.keyFile != null);
+          message = "services.erlmcp.tls.enable needs services.erlmcp.tls.certificateFile and services.erlmcp.tls.keyFile.";
+        }
+        {
+          assertion = !tlsKeyInStore;
+          message = "services.erlmcp.tls.keyFile is in the Nix store, which every user can read; keep the key in a root-only file outside it.";
+        }
+        {
+          assertion = cfg.allowedNetworks == null || lib.all networkValid cfg.allowedNetworks;
+          message = "services.erlmcp.allowedNetworks: entries are addresses with an optional prefix length (10.0.0.0/8, fd00::/8) or link-local, multicast, any; got: ${concatStringsSep ", " (if cfg.allowedNetworks == null then [ ] else cfg.allowedNetworks)}.";
+        }
+        {
           assertion = lib.all credentialNameValid (lib.attrNames cfg.credentialFiles);
           message = "services.erlmcp.credentialFiles: names must be config keys such as \"replication.token\" (lower-case letters, digits, _ and dots); got: ${concatStringsSep ", " (lib.attrNames cfg.credentialFiles)}.";
         }
@@ -580,7 +664,8 @@ in
 
       services.erlmcp.settings = {
         data_dir = stateDir;
-        http.listen = mcpListen;
+        # The files are credentials (tls-cert, tls-key): erlmcp's defaults.
+        http = { listen = mcpListen; } // optionalAttrs cfg.tls.enable { tls.enabled = true; };
         ops.listen = opsListen;
         backup = {
           enabled = cfg.backups.enable;
@@ -638,7 +723,8 @@ in
           Type = "notify-reload";
           ExecStart = if cfg.credentialFiles == { } then serveCommand else "${startScript}";
           LoadCredential = mapAttrsToList (name: path: "${name}:${path}") cfg.credentialFiles
-            ++ optional (cfg.replication.secretFile != null) "replication-secret:${cfg.replication.secretFile}";
+            ++ optional (cfg.replication.secretFile != null) "replication-secret:${cfg.replication.secretFile}"
+            ++ optionals cfg.tls.enable [ "tls-cert:${toString cfg.tls.certificateFile}" "tls-key:${toString cfg.tls.keyFile}" ];
           EnvironmentFile = optional (cfg.environmentFile != null) cfg.environmentFile;
           WatchdogSec = mkDefault "30s";
           Restart = "on-failure";
@@ -686,7 +772,7 @@ in
           SystemCallArchitectures = "native";
           SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
           SystemCallErrorNumber = "EPERM";
-        };
+        } // ipPolicy;
       };
     }
 
@@ -701,7 +787,7 @@ in
           NoDelay = true;
           # The virtual IP exists only on the node that holds it.
           FreeBind = cfg.failover.enable;
-        };
+        } // ipPolicy;
       };
       systemd.sockets.erlmcp-ops = {
         description = "erlmcp operations listener";
@@ -711,7 +797,7 @@ in
           FileDescriptorName = "ops";
           Service = "erlmcp.service";
           NoDelay = true;
-        };
+        } // ipPolicy;
       };
     })
 

@@ -79,6 +79,81 @@ pub struct HttpConfig {
     pub write_timeout_secs: u64,
     /// Largest request head (request line and headers); larger ones get 431.
     pub max_header_bytes: usize,
+    pub tls: TlsConfig,
+}
+
+/// `[http.tls]`: HTTPS on the MCP listener. The files are read at start,
+/// by `check-config`, and again on every reload (SIGHUP); see
+/// `docs/operations/security.md`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve `/mcp` over TLS only (a restart changes this; a reload does not).
+    pub enabled: bool,
+    /// The certificate chain (PEM, the server's certificate first). A
+    /// relative path names a file in `$CREDENTIALS_DIRECTORY` (systemd's
+    /// `LoadCredential=`).
+    pub cert_file: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1), relative like `cert_file`.
+    pub key_file: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: false,
+            cert_file: PathBuf::from("tls-cert"),
+            key_file: PathBuf::from("tls-key"),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Where the certificate chain is read from.
+    pub fn cert_path(&self) -> Result<PathBuf, String> {
+        credential_path("http.tls.cert_file", &self.cert_file)
+    }
+
+    /// Where the private key is read from.
+    pub fn key_path(&self) -> Result<PathBuf, String> {
+        credential_path("http.tls.key_file", &self.key_file)
+    }
+
+    /// Whether both files can be named here: absolute, or relative with
+    /// `$CREDENTIALS_DIRECTORY` set. Not a validation rule: a build-time
+    /// check (the NixOS module's) runs without the service's credentials,
+    /// and the service reads them at start.
+    pub fn files_reachable(&self) -> bool {
+        self.cert_path().is_ok() && self.key_path().is_ok()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, p) in [
+            ("http.tls.cert_file", &self.cert_file),
+            ("http.tls.key_file", &self.key_file),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(format!("{key} is empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An absolute path as is; a relative one in `$CREDENTIALS_DIRECTORY`,
+/// never in the working directory (which a service does not choose).
+fn credential_path(key: &str, p: &Path) -> Result<PathBuf, String> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir).join(p)),
+        _ => Err(format!(
+            "{key} {:?} is relative, which names a systemd credential, but \
+             $CREDENTIALS_DIRECTORY is not set; give an absolute path",
+            p.display().to_string()
+        )),
+    }
 }
 
 /// `[limits]`: what one client (an address; the principal, with
@@ -572,6 +647,7 @@ impl Default for HttpConfig {
             body_read_timeout_secs: 30,
             write_timeout_secs: 30,
             max_header_bytes: 64 * 1024,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -798,6 +874,7 @@ impl Config {
         if self.toolsets.files.enabled && self.toolsets.files.roots.is_empty() {
             return Err("toolsets.files is enabled but lists no roots".into());
         }
+        self.http.tls.validate()?;
         self.backup.validate()?;
         self.tasks.validate()?;
         self.replication.validate(self)?;

@@ -111,6 +111,10 @@ let
         "SystemCallFilter @system-service" = elem "@system-service" (sc c).SystemCallFilter;
         "RestrictAddressFamilies" = (sc c).RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ];
         "no credentials" = (sc c).LoadCredential == [ ];
+        "no TLS setting" = !(c.services.erlmcp.settings.http ? tls);
+        "no network policy" = !((sc c) ? IPAddressAllow) && !((sc c) ? IPAddressDeny)
+          && !(c.systemd.sockets.erlmcp.socketConfig ? IPAddressDeny)
+          && !(c.systemd.sockets.erlmcp-ops.socketConfig ? IPAddressDeny);
         "socket mcp" = c.systemd.sockets.erlmcp.listenStreams == [ "127.0.0.1:8080" ]
           && c.systemd.sockets.erlmcp.socketConfig.FileDescriptorName == "mcp";
         "socket ops" = c.systemd.sockets.erlmcp-ops.listenStreams == [ "127.0.0.1:9718" ]
@@ -242,6 +246,54 @@ let
           && hasInfix "export ERLMCP_REPLICATION__TOKEN" text
           && hasInfix "exec /nix/store/" text
           && hasInfix "/bin/erlmcp serve --config /etc/erlmcp/erlmcp.toml" text;
+      };
+    };
+
+    tls = {
+      modules = enabled {
+        tls = {
+          enable = true;
+          certificateFile = "/var/lib/acme/mcp/fullchain.pem";
+          keyFile = "/var/lib/acme/mcp/key.pem";
+        };
+      };
+      expect = c: {
+        "no assertion fails" = failedAssertions c == [ ];
+        "http.tls.enabled, the files by their credential names" =
+          c.services.erlmcp.settings.http == { listen = "127.0.0.1:8080"; tls.enabled = true; };
+        "certificate and key are credentials" =
+          (sc c).LoadCredential == [ "tls-cert:/var/lib/acme/mcp/fullchain.pem" "tls-key:/var/lib/acme/mcp/key.pem" ];
+        "the paths are not in the config" =
+          !(hasInfix "/var/lib/acme" (builtins.toJSON c.services.erlmcp.settings));
+        "turning TLS on or off restarts" = lib.any (hasInfix "\"http_tls_enabled\":true") (svc c).restartTriggers;
+        "no wrapper needed" = hasInfix "/bin/erlmcp serve --config /etc/erlmcp/erlmcp.toml" (sc c).ExecStart;
+      };
+    };
+
+    allowed-networks = {
+      modules = enabled {
+        listenAddress = "0.0.0.0";
+        allowedNetworks = [ "10.0.0.0/8" "fd00::/8" "192.168.1.7" ];
+      };
+      expect = c:
+        let
+          allow = [ "localhost" "10.0.0.0/8" "fd00::/8" "192.168.1.7" ];
+          policy = u: u.IPAddressAllow == allow && u.IPAddressDeny == "any";
+        in
+        {
+          "no assertion fails" = failedAssertions c == [ ];
+          "the service: loopback and the list, deny the rest" = policy (sc c);
+          "the MCP socket too" = policy c.systemd.sockets.erlmcp.socketConfig;
+          "the ops socket too" = policy c.systemd.sockets.erlmcp-ops.socketConfig;
+        };
+    };
+
+    loopback-only = {
+      modules = enabled { allowedNetworks = [ ]; socketActivation = false; };
+      expect = c: {
+        "no assertion fails" = failedAssertions c == [ ];
+        "only loopback" = (sc c).IPAddressAllow == [ "localhost" ] && (sc c).IPAddressDeny == "any";
+        "no sockets" = !(c.systemd.sockets ? erlmcp);
       };
     };
 
@@ -475,6 +527,26 @@ let
         modules = enabled { listenAddress = "192.168.1.2"; ops = { listenAddress = "127.0.0.1"; port = 8080; }; };
         messages = [ ];
       };
+      tls-without-files = {
+        modules = enabled { tls = { enable = true; keyFile = "/run/keys/k"; }; };
+        messages = [
+          "services.erlmcp.tls.enable needs services.erlmcp.tls.certificateFile and services.erlmcp.tls.keyFile."
+        ];
+      };
+      tls-key-in-the-store = {
+        modules = enabled {
+          tls = { enable = true; certificateFile = "/run/keys/c"; keyFile = "/nix/store/00000000000000000000000000000000-key.pem"; };
+        };
+        messages = [
+          "services.erlmcp.tls.keyFile is in the Nix store, which every user can read; keep the key in a root-only file outside it."
+        ];
+      };
+      bad-network = {
+        modules = enabled { allowedNetworks = [ "10.0.0.0/8" "example.org" ]; };
+        messages = [
+          "services.erlmcp.allowedNetworks: entries are addresses with an optional prefix length (10.0.0.0/8, fd00::/8) or link-local, multicast, any; got: 10.0.0.0/8, example.org."
+        ];
+      };
       bad-credential-name = {
         modules = enabled { credentialFiles."Bad-Name" = "/run/secrets/x"; };
         messages = [
@@ -486,6 +558,7 @@ let
   # Definitions the module system must refuse.
   rejected = {
     "port out of range" = fails (enabled { port = 70000; }) (c: c.services.erlmcp.port);
+    "allowedNetworks as one string" = fails (enabled { allowedNetworks = "10.0.0.0/8"; }) (c: c.services.erlmcp.allowedNetworks);
     "unknown replication role" = fails (enabled { replication.role = "leader"; }) (c: c.services.erlmcp.replication.role);
     "VRRP priority 255" = fails (enabled { failover.priority = 255; }) (c: c.services.erlmcp.failover.priority);
     "advert interval 0" = fails (enabled { failover.advertInt = 0; }) (c: c.services.erlmcp.failover.advertInt);

@@ -87,6 +87,9 @@ let
         checks.erlmcp-clippy.args.cargoArtifacts == common.cargoArtifacts
         && checks.erlmcp-nextest.args.cargoArtifacts == common.cargoArtifacts;
       "${system}: cargo-deny stays offline" = !(hasInfix "advisories" checks.erlmcp-deny.args.cargoDenyChecks);
+      "${system}: cargo-deny checks licences, bans and sources with deny.toml" =
+        hasInfix "licenses bans sources" checks.erlmcp-deny.args.cargoDenyChecks
+        && hasInfix "deny.toml" checks.erlmcp-deny.args.cargoDenyChecks;
       "${system}: a VM test per ready story" = all (n: checks ? "vm-${n}") (names (import ../../vm-tests {
         pkgs = pkgsFor system;
         erlmcpModule = outputs.nixosModules.default;

@@ -66,7 +66,8 @@ fn human(s: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "  MCP        http://{}/mcp, {} connections, {} sessions ({} in memory), {} SSE streams, {} requests in flight",
+        "  MCP        {}://{}/mcp, {} connections, {} sessions ({} in memory), {} SSE streams, {} requests in flight",
+        if s.mcp_tls { "https" } else { "http" },
         s.mcp_listen,
         s.connections,
         s.sessions_stored,

@@ -27,6 +27,7 @@ use crate::replication::{Replication, RoleChange};
 use crate::store::{Store, StoreError};
 use crate::supervisor::systemd::{self, Activated};
 use crate::supervisor::{Heartbeats, TreeStatus};
+use crate::transport::http::tls::Tls;
 use crate::transport::http::{HttpSettings, HttpState, listener};
 use crate::upgrade::{self, Upgrade};
 
@@ -97,6 +98,9 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = source.load()?;
+    // Before anything is opened: a certificate that cannot serve is a
+    // configuration error, not a listener that fails every handshake.
+    let tls = Tls::from_config(&config.http.tls)?;
     // First, so that what the start-up sets (upgrade standing, replication
     // role, backup freshness) is recorded, not lost to a no-op recorder.
     let metrics = ops::metrics::install();
@@ -138,6 +142,7 @@ pub(crate) async fn run(
     let http_state = HttpState::new(
         server.clone(),
         HttpSettings::from_config(&config.http, &config.limits, &config.auth, fd_limit),
+        tls,
         root_stop.clone(),
     );
     tracing::info!(

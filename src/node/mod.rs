@@ -57,6 +57,8 @@ pub(crate) enum NodeError {
     Upgrade(#[from] crate::upgrade::UpgradeError),
     #[error("{0}")]
     Secret(String),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::http::tls::TlsError),
     #[error(
         "another erlmcp daemon serves {path} (lock {lock}); one daemon per data directory \
          (`erlmcp stdio` clients may share it)"
@@ -79,7 +81,7 @@ impl NodeError {
             | NodeError::Escalated(_)
             | NodeError::Crashed(_)
             | NodeError::Replication(_) => exit::FAILURE,
-            NodeError::Secret(_) => exit::CONFIG,
+            NodeError::Secret(_) | NodeError::Tls(_) => exit::CONFIG,
             NodeError::Upgrade(e) => e.exit_code(),
             NodeError::AlreadyServed { .. } => exit::TEMP_FAIL,
         }

@@ -11,7 +11,7 @@ use crate::mcp::session::SessionLimits;
 use crate::ops;
 use crate::supervisor::systemd;
 use crate::toolsets::registry;
-use crate::transport::http::{HttpSettings, listener};
+use crate::transport::http::{HttpSettings, listener, tls};
 
 pub(super) async fn reload(ctx: &Ctx) {
     systemd::reloading();
@@ -44,6 +44,11 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
     let mut current = ctx.config.lock().unwrap_or_else(|p| p.into_inner());
     let notes = keep_fixed(&current, &mut new);
     let catalog = registry::build(&new, &ctx.store, &ctx.server.hub)?;
+    // Read before anything changes: a bad certificate rejects the reload.
+    let certificate = match &ctx.http.tls {
+        Some(_) => Some(tls::load(&new.http.tls).map_err(|e| e.to_string())?),
+        None => None,
+    };
     ctx.log.set_level(&new.log.level)?;
     ctx.server
         .reload(catalog, Settings::from_config(&new.mcp, &new.tasks));
@@ -56,6 +61,9 @@ fn apply(ctx: &Ctx) -> Result<String, String> {
         &new.auth,
         listener::fd_limit(),
     ));
+    if let (Some(tls), Some(c)) = (&ctx.http.tls, certificate) {
+        tls.install(c);
+    }
     ctx.files.send_replace(new.toolsets.files.clone());
     ctx.housekeeping
         .send_replace(Housekeeping::from_config(&new));
@@ -69,6 +77,10 @@ fn keep_fixed(current: &Config, new: &mut Config) -> String {
     let mut notes = String::new();
     let fixed = [
         ("http.listen", new.http.listen != current.http.listen),
+        (
+            "http.tls.enabled",
+            new.http.tls.enabled != current.http.tls.enabled,
+        ),
         ("ops", new.ops != current.ops),
         ("data_dir", new.data_dir != current.data_dir),
         ("store", new.store != current.store),
@@ -80,6 +92,7 @@ fn keep_fixed(current: &Config, new: &mut Config) -> String {
         }
     }
     new.http.listen = current.http.listen;
+    new.http.tls.enabled = current.http.tls.enabled;
     new.ops = current.ops.clone();
     new.data_dir = current.data_dir.clone();
     new.store = current.store.clone();

@@ -155,6 +155,10 @@ fn describe() {
         "1 while the MCP listener can accept connections, 0 while accept fails"
     );
     describe_counter!(
+        "erlmcp_http_tls_handshake_failures_total",
+        "TLS handshakes on the MCP listener that failed ([http.tls] on)"
+    );
+    describe_counter!(
         "erlmcp_http_accept_errors_total",
         "Failed accepts on the MCP listener for want of a resource, by error"
     );

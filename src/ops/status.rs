@@ -26,6 +26,9 @@ pub struct Status {
     /// Sessions that exist (memory holds `sessions` of them).
     #[serde(default)]
     pub sessions_stored: usize,
+    /// The MCP listener serves TLS (`[http.tls]`).
+    #[serde(default)]
+    pub mcp_tls: bool,
     /// Connections open on the MCP listener.
     #[serde(default)]
     pub connections: usize,
@@ -84,6 +87,7 @@ pub fn snapshot(s: &OpsState) -> Status {
         ready: s.ready.load(Ordering::Relaxed),
         uptime_secs: s.started.elapsed().as_secs(),
         mcp_listen: s.mcp_addr.to_string(),
+        mcp_tls: s.http.tls_enabled(),
         sessions: s.server.sessions.live_count(),
         sessions_stored: s.server.sessions.stored_count(),
         connections: s.http.open_connections(),

@@ -43,6 +43,16 @@ ensure_python() {
   "$VENV/bin/pip" install --quiet "${PYTHON_PACKAGES[@]}" >&2
 }
 
+# The openssl command line makes the peers' test CA (tests/peers/run).
+ensure_openssl() {
+  command -v openssl >/dev/null && return 0
+  echo "installing openssl (Debian) for the peers' test certificates"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2; then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2
+  fi
+}
+
 # cargo-machete (unused dependencies), built once into the cache.
 MACHETE_VERSION=0.9.2
 MACHETE=$CI_ERLMCP_CACHE/bin/cargo-machete
@@ -55,6 +65,21 @@ ensure_machete() {
   nice cargo install --quiet --locked --root "$root" --version "$MACHETE_VERSION" cargo-machete >&2
   mkdir -p "$CI_ERLMCP_CACHE/bin"
   install -m 0755 "$root/bin/cargo-machete" "$MACHETE"
+}
+
+# cargo-deny (licences, bans, sources, advisories; deny.toml), built once
+# into the cache like cargo-machete.
+DENY_VERSION=0.20.2
+DENY_DIR=$CI_ERLMCP_CACHE/cargo-deny
+ensure_deny() {
+  if [[ -x $CI_ERLMCP_CACHE/bin/cargo-deny ]] \
+     && [[ $("$CI_ERLMCP_CACHE/bin/cargo-deny" --version 2>/dev/null) == "cargo-deny $DENY_VERSION" ]]; then
+    return 0
+  fi
+  echo "building cargo-deny $DENY_VERSION from crates.io into $CI_ERLMCP_CACHE/bin (once)"
+  nice cargo install --quiet --locked --root "$DENY_DIR" --version "$DENY_VERSION" cargo-deny >&2
+  mkdir -p "$CI_ERLMCP_CACHE/bin"
+  install -m 0755 "$DENY_DIR/bin/cargo-deny" "$CI_ERLMCP_CACHE/bin/cargo-deny"
 }
 
 # rusqlite's `session` feature (replication) runs bindgen at build time,

@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Client;
@@ -263,19 +264,55 @@ impl HttpBody for Tracked {
 }
 
 /// Serves one connection until it ends, a timeout closes it, or `stop`
-/// fires (then in-flight requests finish and the connection closes).
+/// fires (then in-flight requests finish and the connection closes). With
+/// `tls`, the handshake comes first, within the header timeout (a new
+/// connection's clock for its first request head is already running).
 pub(super) async fn serve(
     tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
     client: Client,
     router: Router,
     settings: ConnSettings,
     stop: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched {
+    let io = Watched {
         tcp,
         activity: activity.clone(),
-    });
+    };
+    let Some(acceptor) = tls else {
+        return drive(TokioIo::new(io), activity, client, router, settings, stop).await;
+    };
+    let peer = client.addr;
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(settings.header_read_timeout, acceptor.accept(io)) => r,
+        _ = stop.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => drive(TokioIo::new(tls), activity, client, router, settings, stop).await,
+        Ok(Err(e)) => {
+            metrics::counter!("erlmcp_http_tls_handshake_failures_total").increment(1);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!("erlmcp_http_timeouts_total", "timeout" => Expiry::Header.name())
+                .increment(1);
+            tracing::debug!(%peer, "TLS handshake not finished within the header timeout");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `io` (plain or TLS) until the connection ends.
+async fn drive<I>(
+    io: I,
+    activity: Arc<Activity>,
+    client: Client,
+    router: Router,
+    settings: ConnSettings,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let peer = client.addr;
     let a = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -270,8 +270,9 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
         let (router, conn, stop) = (router.clone(), settings.conn, stop.clone());
+        let tls = state.tls.as_ref().map(|t| t.acceptor.clone());
         connections.spawn(async move {
-            connection::serve(tcp, client, router, conn, stop).await;
+            connection::serve(tcp, tls, client, router, conn, stop).await;
             drop(slot);
         });
     }

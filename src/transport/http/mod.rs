@@ -20,6 +20,7 @@ mod post;
 mod principal;
 mod refusals;
 pub mod stream;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -104,6 +105,8 @@ pub struct HttpState {
     refusals: refusals::RefusalAudit,
     pub(crate) connections: Arc<Connections>,
     pub(crate) accept: AcceptHealth,
+    /// `None`: plain HTTP.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// The `kv` counter of server starts that numbers restored SSE streams.
@@ -113,6 +116,7 @@ impl HttpState {
     pub fn new(
         server: Arc<Server>,
         settings: HttpSettings,
+        tls: Option<tls::Tls>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         // Stream ids start at a random base so ids from before a restart are
@@ -129,6 +133,7 @@ impl HttpState {
             next_stream: AtomicU64::new(base),
             shutdown,
             open_streams: AtomicUsize::new(0),
+            tls,
         })
     }
 
@@ -153,6 +158,11 @@ impl HttpState {
     pub fn reload(&self, settings: HttpSettings) {
         self.limits.reload(settings.limits);
         self.settings.store(Arc::new(settings));
+    }
+
+    /// Whether the MCP listener serves TLS.
+    pub(crate) fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Connections open on the MCP listener.

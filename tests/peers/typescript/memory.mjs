@@ -2,13 +2,19 @@
 // erlmcp's memory toolset, over stdio or over Streamable HTTP, including a
 // task-augmented call through the SDK's experimental tasks API.
 //
-//   node memory.mjs stdio|http
+//   node memory.mjs stdio|http|https
+//
+// https: the same flow as http with `[http.tls]` on, the certificate and
+// key given as systemd credentials (PEER_TLS_DIR holds `tls-cert` and
+// `tls-key`, passed as $CREDENTIALS_DIRECTORY); the client trusts the
+// test CA through NODE_EXTRA_CA_CERTS (tests/peers/run makes both).
 //
 // Environment (tests/peers/run sets it):
 //   PEER_BIN        the erlmcp binary
 //   PEER_DATA_DIR     an empty directory for this run's database
 //   PEER_PORT         a free loopback port (http only)
 //   PEER_LOG_DIR      where the servers' stderr goes
+//   PEER_TLS_DIR      the certificate and key (https only)
 //   MCP_NODE_MODULES  node_modules holding the SDK (default: the CI cache)
 //
 // Plain ESM with no build step: the SDK is imported by absolute path because
@@ -42,6 +48,7 @@ const mode = process.argv[2];
 const BIN = need('PEER_BIN');
 const DATA = need('PEER_DATA_DIR');
 const LOGS = process.env.PEER_LOG_DIR ?? DATA;
+const TLS = mode === 'https';
 
 function need(name) {
   const v = process.env[name];
@@ -397,8 +404,12 @@ function exited(child) {
 
 async function startServer(port) {
   const log = openSync(join(LOGS, 'serve.log'), 'a');
+  const env = TLS
+    ? { ...process.env, ERLMCP_HTTP__TLS__ENABLED: 'true', CREDENTIALS_DIRECTORY: need('PEER_TLS_DIR') }
+    : process.env;
   const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--ops-listen', '127.0.0.1:0', '--data-dir', DATA], {
     stdio: ['ignore', log, log],
+    env,
   });
   closeSync(log);
   children.add(child);
@@ -516,7 +527,7 @@ async function overStdio() {
 
 async function overHttp() {
   const port = Number(need('PEER_PORT'));
-  const url = `http://127.0.0.1:${port}/mcp`;
+  const url = `${TLS ? 'https' : 'http'}://127.0.0.1:${port}/mcp`;
   step = 'start erlmcp serve';
   let server = await startServer(port);
 
@@ -610,8 +621,8 @@ async function overHttp() {
 
 try {
   if (mode === 'stdio') await overStdio();
-  else if (mode === 'http') await overHttp();
-  else fail(`usage: memory.mjs stdio|http (got ${mode})`);
+  else if (mode === 'http' || mode === 'https') await overHttp();
+  else fail(`usage: memory.mjs stdio|http|https (got ${mode})`);
   if (bugs.length) {
     console.error(`typescript ${mode}: FAILED:\n${bugs.join('\n')}`);
     process.exit(1);
