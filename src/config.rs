@@ -1014,6 +1014,37 @@ mod tests {
     }
 
     #[test]
+    fn tracing_is_off_by_default_and_checked() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.tracing.otlp_endpoint, None);
+        let on = parse("[tracing]\notlp_endpoint = 'http://127.0.0.1:4318'\n", &[]).unwrap();
+        assert_eq!(on.tracing.service_name, "erlmcp");
+        for (bad, says) in [
+            (
+                "[tracing]\nsampling_ratio = 1.5\n",
+                "tracing.sampling_ratio",
+            ),
+            (
+                "[tracing]\nsampling_ratio = -0.1\n",
+                "tracing.sampling_ratio",
+            ),
+            ("[tracing]\nservice_name = ' '\n", "tracing.service_name"),
+            (
+                "[tracing]\notlp_endpoint = 'https://collector:4318'\n",
+                "must be an http:// URL",
+            ),
+            (
+                "[tracing]\notlp_endpoint = '127.0.0.1:4318'\n",
+                "must be an http:// URL",
+            ),
+            ("[tracing]\nendpoint = 'http://x'\n", "endpoint"),
+        ] {
+            let e = parse(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         let e = parse("[http]\nlisten_port = 1\n", &[])
             .unwrap_err()

@@ -329,3 +329,24 @@ fn a_sync_write_shows_the_wait_for_the_standby() {
     assert_eq!(wait.trace_id, TRACE_ID);
     assert_eq!(wait.attr("replication.mode"), Some("sync"));
 }
+
+#[test]
+fn an_endpoint_the_exporter_cannot_use_stops_the_start_with_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("ERLMCP_TRACING__OTLP_ENDPOINT", "http://bad host:4318")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "the configuration exit code");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tracing.otlp_endpoint"), "{err}");
+}
