@@ -42,6 +42,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub tracing: TracingConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -626,6 +627,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -880,6 +882,7 @@ impl Config {
         self.replication.validate(self)?;
         self.upgrade.validate()?;
         self.validate_limits()?;
+        self.tracing.validate()?;
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {
                 return Err(format!("prompts[{i}].name is empty"));
@@ -887,6 +890,53 @@ impl Config {
             if self.prompts[..i].iter().any(|q| q.name == p.name) {
                 return Err(format!("prompt {:?} is declared twice", p.name));
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[tracing]`: OpenTelemetry traces of MCP requests, exported over OTLP
+/// (HTTP/protobuf). Off while `otlp_endpoint` is unset. Read at start; a
+/// reload does not change it (see `docs/operations/traces.md`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`; plain
+    /// HTTP only); spans go to `<otlp_endpoint>/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Share of traces started here that are kept (0.0 to 1.0); a request
+    /// whose `traceparent` says sampled or not keeps its caller's decision.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            service_name: "erlmcp".into(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err("tracing.sampling_ratio must be between 0.0 and 1.0".into());
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("tracing.service_name is empty".into());
+        }
+        // No TLS client is built in: export to a collector on this host
+        // or its private network, which forwards.
+        if let Some(e) = &self.otlp_endpoint
+            && !e.starts_with("http://")
+        {
+            return Err(format!(
+                "tracing.otlp_endpoint {e:?} must be an http:// URL (a local collector)"
+            ));
         }
         Ok(())
     }
@@ -1037,6 +1087,37 @@ mod tests {
         ] {
             let e = parse(bad, &[]).unwrap_err().to_string();
             assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_checked() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.tracing.otlp_endpoint, None);
+        let on = parse("[tracing]\notlp_endpoint = 'http://127.0.0.1:4318'\n", &[]).unwrap();
+        assert_eq!(on.tracing.service_name, "erlmcp");
+        for (bad, says) in [
+            (
+                "[tracing]\nsampling_ratio = 1.5\n",
+                "tracing.sampling_ratio",
+            ),
+            (
+                "[tracing]\nsampling_ratio = -0.1\n",
+                "tracing.sampling_ratio",
+            ),
+            ("[tracing]\nservice_name = ' '\n", "tracing.service_name"),
+            (
+                "[tracing]\notlp_endpoint = 'https://collector:4318'\n",
+                "must be an http:// URL",
+            ),
+            (
+                "[tracing]\notlp_endpoint = '127.0.0.1:4318'\n",
+                "must be an http:// URL",
+            ),
+            ("[tracing]\nendpoint = 'http://x'\n", "endpoint"),
+        ] {
+            let e = parse(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

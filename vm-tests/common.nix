@@ -30,7 +30,11 @@ rec {
     let
       # `files` and `units` are the harness's way to add drop-ins and units;
       # a NixOS node declares the same in vm-tests/<story>.nix.
-      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" "specialisations" "releases" ] (builtins.attrNames spec);
+      unsupported = lib.subtractLists [ "erlmcp" "role" "config" "memory" "cpus" "files" "units" "specialisations" "releases" "prometheus" ] (builtins.attrNames spec);
+      # "prometheus": Prometheus on this machine scrapes its erlmcp and
+      # loads erlmcp's rules (services.erlmcp.prometheus.scrape); the keys
+      # are its global settings.
+      wantsPrometheus = spec ? prometheus;
       wantsErlmcp = spec.erlmcp or false;
       role = spec.role or name;
       replicationRole = if lib.elem role [ "primary" "standby" ] then role else null;
@@ -59,10 +63,17 @@ rec {
           message = "${where}: \"releases\" needs the next release's build (vm-tests/default.nix erlmcpNextPackage; flake.nix passes it).";
         }
         {
+          assertion = config.services.prometheus.enable == wantsPrometheus
+            && (!wantsErlmcp || config.services.erlmcp.prometheus.scrape == wantsPrometheus);
+          message = "${where}: Prometheus scraping erlmcp is ${if wantsPrometheus then "declared" else "not declared"} for the harness (\"prometheus\"); the NixOS node must set services.prometheus.enable and services.erlmcp.prometheus.scrape to match.";
+        }
+        {
           assertion = derived == [ ];
           message = "${where}: config sets ${lib.concatMapStringsSep ", " (lib.concatStringsSep ".") derived}; on NixOS these follow services.erlmcp.{listenAddress,port,ops.*}: set those in the node instead.";
         }
       ];
+      services.prometheus.globalConfig = lib.mkIf wantsPrometheus
+        (lib.mapAttrs (_: lib.mkOverride 90) spec.prometheus);
       virtualisation.memorySize = lib.mkIf (spec ? memory) spec.memory;
       virtualisation.cores = lib.mkIf (spec ? cpus) spec.cpus;
       services.erlmcp.settings = lib.mkIf (spec ? config)

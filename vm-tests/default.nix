@@ -10,7 +10,7 @@
 let
   inherit (pkgs) lib;
 
-  stories = [ "basic" "restore" "failover" "upgrade-rollback" ];
+  stories = [ "basic" "restore" "failover" "upgrade-rollback" "prometheus" ];
 
   ready = story:
     builtins.pathExists (./. + "/${story}.nix")

@@ -190,6 +190,9 @@ in
       # configs are typed submodules there; plain attribute sets here). A
       # module of its own: `services` below is replaced whole by `//`.
       options.services.prometheus = {
+        enable = mkOption { type = types.bool; default = false; };
+        # A typed submodule there (scrape_interval, evaluation_interval, ...).
+        globalConfig = mkOption { type = types.attrsOf types.str; default = { }; };
         ruleFiles = mkOption { type = types.listOf types.path; default = [ ]; };
         scrapeConfigs = mkOption { type = types.listOf types.attrs; default = [ ]; };
       };

@@ -41,11 +41,33 @@ pub(super) fn run(args: ServeArgs) -> Result<(), CliError> {
         }),
     };
     let config = source.load()?;
-    let log = logging::init(&config.log.level);
     let rt = super::runtime()?;
-    let shutdown = {
+    // The trace exporter's batches run on the runtime: enter it first.
+    let (log, traces, shutdown) = {
         let _in = rt.enter();
-        node::signals::terminated()
+        let (log, traces) =
+            logging::init_with_traces(&config.log.level, trace_settings(&config).as_ref())
+                .map_err(|e| CliError::Other {
+                    message: e.to_string(),
+                    code: crate::exit::CONFIG,
+                })?;
+        (log, traces, node::signals::terminated())
     };
-    Ok(rt.block_on(node::daemon::run(source, activated, log, shutdown))?)
+    let outcome = rt.block_on(node::daemon::run(source, activated, log, shutdown));
+    // The runtime still runs the batch processor: the last spans go out.
+    if let Some(t) = traces {
+        t.shutdown();
+    }
+    Ok(outcome?)
+}
+
+/// `[tracing]`, when an endpoint is set.
+fn trace_settings(c: &Config) -> Option<logging::traces::Settings> {
+    let t = &c.tracing;
+    Some(logging::traces::Settings {
+        endpoint: t.otlp_endpoint.clone()?,
+        service_name: t.service_name.clone(),
+        instance: c.node_name.clone(),
+        sampling_ratio: t.sampling_ratio,
+    })
 }

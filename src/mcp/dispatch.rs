@@ -17,6 +17,8 @@ use super::methods;
 use super::outbound::{Peer, SharedSink};
 use super::server::Server;
 use super::session::Session;
+use crate::logging::traces::{self, Parent};
+use tracing::Instrument;
 
 /// A result: a JSON value, or JSON text serialized earlier and shared
 /// (a cached `tools/list`), written out as it is.
@@ -61,6 +63,8 @@ pub struct Call {
     pub params: Option<Box<RawValue>>,
     /// What the transport authenticated; `None` when it asked for nothing.
     pub grant: Option<Arc<Grant>>,
+    /// The client's trace context, if it sent one (and traces are on).
+    pub trace: Parent,
 }
 
 /// Methods only the legacy (session) era has. (2026-07-28 removed
@@ -88,6 +92,24 @@ impl Server {
     /// Serves one request. The caller must not send a response if `cancel`
     /// fired (the client asked us to stop).
     pub async fn handle(
+        &self,
+        call: &Call,
+        caller: &Caller,
+        sink: Option<SharedSink>,
+        cancel: CancellationToken,
+    ) -> Result<Reply, McpError> {
+        let span = request_span(call, caller);
+        let outcome = self
+            .serve(call, caller, sink, cancel)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            record_outcome(&span, &outcome);
+        }
+        outcome
+    }
+
+    async fn serve(
         &self,
         call: &Call,
         caller: &Caller,
@@ -382,6 +404,75 @@ fn method_label(method: &str) -> &'static str {
         .find(|m| **m == method)
         .copied()
         .unwrap_or("other")
+}
+
+/// The trace span of one request (disabled, and nothing more is done,
+/// while traces are off). Attribute names follow OpenTelemetry's semantic
+/// conventions for MCP and JSON-RPC.
+fn request_span(call: &Call, caller: &Caller) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "mcp.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        mcp.method.name = %call.method,
+        jsonrpc.request.id = %call.id,
+        gen_ai.tool.name = tracing::field::Empty,
+        mcp.session.id = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
+        mcp.outcome = tracing::field::Empty,
+        rpc.jsonrpc.error_code = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    call.trace.adopt(&span);
+    let tool = (call.method == "tools/call")
+        .then(|| tool_name(call.params.as_deref()))
+        .flatten();
+    match &tool {
+        Some(t) => span.record("otel.name", format!("{} {t}", call.method)),
+        None => span.record("otel.name", call.method.as_str()),
+    };
+    if let Some(t) = &tool {
+        span.record("gen_ai.tool.name", t.as_str());
+    }
+    match caller {
+        Caller::Session(s) => {
+            span.record("mcp.session.id", &*s.id);
+        }
+        Caller::Modern { principal, .. } => {
+            span.record("enduser.id", &**principal);
+        }
+    }
+    if let Some(g) = &call.grant {
+        span.record("enduser.id", &*g.principal);
+    }
+    span
+}
+
+fn tool_name(params: Option<&RawValue>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    serde_json::from_str::<Named>(params?.get())
+        .ok()
+        .map(|n| n.name)
+}
+
+fn record_outcome(span: &tracing::Span, outcome: &Result<Reply, McpError>) {
+    let label = match outcome {
+        Ok(r) if r.is_tool_error() => "tool_error",
+        Ok(_) => "ok",
+        Err(e) => {
+            span.record("rpc.jsonrpc.error_code", e.code);
+            span.record("otel.status_code", "ERROR");
+            "error"
+        }
+    };
+    span.record("mcp.outcome", label);
 }
 
 pub fn record_metrics(method: &str, outcome: &Result<Reply, McpError>, started: Instant) {

@@ -142,6 +142,19 @@ impl Gate {
             return Ok(());
         }
         let started = Instant::now();
+        // A child of the commit's span (the writer thread is in it) when
+        // the group carries a traced write.
+        let span = if crate::logging::traces::in_trace() {
+            tracing::info_span!(
+                target: crate::logging::traces::TARGET,
+                "replication.wait",
+                replication.mode = "sync",
+                replication.seq = entry.seq,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let _in = span.enter();
         let (mut st, ready) = self.wait(st, deadline, |st| !st.primary || caught_up(st));
         if !st.primary {
             return Err(deposed());

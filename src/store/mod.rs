@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use hook::CommitHook;
 
@@ -251,13 +252,30 @@ impl Store {
         // Batched writes made before this one commit no later than it: an
         // acknowledged write vouches for everything logged before it.
         self.flush_batch();
-        let (job, rx) = writer::job(f);
-        self.inner
-            .writer
-            .send_async(writer::Command::Job(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        // For traces: the time queued and the commit, as a child of the
+        // caller's span (disabled, and free, while traces are off).
+        let span = if crate::logging::traces::in_trace() {
+            tracing::info_span!(
+                target: crate::logging::traces::TARGET,
+                "store.write",
+                store.queue_wait_us = tracing::field::Empty,
+                store.group_jobs = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let (mut job, rx) = writer::job(f);
+        job.trace = writer::Trace::of(&span);
+        async {
+            self.inner
+                .writer
+                .send_async(writer::Command::Job(job))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
     }
 
     /// [`Store::write`] that runs even while the store is read-only: for

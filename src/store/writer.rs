@@ -33,6 +33,50 @@ pub(super) struct Job {
     /// Runs even while the store is read-only (replication applying what
     /// the primary committed).
     pub privileged: bool,
+    /// The caller's trace span, when traces are on.
+    pub trace: Option<Trace>,
+}
+
+/// A traced job's span (its caller's, on another thread) and when it was
+/// queued.
+pub(super) struct Trace {
+    span: tracing::Span,
+    queued: Instant,
+}
+
+impl Trace {
+    pub(super) fn of(span: &tracing::Span) -> Option<Trace> {
+        (!span.is_disabled()).then(|| Trace {
+            span: span.clone(),
+            queued: Instant::now(),
+        })
+    }
+}
+
+/// The span of a group's commit, on the writer thread: a child of the
+/// first traced job's span, following from the others' (the group is
+/// theirs too). Records each job's wait in the queue. Disabled when no job
+/// is traced.
+fn commit_span(group: &[Job]) -> tracing::Span {
+    let mut traced = group.iter().filter_map(|j| j.trace.as_ref());
+    let Some(first) = traced.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: crate::logging::traces::TARGET,
+        parent: &first.span,
+        "store.commit",
+        store.group_jobs = group.len(),
+    );
+    for t in group.iter().filter_map(|j| j.trace.as_ref()) {
+        t.span
+            .record("store.queue_wait_us", t.queued.elapsed().as_micros() as u64);
+        t.span.record("store.group_jobs", group.len());
+        if t.span.id() != first.span.id() {
+            span.follows_from(&t.span);
+        }
+    }
+    span
 }
 
 pub(super) enum Command {
@@ -203,6 +247,8 @@ fn start_session<'c>(
 }
 
 fn commit_group(conn: &Connection, group: Vec<Job>, shared: &Shared) {
+    let span = commit_span(&group);
+    let _in = span.enter();
     let stats = &shared.stats;
     let n = group.len() as u64;
     let hook = shared.hook.load_full();
@@ -340,6 +386,7 @@ where
         Job {
             run,
             privileged: false,
+            trace: None,
         },
         rx,
     )
@@ -378,5 +425,6 @@ where
     Job {
         run,
         privileged: false,
+        trace: None,
     }
 }

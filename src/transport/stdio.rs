@@ -262,6 +262,8 @@ impl Connection {
             // Whoever can write to stdin started this process: the
             // local user, who can read the data directory anyway.
             grant: None,
+            // No carrier for a trace context on stdio.
+            trace: Default::default(),
         };
         let outcome = self
             .server

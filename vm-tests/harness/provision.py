@@ -14,7 +14,8 @@ script itself stays free of harness code):
           "files": {"/etc/x.conf": "scenarios/files/x.conf",
                     "/etc/y": {"content": "...", "mode": "0600"}},
           "memory": 1024, "cpus": 1,           # qemu backend
-          "releases": true                     # /opt/erlmcp releases layout
+          "releases": true,                    # /opt/erlmcp releases layout
+          "prometheus": {"scrape_interval": "2s"}  # Prometheus scraping it
         },
         "client": {}
       }
@@ -37,6 +38,16 @@ build of the next release (`vm-tests/run --next-binary`), the link
 `/opt/erlmcp/current` to the first, /usr/bin/erlmcp through that link, and
 the units of dist/systemd/releases/ (the drop-in that runs the link, the
 resume unit, enabled) under /etc/systemd/system, sealed with the rest.
+
+With "prometheus" (erlmcp machines) the machine runs Prometheus next to
+erlmcp, as a NixOS machine with services.prometheus.enable and
+services.erlmcp.prometheus.scrape: Debian's prometheus binary (from the CI
+cache, or CI_ERLMCP_PROMETHEUS) at /usr/bin/prometheus, the unit
+harness/files/prometheus.service (enabled), erlmcp's rules
+(dist/prometheus/erlmcp.rules.yml) and a prometheus.yml that loads them
+and scrapes erlmcp's ops listener in the job `erlmcp`; its keys
+(scrape_interval, evaluation_interval) are Prometheus' global settings
+(the NixOS option services.prometheus.globalConfig).
 
 Every machine gets its name in /etc/hostname, a fresh /etc/machine-id, and
 /etc/hosts mapping all machines' names to their LAN addresses.
@@ -100,7 +111,10 @@ PEER_ROLE = {"primary": "standby", "standby": "primary"}
 RESTART_KEYS = ("data_dir", "store", "replication", "ops", "http.listen")
 
 KNOWN_KEYS = {"erlmcp", "role", "config", "units", "files", "memory", "cpus", "specialisations",
-              "releases"}
+              "releases", "prometheus"}
+PROMETHEUS_KEYS = {"scrape_interval", "evaluation_interval"}
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_RULES = "/etc/prometheus/erlmcp.rules.yml"
 
 # The releases layout of docs/operations/upgrades.md (the [upgrade] defaults).
 RELEASES_DIR = "/opt/erlmcp/releases"
@@ -193,6 +207,14 @@ def load_machines(story):
         if spec.get("releases") and not spec.get("erlmcp"):
             raise HarnessError(f"{decl}: machine {name}: \"releases\" lays out erlmcp's "
                                'releases, so it needs "erlmcp": true')
+        prom = spec.get("prometheus")
+        if prom is not None:
+            if not isinstance(prom, dict) or set(prom) - PROMETHEUS_KEYS:
+                raise HarnessError(f'{decl}: machine {name}: "prometheus" is an object with keys '
+                                   f"from {sorted(PROMETHEUS_KEYS)}")
+            if not spec.get("erlmcp"):
+                raise HarnessError(f'{decl}: machine {name}: "prometheus" scrapes the '
+                                   'machine\'s erlmcp, so it needs "erlmcp": true')
         specs = spec.get("specialisations", {})
         if specs and not spec.get("erlmcp"):
             raise HarnessError(f"{decl}: machine {name}: specialisations change erlmcp's "
@@ -284,6 +306,43 @@ def install_releases(root, name, binary, next_bin):
     enable_units(root, ["erlmcp-upgrade-resume.service"])
 
 
+def prometheus_binary():
+    """Debian's prometheus server, as tests/lib/prereqs.sh unpacks it."""
+    cache = os.environ.get("CI_ERLMCP_CACHE", "/var/cache/erlmcp-ci")
+    path = os.environ.get("CI_ERLMCP_PROMETHEUS") or os.path.join(
+        cache, "prometheus", "usr", "bin", "prometheus")
+    if not os.path.isfile(path):
+        raise HarnessError(f"no Prometheus server at {path}: `tests/run --only promtool` "
+                           "unpacks Debian's prometheus package there (or set "
+                           "CI_ERLMCP_PROMETHEUS)")
+    return path
+
+
+def prometheus_config(settings):
+    """prometheus.yml as services.erlmcp.prometheus.scrape makes it: the
+    rules loaded, erlmcp's ops listener scraped in the job `erlmcp` (at
+    127.0.0.1, the module's target for a listener on 0.0.0.0)."""
+    lines = ["global:"]
+    for key in sorted(settings):
+        lines.append(f"  {key}: {settings[key]}")
+    if len(lines) == 1:
+        lines[0] = "global: {}"
+    lines += ["rule_files:", f"  - {PROMETHEUS_RULES}",
+              "scrape_configs:", "  - job_name: erlmcp",
+              "    static_configs:", f"      - targets: ['127.0.0.1:{OPS_PORT}']", ""]
+    return "\n".join(lines)
+
+
+def install_prometheus(root, settings):
+    install_file(root, prometheus_binary(), "/usr/bin/prometheus", 0o755)
+    install_file(root, os.path.join(dist_dir(), "prometheus", "erlmcp.rules.yml"),
+                 PROMETHEUS_RULES, 0o644)
+    write_file(root, PROMETHEUS_CONFIG, prometheus_config(settings))
+    install_file(root, os.path.join(HARNESS_FILES, "prometheus.service"),
+                 "/etc/systemd/system/prometheus.service", 0o644)
+    enable_units(root, ["prometheus.service"])
+
+
 def write_file(root, path, data, mode=0o644):
     dest = os.path.join(root, path.lstrip("/"))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -352,6 +411,8 @@ def provision(root, name, spec, all_names, binary=None):
             write_file(root, path, text)
         if spec.get("releases"):
             install_releases(root, name, binary, next_binary())
+        if spec.get("prometheus") is not None:
+            install_prometheus(root, spec["prometheus"])
 
     extra = []
     for rel in spec.get("units", []):
@@ -521,6 +582,8 @@ def seal(root, name, spec, all_names, binary=None):
 
     # The machine's own /etc entries, moved into its etc tree.
     declared = ["/etc/systemd/system", "/etc/hosts", "/etc/hostname"]
+    if spec.get("prometheus") is not None:
+        declared.append("/etc/prometheus")
     declared += sorted(p for p, src in spec.get("files", {}).items()
                        if p.startswith("/etc/") and not p.startswith("/etc/systemd/system/")
                        and not copied(src))

@@ -283,6 +283,45 @@ class SealTest(unittest.TestCase):
         with self.assertRaises(HarnessError):
             provision.load_machines(os.path.join(d, "s.py"))
 
+    def test_prometheus_layout(self):
+        # A stand-in for Debian's prometheus binary.
+        fake = os.path.join(tempfile.mkdtemp(), "prometheus")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\n")
+        old = os.environ.get("CI_ERLMCP_PROMETHEUS")
+        os.environ["CI_ERLMCP_PROMETHEUS"] = fake
+        try:
+            self.seal({"erlmcp": True, "prometheus": {"scrape_interval": "2s"}})
+        finally:
+            if old is None:
+                del os.environ["CI_ERLMCP_PROMETHEUS"]
+            else:
+                os.environ["CI_ERLMCP_PROMETHEUS"] = old
+        self.assertTrue(os.access(self.at("/usr/bin/prometheus"), os.X_OK))
+        etc = self.link("/etc/static")
+        self.assertEqual(self.link("/etc/prometheus"), "/etc/static/prometheus")
+        with open(self.at(etc + "/prometheus/prometheus.yml")) as f:
+            conf = f.read()
+        self.assertIn("  scrape_interval: 2s\n", conf)
+        self.assertIn("  - /etc/prometheus/erlmcp.rules.yml\n", conf)
+        self.assertIn("job_name: erlmcp", conf)
+        self.assertIn("127.0.0.1:9718", conf)
+        with open(self.at(etc + "/prometheus/erlmcp.rules.yml")) as f, \
+                open(os.path.join(provision.REPO, "dist/prometheus/erlmcp.rules.yml")) as g:
+            self.assertEqual(f.read(), g.read(), "erlmcp's rules, unchanged")
+        self.assertTrue(os.path.lexists(
+            self.at(etc + "/systemd/system/multi-user.target.wants/prometheus.service")))
+
+    def test_prometheus_needs_erlmcp_and_known_keys(self):
+        for spec in ({"prometheus": {}}, {"erlmcp": True, "prometheus": {"retention": "1d"}},
+                     {"erlmcp": True, "prometheus": True}):
+            d = tempfile.mkdtemp()
+            with open(os.path.join(d, "s.machines.json"), "w") as f:
+                json.dump({"machines": {"c": spec}}, f)
+            open(os.path.join(d, "s.py"), "w").close()
+            with self.assertRaises(HarnessError):
+                provision.load_machines(os.path.join(d, "s.py"))
+
     def test_releases_layout(self):
         # Two "releases": scripts that say their version, and check-config.
         bins = tempfile.mkdtemp()

@@ -19,6 +19,7 @@ use super::stream::{self, Frame, Kind, PlainSse, SseBody, SseStream};
 use super::{
     HttpState, OpenStream, SESSION_HEADER, VERSION_HEADER, headers, json_body, json_error,
 };
+use crate::logging::traces::Parent;
 use crate::mcp::dispatch::{Call, Caller, Reply};
 use crate::mcp::error::McpError;
 use crate::mcp::grant::Grant;
@@ -280,6 +281,7 @@ async fn request(
                 method,
                 params,
                 grant,
+                trace: Parent::from_headers(h),
             };
             modern(state, client, h, call, *meta, use_sse, slot).await
         }
@@ -289,6 +291,7 @@ async fn request(
                 method,
                 params,
                 grant,
+                trace: Parent::from_headers(h),
             };
             legacy(state, s, call, use_sse, slot).await
         }
