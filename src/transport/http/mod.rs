@@ -17,6 +17,7 @@ pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod listener;
 mod post;
+pub(crate) mod oauth;
 mod principal;
 pub mod stream;
 
@@ -56,7 +57,7 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
-    pub auth: AuthMode,
+    pub(crate) auth: Auth,
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
     /// The `Retry-After` of a session refused by a cap: unfinished
@@ -66,12 +67,36 @@ pub struct HttpSettings {
     pub(crate) limits: LimitSettings,
 }
 
+/// How `/mcp` authenticates its callers (`auth.mode`).
+#[derive(Clone, Debug)]
+pub(crate) enum Auth {
+    Off,
+    Tokens,
+    /// One verifier (and its cached keys) for as long as `[auth.oauth]`
+    /// stays the same across reloads.
+    OAuth(Arc<oauth::Verifier>),
+}
+
+impl Auth {
+    /// The protected resource metadata URL a refusal points to.
+    pub(crate) fn resource_metadata(&self) -> Option<String> {
+        match self {
+            Auth::OAuth(v) => Some(v.resource_metadata_url()),
+            _ => None,
+        }
+    }
+}
+
 impl HttpSettings {
     /// `fd_limit` is the process's open-file limit (the default connection
     /// cap is derived from it).
     pub fn from_config(c: &HttpConfig, l: &LimitsConfig, auth: &AuthConfig, fd_limit: u64) -> Self {
         HttpSettings {
-            auth: auth.mode,
+            auth: match auth.mode {
+                AuthMode::Off => Auth::Off,
+                AuthMode::Tokens => Auth::Tokens,
+                AuthMode::Oauth => Auth::OAuth(Arc::new(oauth::Verifier::new(&auth.oauth))),
+            },
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
             max_body_bytes: c.max_body_bytes,
@@ -133,7 +158,13 @@ impl HttpState {
         self.settings.load_full()
     }
 
-    pub fn reload(&self, settings: HttpSettings) {
+    pub fn reload(&self, mut settings: HttpSettings) {
+        // The same OAuth configuration keeps its verifier and cached keys.
+        if let (Auth::OAuth(old), Auth::OAuth(new)) = (&self.settings().auth, &settings.auth)
+            && old.config == new.config
+        {
+            settings.auth = Auth::OAuth(old.clone());
+        }
         self.limits.reload(settings.limits);
         self.settings.store(Arc::new(settings));
     }
@@ -259,8 +290,35 @@ pub fn router(state: Arc<HttpState>) -> Router {
     // layer boxed and moved every request's future once more, for one call.
     Router::new()
         .route("/mcp", any(endpoint))
+        .route("/.well-known/oauth-protected-resource", any(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", any(resource_metadata))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// RFC 9728 protected resource metadata, in `auth.mode = "oauth"` only
+/// (at the root and with `/mcp` appended: clients try both).
+async fn resource_metadata(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
+        return refusal.response(None);
+    }
+    let Auth::OAuth(verifier) = &state.settings().auth else {
+        return not_found(State(state), req).await;
+    };
+    if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let doc = verifier.metadata(&state.server.catalog().toolset_names());
+    let mut r = json_body(StatusCode::OK, doc.to_string().into_bytes());
+    // Browser-based clients read it cross-origin; it holds nothing secret.
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
 }
 
 async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
@@ -297,11 +355,21 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
     // After the standby's refusal: a standby serves nobody, and audits
     // nothing (its store takes no local writes).
-    let grant = match state.settings().auth {
-        AuthMode::Off => None,
-        AuthMode::Tokens => {
+    let grant = match &state.settings().auth {
+        Auth::Off => None,
+        Auth::Tokens => {
             let what = format!("{} /mcp", req.method());
             match auth::authenticate(&state.server.store, req.headers(), &what).await {
+                auth::Checked::Granted(g) => Some(g),
+                auth::Checked::Refused(r) => return r,
+            }
+        }
+        Auth::OAuth(verifier) => {
+            let what = format!("{} /mcp", req.method());
+            let toolsets = state.server.catalog().toolset_names();
+            match auth::authenticate_oauth(&state.server.store, verifier, &toolsets, req.headers(), &what)
+                .await
+            {
                 auth::Checked::Granted(g) => Some(g),
                 auth::Checked::Refused(r) => return r,
             }

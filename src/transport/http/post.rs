@@ -105,7 +105,12 @@ fn beyond_scope(
         &name,
         &scope,
     );
-    Some(super::auth::forbidden(id, &name, &scope))
+    Some(super::auth::forbidden(
+        id,
+        &name,
+        &scope,
+        state.settings().auth.resource_metadata().as_deref(),
+    ))
 }
 
 fn is_json(h: &HeaderMap) -> bool {
