@@ -316,7 +316,8 @@ impl OAuthConfig {
 fn check_oauth_scope(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 256
-        && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
     if ok {
         Ok(())
     } else {
@@ -332,7 +333,9 @@ fn check_url(key: &str, url: &str) -> Result<(), String> {
         .map_err(|e| format!("{key}: {url:?} is not a URL: {e}"))?;
     let host = uri.host().unwrap_or("");
     if host.is_empty() || url.contains('@') {
-        return Err(format!("{key}: {url:?} must be an absolute URL with a host and no user info"));
+        return Err(format!(
+            "{key}: {url:?} must be an absolute URL with a host and no user info"
+        ));
     }
     let loopback = host == "localhost"
         || host
@@ -342,7 +345,9 @@ fn check_url(key: &str, url: &str) -> Result<(), String> {
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") if loopback => Ok(()),
-        Some("http") => Err(format!("{key}: {url:?} must use https (http only on loopback)")),
+        Some("http") => Err(format!(
+            "{key}: {url:?} must use https (http only on loopback)"
+        )),
         _ => Err(format!("{key}: {url:?} must be an https URL")),
     }
 }

@@ -16,8 +16,8 @@ pub mod guard;
 pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod listener;
-mod post;
 pub(crate) mod oauth;
+mod post;
 mod principal;
 pub mod stream;
 
@@ -290,8 +290,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
     // layer boxed and moved every request's future once more, for one call.
     Router::new()
         .route("/mcp", any(endpoint))
-        .route("/.well-known/oauth-protected-resource", any(resource_metadata))
-        .route("/.well-known/oauth-protected-resource/mcp", any(resource_metadata))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            any(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            any(resource_metadata),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -305,7 +311,10 @@ async fn resource_metadata(State(state): State<Arc<HttpState>>, req: Request) ->
     let Auth::OAuth(verifier) = &state.settings().auth else {
         return not_found(State(state), req).await;
     };
-    if !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
         let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -367,8 +376,14 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
         Auth::OAuth(verifier) => {
             let what = format!("{} /mcp", req.method());
             let toolsets = state.server.catalog().toolset_names();
-            match auth::authenticate_oauth(&state.server.store, verifier, &toolsets, req.headers(), &what)
-                .await
+            match auth::authenticate_oauth(
+                &state.server.store,
+                verifier,
+                &toolsets,
+                req.headers(),
+                &what,
+            )
+            .await
             {
                 auth::Checked::Granted(g) => Some(g),
                 auth::Checked::Refused(r) => return r,

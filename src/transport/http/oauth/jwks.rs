@@ -6,7 +6,8 @@
 //! `kid` it does not hold (the issuer rotated its keys), or keys older than
 //! `jwks_max_age_secs`, fetch the set again, but at most once per
 //! `jwks_refetch_secs` whatever the tokens say: made-up key ids cost the
-//! authorization server nothing. A fetch that fails (down, slow, garbage)
+//! authorization server nothing. (The first successful load does not count
+//! against the bound; failed loads do.) A fetch that fails (down, slow, garbage)
 //! keeps the keys already cached; nothing unverified is ever accepted.
 
 use arc_swap::ArcSwapOption;
@@ -117,11 +118,17 @@ impl KeySet {
         match self.fetch().await {
             Ok(keys) => {
                 tracing::info!(issuer = %self.issuer, keys = keys.len(), "OAuth signing keys fetched");
-                metrics::counter!("erlmcp_oauth_jwks_fetches_total", "outcome" => "ok").increment(1);
+                metrics::counter!("erlmcp_oauth_jwks_fetches_total", "outcome" => "ok")
+                    .increment(1);
                 self.cached.store(Some(Arc::new(Cached {
                     keys,
                     at: Instant::now(),
                 })));
+                if seen.is_none() {
+                    // The first load is no refetch: a key rotated right
+                    // after it may still be fetched at once.
+                    *last = None;
+                }
             }
             Err(e) => {
                 // Keep what is cached; rediscover the metadata next time.
@@ -196,7 +203,9 @@ pub(crate) fn metadata_urls(issuer: &str) -> Vec<String> {
         },
         None => (trimmed, ""),
     };
-    let mut urls = vec![format!("{origin}/.well-known/oauth-authorization-server{path}")];
+    let mut urls = vec![format!(
+        "{origin}/.well-known/oauth-authorization-server{path}"
+    )];
     if !path.is_empty() {
         urls.push(format!("{origin}/.well-known/openid-configuration{path}"));
     }
@@ -296,7 +305,10 @@ fn fits(key: &Jwk, alg: Algorithm) -> bool {
 
 fn pick(keys: &[Jwk], kid: Option<&str>, alg: Algorithm) -> Found {
     match kid {
-        Some(kid) => match keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)) {
+        Some(kid) => match keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+        {
             Some(k) if fits(k, alg) => Found::Keys(vec![k.clone()]),
             Some(_) => Found::Mismatch,
             None => Found::Unknown,
@@ -345,10 +357,22 @@ mod tests {
         ]}"#;
         let keys = parse_key_set("u", body).unwrap();
         assert_eq!(keys.len(), 1);
-        assert!(matches!(pick(&keys, Some("ed"), Algorithm::EdDSA), Found::Keys(_)));
-        assert!(matches!(pick(&keys, Some("ed"), Algorithm::RS256), Found::Mismatch));
-        assert!(matches!(pick(&keys, Some("hmac"), Algorithm::EdDSA), Found::Unknown));
-        assert!(matches!(pick(&keys, None, Algorithm::ES256), Found::Unknown));
+        assert!(matches!(
+            pick(&keys, Some("ed"), Algorithm::EdDSA),
+            Found::Keys(_)
+        ));
+        assert!(matches!(
+            pick(&keys, Some("ed"), Algorithm::RS256),
+            Found::Mismatch
+        ));
+        assert!(matches!(
+            pick(&keys, Some("hmac"), Algorithm::EdDSA),
+            Found::Unknown
+        ));
+        assert!(matches!(
+            pick(&keys, None, Algorithm::ES256),
+            Found::Unknown
+        ));
         assert!(parse_key_set("u", b"<html>").is_err());
         assert!(parse_key_set("u", br#"{"keys":[{"kty":"oct","k":"eA"}]}"#).is_err());
     }

@@ -169,7 +169,10 @@ impl Verifier {
         let Some(index) = self.config.issuer.iter().position(|i| *i == claimed.iss) else {
             return Err(invalid("token from another issuer"));
         };
-        let keys = match self.issuers[index].keys_for(header.kid.as_deref(), alg).await {
+        let keys = match self.issuers[index]
+            .keys_for(header.kid.as_deref(), alg)
+            .await
+        {
             Found::Keys(k) => k,
             Found::Unknown => return Err(invalid("unknown signing key")),
             Found::Mismatch => return Err(invalid("the signing key does not fit the algorithm")),
@@ -254,9 +257,11 @@ fn grant_of(c: Claims) -> Result<Verified, Rejection> {
         return Err(invalid("token sub unusable"));
     }
     let mut scopes: Vec<String> = match (c.scope, c.scp) {
-        (Some(s), _) | (None, Some(Scp::One(s))) => {
-            s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        }
+        (Some(s), _) | (None, Some(Scp::One(s))) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         (None, Some(Scp::Many(v))) => v,
         (None, None) => Vec::new(),
     };
@@ -305,7 +310,9 @@ mod tests {
         let by_client = c(json!({"iss": iss, "client_id": "bot", "scp": ["memory:write"]}));
         assert_eq!(by_client.unwrap().principal, "bot");
         assert_eq!(
-            c(json!({"iss": iss, "sub": "x", "scp": "a b"})).unwrap().scopes,
+            c(json!({"iss": iss, "sub": "x", "scp": "a b"}))
+                .unwrap()
+                .scopes,
             ["a", "b"]
         );
         assert!(c(json!({"iss": iss, "scope": "memory:read"})).is_err());
