@@ -17,7 +17,6 @@
 // provider's login and consent pages driven headlessly).
 
 import { spawn, execFileSync } from 'node:child_process';
-import { createServer } from 'node:http';
 import { once } from 'node:events';
 import { openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -30,7 +29,7 @@ const sdk = (p) => mod(join('@modelcontextprotocol/sdk/dist/esm', p));
 const { Client } = await sdk('client/index.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
 const { ClientCredentialsProvider } = await sdk('client/auth-extensions.js');
-const { default: Provider, errors } = await mod('oidc-provider/lib/index.js');
+const { startProvider } = await import('../oauth/provider.mjs');
 
 const BIN = need('PEER_BIN');
 const DATA = need('PEER_DATA_DIR');
@@ -59,58 +58,8 @@ async function freePort() {
 // ------------------------------------------------ the authorization server
 
 const AS_PORT = await freePort();
-const ISSUER = `http://127.0.0.1:${AS_PORT}`;
 const RESOURCE = `http://127.0.0.1:${PORT}/mcp`;
-const SCOPES = ['memory:read', 'memory:write'];
-
-const provider = new Provider(ISSUER, {
-  clients: [
-    {
-      client_id: 'mcp-writer',
-      client_secret: 'writer-secret-for-tests-only',
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      scope: 'memory:read memory:write',
-    },
-    {
-      client_id: 'mcp-reader',
-      client_secret: 'reader-secret-for-tests-only',
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      scope: 'memory:read',
-    },
-  ],
-  scopes: SCOPES,
-  ttl: { ClientCredentials: 600 },
-  features: {
-    devInteractions: { enabled: false },
-    clientCredentials: { enabled: true },
-    resourceIndicators: {
-      enabled: true,
-      defaultResource: () => RESOURCE,
-      useGrantedResource: () => true,
-      getResourceServerInfo: (ctx, resourceIndicator) => {
-        if (resourceIndicator !== RESOURCE) {
-          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
-        }
-        return {
-          scope: SCOPES.join(' '),
-          audience: RESOURCE,
-          accessTokenTTL: 600,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
-        };
-      },
-    },
-  },
-});
-const tokenRequests = [];
-provider.on('grant.success', (ctx) => tokenRequests.push(ctx.oidc.params?.resource));
-const as = createServer(provider.callback());
-as.listen(AS_PORT, '127.0.0.1');
-await once(as, 'listening');
+const { issuer: ISSUER, server: as, tokenRequests } = await startProvider(AS_PORT, RESOURCE);
 
 // ------------------------------------------------------------- erlmcp
 

@@ -1,0 +1,77 @@
+// The authorization server of the OAuth peer runs: `oidc-provider` (OpenID
+// Certified) on loopback, issuing JWT access tokens for one resource (RFC
+// 8707 Resource Indicators) by the client_credentials grant, to two
+// clients: mcp-writer (memory:read memory:write) and mcp-reader
+// (memory:read). Test-only secrets; the provider's development signing keys.
+//
+// Imported by typescript/oauth.mjs; run by python/test_oauth.py as
+//   node provider.mjs PORT RESOURCE      (prints "ready ISSUER", then serves)
+
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const NODE_MODULES = process.env.MCP_NODE_MODULES ?? '/var/cache/erlmcp-ci/node/node_modules';
+const { default: Provider, errors } = await import(
+  pathToFileURL(join(NODE_MODULES, 'oidc-provider/lib/index.js')).href
+);
+
+export const SCOPES = ['memory:read', 'memory:write'];
+export const CLIENTS = {
+  'mcp-writer': { secret: 'writer-secret-for-tests-only', scope: 'memory:read memory:write' },
+  'mcp-reader': { secret: 'reader-secret-for-tests-only', scope: 'memory:read' },
+};
+
+/// Serves on 127.0.0.1:port; returns { issuer, server, tokenRequests }.
+export async function startProvider(port, resource) {
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, {
+    clients: Object.entries(CLIENTS).map(([id, c]) => ({
+      client_id: id,
+      client_secret: c.secret,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      // No `scope` here: a client asking for more than its allowance is
+      // then down-scoped to it (getResourceServerInfo below) rather than
+      // refused, as Keycloak and others do. The Python SDK asks for the
+      // scopes erlmcp's 401 hints at, whoever it is.
+    })),
+    scopes: SCOPES,
+    ttl: { ClientCredentials: 600 },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => resource,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, indicator, client) => {
+          if (indicator !== resource) {
+            throw new errors.InvalidTarget(`unknown resource ${indicator}`);
+          }
+          return {
+            scope: CLIENTS[client.clientId]?.scope ?? '',
+            audience: resource,
+            accessTokenTTL: 600,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
+  });
+  const tokenRequests = [];
+  provider.on('grant.success', (ctx) => tokenRequests.push(ctx.oidc.params?.resource));
+  const server = createServer(provider.callback());
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  return { issuer, server, tokenRequests };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [port, resource] = process.argv.slice(2);
+  const { issuer } = await startProvider(Number(port), resource);
+  console.log(`ready ${issuer}`);
+}
