@@ -187,6 +187,10 @@ pub struct OAuthConfig {
     /// This server's canonical URI (RFC 8707 / RFC 9728), e.g.
     /// `https://mcp.example.com/mcp`: the audience every token must name.
     pub resource: String,
+    /// The `aud` values accepted (a token must name one); empty: just
+    /// `resource`. For providers that put something else there (Microsoft
+    /// Entra: the application's client id).
+    pub audience: Vec<String>,
     /// Where the signing keys are; unset: from the issuer's metadata
     /// (RFC 8414, then OpenID Connect discovery).
     pub jwks_uri: Option<String>,
@@ -215,6 +219,7 @@ impl Default for OAuthConfig {
         OAuthConfig {
             issuer: Vec::new(),
             resource: String::new(),
+            audience: Vec::new(),
             jwks_uri: None,
             scopes_supported: Vec::new(),
             algorithms: ["RS256", "PS256", "ES256", "EdDSA"]
@@ -264,6 +269,9 @@ impl OAuthConfig {
         check_url("auth.oauth.resource", &self.resource)?;
         if self.resource.contains('#') {
             return Err("auth.oauth.resource must not have a fragment (RFC 8707)".into());
+        }
+        if self.audience.iter().any(|a| a.trim().is_empty()) {
+            return Err("auth.oauth.audience holds an empty value".into());
         }
         if let Some(uri) = &self.jwks_uri {
             check_url("auth.oauth.jwks_uri", uri)?;

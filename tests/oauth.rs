@@ -551,6 +551,22 @@ fn with_no_keys_to_be_had_tokens_get_503_not_401() {
 }
 
 #[test]
+fn a_configured_audience_replaces_the_resource() {
+    let ks = KeyServer::start(jwks(&["ec-1"]));
+    let iss = ks.base.clone();
+    let d = Daemon::start(&iss, "audience = [\"api://erlmcp\", \"0000-1111\"]\n");
+    let mut c = d.claims(&iss, "memory:read");
+    c["aud"] = json!(["other", "0000-1111"]);
+    assert_eq!(d.initialize(&sign("ec-1", Some("ec-1"), &c)).status, 200);
+    c["aud"] = json!(d.resource());
+    assert_invalid(
+        &d,
+        &sign("ec-1", Some("ec-1"), &c),
+        "token for another audience",
+    );
+}
+
+#[test]
 fn bad_oauth_configurations_are_refused_by_name() {
     let data = tempfile::tempdir().unwrap();
     let file = data.path().join("c.toml");

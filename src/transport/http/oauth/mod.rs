@@ -183,7 +183,11 @@ impl Verifier {
         validation.leeway = self.config.leeway_secs;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.config.issuer[index]]);
-        validation.set_audience(&[&self.config.resource]);
+        if self.config.audience.is_empty() {
+            validation.set_audience(&[&self.config.resource]);
+        } else {
+            validation.set_audience(&self.config.audience);
+        }
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut last = invalid("bad signature");
         for jwk in &keys {
