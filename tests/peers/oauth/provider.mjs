@@ -2,7 +2,9 @@
 // Certified) on loopback, issuing JWT access tokens for one resource (RFC
 // 8707 Resource Indicators) by the client_credentials grant, to two
 // clients: mcp-writer (memory:read memory:write) and mcp-reader
-// (memory:read). Test-only secrets; the provider's development signing keys.
+// (memory:read); and by the authorization-code flow with PKCE to clients
+// that register themselves, a development login page standing in for the
+// user. Test-only secrets; the provider's development signing keys.
 //
 // Imported by typescript/oauth.mjs; run by python/test_oauth.py as
 //   node provider.mjs PORT RESOURCE      (prints "ready ISSUER", then serves)
@@ -39,9 +41,13 @@ export async function startProvider(port, resource) {
       // scopes erlmcp's 401 hints at, whoever it is.
     })),
     scopes: SCOPES,
-    ttl: { ClientCredentials: 600 },
+    ttl: { ClientCredentials: 600, AccessToken: 600, Interaction: 600, Session: 600, Grant: 600 },
     features: {
-      devInteractions: { enabled: false },
+      // The authorization-code flow: clients register themselves (RFC
+      // 7591), and the provider's own development login and consent pages
+      // stand in for a user (typescript/oauth.mjs fills them in).
+      devInteractions: { enabled: true },
+      registration: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -52,7 +58,8 @@ export async function startProvider(port, resource) {
             throw new errors.InvalidTarget(`unknown resource ${indicator}`);
           }
           return {
-            scope: CLIENTS[client.clientId]?.scope ?? '',
+            // Registered clients (the authorization-code flow) may have all.
+            scope: CLIENTS[client.clientId]?.scope ?? SCOPES.join(' '),
             audience: resource,
             accessTokenTTL: 600,
             accessTokenFormat: 'jwt',

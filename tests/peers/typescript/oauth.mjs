@@ -13,8 +13,10 @@
 // tools/list and gets 403 insufficient_scope on a write; the audit log names
 // the client. Exits 1 with a message naming the first mismatch.
 //
-// The authorization-code + PKCE flow is not run here (it needs the
-// provider's login and consent pages driven headlessly).
+// Then the authorization-code flow with PKCE: the SDK registers a client
+// (RFC 7591), sends the "user" to the authorization endpoint with
+// `resource`; here a headless walk through oidc-provider's development
+// login and consent pages stands in for the browser and hands the code back.
 
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -53,6 +55,46 @@ async function freePort() {
   const { port } = s.address();
   s.close();
   return port;
+}
+
+// A browser, headless: follows redirects, keeps cookies, and submits the
+// development login (any name: "alice") and consent forms, until the
+// authorization server redirects to `redirect` with a code.
+async function browse(start, redirect) {
+  const jar = new Map();
+  let url = start;
+  let form = null;
+  for (let i = 0; i < 20; i++) {
+    if (url.startsWith(redirect)) {
+      const u = new URL(url);
+      check(u.searchParams.get('code'), `redirected without a code: ${url}`);
+      return u.searchParams.get('code');
+    }
+    const headers = { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') };
+    if (form) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const res = await fetch(url, { method: form ? 'POST' : 'GET', body: form ?? undefined, headers, redirect: 'manual' });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const at = pair.indexOf('=');
+      jar.set(pair.slice(0, at), pair.slice(at + 1));
+    }
+    if (res.status >= 300 && res.status < 400) {
+      url = new URL(res.headers.get('location'), url).href;
+      form = null;
+      continue;
+    }
+    const html = await res.text();
+    const action = html.match(/<form[^>]*action="([^"]+)"/);
+    check(res.status === 200 && action, `unexpected page at ${url}: HTTP ${res.status} ${html.slice(0, 300)}`);
+    const fields = new URLSearchParams();
+    for (const m of html.matchAll(/<input[^>]*name="([^"]+)"[^>]*>/g)) {
+      const value = m[0].match(/value="([^"]*)"/);
+      fields.set(m[1], m[1] === 'login' ? 'alice' : m[1] === 'password' ? 'any' : value ? value[1] : '');
+    }
+    url = new URL(action[1].replaceAll('&amp;', '&'), url).href;
+    form = fields.toString();
+  }
+  throw new Error(`no code after 20 pages, at ${url}`);
 }
 
 // ------------------------------------------------ the authorization server
@@ -156,6 +198,54 @@ try {
   check(www.includes('error="insufficient_scope"') && www.includes('scope="memory:write"') && www.includes('resource_metadata='), `403 challenge: ${www}`);
   await reader.close();
 
+  step = 'authorization code + PKCE: dynamic registration and the redirect';
+  const REDIRECT = `http://127.0.0.1:${await freePort()}/callback`;
+  let code = null;
+  let verifier = null;
+  const codeAuth = {
+    _client: undefined,
+    _tokens: undefined,
+    get redirectUrl() { return REDIRECT; },
+    get clientMetadata() {
+      return {
+        client_name: 'erlmcp-peer-auth-code',
+        redirect_uris: [REDIRECT],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+        application_type: 'native',
+      };
+    },
+    clientInformation() { return this._client; },
+    saveClientInformation(info) { this._client = info; },
+    tokens() { return this._tokens; },
+    saveTokens(t) { this._tokens = t; },
+    saveCodeVerifier(v) { verifier = v; },
+    codeVerifier() { return verifier; },
+    async redirectToAuthorization(url) {
+      check(url.searchParams.get('resource') === RESOURCE, `authorization request resource: ${url.searchParams.get('resource')}`);
+      check(url.searchParams.get('code_challenge_method') === 'S256', 'no PKCE S256 challenge');
+      code = await browse(url.href, REDIRECT);
+    },
+  };
+  const first = new StreamableHTTPClientTransport(new URL(RESOURCE), { authProvider: codeAuth });
+  let unauthorized = null;
+  try {
+    await new Client({ name: 'oauth-user', version: '1' }).connect(first);
+  } catch (e) {
+    unauthorized = e;
+  }
+  check(unauthorized && code, `the SDK did not stop for the redirect: ${unauthorized}`);
+  await first.finishAuth(code);
+  step = 'authorization code + PKCE: the tool call';
+  const user = new Client({ name: 'oauth-user', version: '1' });
+  await user.connect(new StreamableHTTPClientTransport(new URL(RESOURCE), { authProvider: codeAuth }));
+  const userClaims = JSON.parse(Buffer.from(codeAuth.tokens().access_token.split('.')[1], 'base64url').toString());
+  check(userClaims.sub === 'alice' && userClaims.aud === RESOURCE, `user token claims: ${JSON.stringify(userClaims)}`);
+  const mine = await user.callTool({ name: 'read_graph', arguments: {} });
+  check(JSON.stringify(mine).includes('oauth-proof'), 'alice reads the graph');
+  await user.close();
+
   step = 'no token and a bad token: 401 with resource_metadata';
   const anon = await fetch(RESOURCE, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{}' });
   check(anon.status === 401 && (anon.headers.get('www-authenticate') ?? '').includes('resource_metadata='), `no token: HTTP ${anon.status}`);
@@ -166,7 +256,7 @@ try {
   step = 'the audit log names the clients';
   // Audit rows are written in batches: wait for them a little.
   let rows = [];
-  const want = (r) => r.kind === 'tool' && r.outcome === 'insufficient_scope' && r.principal === 'mcp-reader';
+  const want = (r) => r.kind === 'tool' && r.subject === 'read_graph' && r.principal === 'alice';
   for (let i = 0; i < 100 && !rows.some(want); i++) {
     rows = JSON.parse(execFileSync(BIN, ['audit', '--json', '--data-dir', join(DATA, 'db')]).toString());
     if (!rows.some(want)) await new Promise((r) => setTimeout(r, 50));
@@ -175,7 +265,9 @@ try {
     'no audit row of mcp-writer\'s create_entities');
   check(rows.some((r) => r.kind === 'tool' && r.outcome === 'insufficient_scope' && r.principal === 'mcp-reader'),
     'no audit row of mcp-reader\'s refused write');
-  console.log('ok: client credentials via oidc-provider, tool called, scopes enforced');
+  check(rows.some((r) => r.kind === 'tool' && r.subject === 'read_graph' && r.principal === 'alice'),
+    'no audit row of alice\'s read_graph');
+  console.log('ok: client credentials and authorization code + PKCE via oidc-provider, tools called, scopes enforced');
 } catch (e) {
   console.error(`FAILED at ${step}: ${e?.stack ?? e}`);
   process.exitCode = 1;
