@@ -57,7 +57,7 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
-    pub(crate) auth: Auth,
+    pub(crate) auth: Authentication,
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
     /// The `Retry-After` of a session refused by a cap: unfinished
@@ -69,7 +69,7 @@ pub struct HttpSettings {
 
 /// How `/mcp` authenticates its callers (`auth.mode`).
 #[derive(Clone, Debug)]
-pub(crate) enum Auth {
+pub(crate) enum Authentication {
     Off,
     Tokens,
     /// One verifier (and its cached keys) for as long as `[auth.oauth]`
@@ -77,11 +77,11 @@ pub(crate) enum Auth {
     OAuth(Arc<oauth::Verifier>),
 }
 
-impl Auth {
+impl Authentication {
     /// The protected resource metadata URL a refusal points to.
     pub(crate) fn resource_metadata(&self) -> Option<String> {
         match self {
-            Auth::OAuth(v) => Some(v.resource_metadata_url()),
+            Authentication::OAuth(v) => Some(v.resource_metadata_url()),
             _ => None,
         }
     }
@@ -93,9 +93,11 @@ impl HttpSettings {
     pub fn from_config(c: &HttpConfig, l: &LimitsConfig, auth: &AuthConfig, fd_limit: u64) -> Self {
         HttpSettings {
             auth: match auth.mode {
-                AuthMode::Off => Auth::Off,
-                AuthMode::Tokens => Auth::Tokens,
-                AuthMode::Oauth => Auth::OAuth(Arc::new(oauth::Verifier::new(&auth.oauth))),
+                AuthMode::Off => Authentication::Off,
+                AuthMode::Tokens => Authentication::Tokens,
+                AuthMode::Oauth => {
+                    Authentication::OAuth(Arc::new(oauth::Verifier::new(&auth.oauth)))
+                }
             },
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
@@ -160,10 +162,11 @@ impl HttpState {
 
     pub fn reload(&self, mut settings: HttpSettings) {
         // The same OAuth configuration keeps its verifier and cached keys.
-        if let (Auth::OAuth(old), Auth::OAuth(new)) = (&self.settings().auth, &settings.auth)
+        if let (Authentication::OAuth(old), Authentication::OAuth(new)) =
+            (&self.settings().auth, &settings.auth)
             && old.config == new.config
         {
-            settings.auth = Auth::OAuth(old.clone());
+            settings.auth = Authentication::OAuth(old.clone());
         }
         self.limits.reload(settings.limits);
         self.settings.store(Arc::new(settings));
@@ -308,7 +311,7 @@ async fn resource_metadata(State(state): State<Arc<HttpState>>, req: Request) ->
     if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
         return refusal.response(None);
     }
-    let Auth::OAuth(verifier) = &state.settings().auth else {
+    let Authentication::OAuth(verifier) = &state.settings().auth else {
         return not_found(State(state), req).await;
     };
     if !matches!(
@@ -365,15 +368,15 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     // After the standby's refusal: a standby serves nobody, and audits
     // nothing (its store takes no local writes).
     let grant = match &state.settings().auth {
-        Auth::Off => None,
-        Auth::Tokens => {
+        Authentication::Off => None,
+        Authentication::Tokens => {
             let what = format!("{} /mcp", req.method());
             match auth::authenticate(&state.server.store, req.headers(), &what).await {
                 auth::Checked::Granted(g) => Some(g),
                 auth::Checked::Refused(r) => return r,
             }
         }
-        Auth::OAuth(verifier) => {
+        Authentication::OAuth(verifier) => {
             let what = format!("{} /mcp", req.method());
             let toolsets = state.server.catalog().toolset_names();
             match auth::authenticate_oauth(
