@@ -212,6 +212,58 @@ pub struct OAuthConfig {
     pub fetch_timeout_secs: u64,
     /// Longer bearer tokens are refused without being parsed.
     pub max_token_bytes: usize,
+    /// Opaque (non-JWT) access tokens are checked at the authorization
+    /// server's RFC 7662 introspection endpoint; unset: refused.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// How erlmcp asks the authorization server about an opaque token.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    /// erlmcp's own client id at the authorization server.
+    pub client_id: String,
+    /// The file holding its client secret (never the secret itself): an
+    /// absolute path, or a name in `$CREDENTIALS_DIRECTORY` (systemd
+    /// `LoadCredential=`).
+    pub client_secret_file: String,
+}
+
+impl IntrospectionConfig {
+    /// Where the client secret is read from.
+    pub fn secret_path(&self) -> Result<PathBuf, String> {
+        let p = Path::new(&self.client_secret_file);
+        if p.is_absolute() {
+            return Ok(p.to_owned());
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => Ok(Path::new(&dir).join(p)),
+            None => Err(format!(
+                "auth.oauth.introspection.client_secret_file {:?} is relative and $CREDENTIALS_DIRECTORY is not set",
+                self.client_secret_file
+            )),
+        }
+    }
+
+    /// The secret, trimmed of a trailing newline.
+    pub fn read_secret(&self) -> Result<String, String> {
+        let path = self.secret_path()?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read the introspection client secret {}: {e}",
+                path.display()
+            )
+        })?;
+        let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+        if secret.is_empty() {
+            return Err(format!(
+                "the introspection client secret {} is empty",
+                path.display()
+            ));
+        }
+        Ok(secret)
+    }
 }
 
 impl Default for OAuthConfig {
@@ -230,6 +282,7 @@ impl Default for OAuthConfig {
             jwks_max_age_secs: 3600,
             fetch_timeout_secs: 5,
             max_token_bytes: 8192,
+            introspection: None,
         }
     }
 }
@@ -313,6 +366,16 @@ impl OAuthConfig {
         }
         if !(512..=65536).contains(&self.max_token_bytes) {
             return Err("auth.oauth.max_token_bytes must be between 512 and 65536".into());
+        }
+        if let Some(i) = &self.introspection {
+            check_url("auth.oauth.introspection.endpoint", &i.endpoint)?;
+            if i.client_id.is_empty() || i.client_id.contains(':') {
+                return Err(
+                    "auth.oauth.introspection.client_id must be set and hold no ':'".into(),
+                );
+            }
+            // Read now, so check-config and a start-up say what is wrong.
+            i.read_secret()?;
         }
         Ok(())
     }

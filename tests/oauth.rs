@@ -21,6 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/oauth");
 
+/// The resource the introspection endpoint names in its answers (set by
+/// the test that runs it; one such test per process).
+static RESOURCE_FOR_INTROSPECTION: Mutex<Option<String>> = Mutex::new(None);
+
 /// How the key server answers `/jwks`.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
@@ -39,7 +43,28 @@ struct KeyServer {
     mode: Arc<Mutex<Mode>>,
     jwks: Arc<Mutex<Value>>,
     hits: Arc<AtomicUsize>,
+    /// `/introspect` calls (RFC 7662), answered from [`introspection_answer`].
+    introspections: Arc<AtomicUsize>,
 }
+
+/// The introspection endpoint's answer about `token`; `None`: the
+/// connection is dropped.
+fn introspection_answer(token: &str, resource: &str) -> Option<Value> {
+    Some(match token {
+        "opaque-good" => {
+            json!({"active": true, "aud": resource, "sub": "carol", "scope": "memory:read"})
+        }
+        "opaque-inactive" => json!({"active": false}),
+        "opaque-elsewhere" => json!({"active": true, "aud": "https://other/mcp", "sub": "x"}),
+        "opaque-noaud" => json!({"active": true, "sub": "x", "scope": "memory:write"}),
+        "opaque-expired" => json!({"active": true, "aud": resource, "sub": "x", "exp": 1000}),
+        "opaque-down" => return None,
+        _ => json!({"active": false}),
+    })
+}
+
+/// The Basic credential erlmcp must present at `/introspect`.
+const INTROSPECTION_BASIC: &str = "Basic ZXJsbWNwOnMzY3JldCtzcGFjZQ=="; // erlmcp:s3cret+space
 
 impl KeyServer {
     fn start(jwks: Value) -> KeyServer {
@@ -50,24 +75,35 @@ impl KeyServer {
             mode: Arc::new(Mutex::new(Mode::Ok)),
             jwks: Arc::new(Mutex::new(jwks)),
             hits: Arc::new(AtomicUsize::new(0)),
+            introspections: Arc::new(AtomicUsize::new(0)),
         };
         let (mode, keys, hits) = (ks.mode.clone(), ks.jwks.clone(), ks.hits.clone());
+        let introspections = ks.introspections.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let (mode, keys, hits, base) =
                     (mode.clone(), keys.clone(), hits.clone(), base.clone());
+                let introspections = introspections.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut line = String::new();
                     reader.read_line(&mut line).unwrap_or(0);
                     let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let mut headers = Vec::new();
                     loop {
                         let mut h = String::new();
                         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                             break;
                         }
+                        headers.push(h.trim_end().to_owned());
                     }
+                    let header = |name: &str| {
+                        headers.iter().find_map(|h| {
+                            let (k, v) = h.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
                     let (status, body) = match path.as_str() {
                         "/.well-known/oauth-authorization-server" => (
                             200,
@@ -85,6 +121,33 @@ impl KeyServer {
                                     (200, keys.lock().unwrap().to_string())
                                 }
                                 Mode::Garbage => (200, "<html>maintenance</html>".to_owned()),
+                            }
+                        }
+                        "/introspect" => {
+                            introspections.fetch_add(1, Ordering::SeqCst);
+                            let len: usize = header("content-length")
+                                .and_then(|l| l.parse().ok())
+                                .unwrap_or(0);
+                            let mut body = vec![0; len];
+                            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                            let body = String::from_utf8(body).unwrap();
+                            let token = body
+                                .split('&')
+                                .find_map(|kv| kv.strip_prefix("token="))
+                                .unwrap_or("")
+                                .to_owned();
+                            if header("authorization").as_deref() != Some(INTROSPECTION_BASIC) {
+                                (401, r#"{"error":"invalid_client"}"#.to_owned())
+                            } else {
+                                let resource = RESOURCE_FOR_INTROSPECTION
+                                    .lock()
+                                    .unwrap()
+                                    .clone()
+                                    .unwrap_or_default();
+                                match introspection_answer(&token, &resource) {
+                                    Some(a) => (200, a.to_string()),
+                                    None => return,
+                                }
                             }
                         }
                         _ => (404, "{}".to_owned()),
@@ -563,6 +626,92 @@ fn a_configured_audience_replaces_the_resource() {
         &d,
         &sign("ec-1", Some("ec-1"), &c),
         "token for another audience",
+    );
+}
+
+#[test]
+fn opaque_tokens_are_introspected() {
+    let ks = KeyServer::start(jwks(&["rsa-1"]));
+    let iss = ks.base.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(&good, "s3cret space\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let section = |secret: &Path| {
+        format!(
+            "[auth.oauth.introspection]\nendpoint = \"{iss}/introspect\"\nclient_id = \"erlmcp\"\n\
+             client_secret_file = \"{}\"\n",
+            secret.display()
+        )
+    };
+    let d = Daemon::start(&iss, &section(&good));
+    *RESOURCE_FOR_INTROSPECTION.lock().unwrap() = Some(d.resource());
+
+    let r = call(&d, "opaque-good", "tools/list", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tools = r.result()["tools"].to_string();
+    assert!(
+        tools.contains("read_graph") && !tools.contains("create_entities"),
+        "{tools}"
+    );
+    // Every request asks again (initialize, initialized, tools/list).
+    assert_eq!(ks.introspections.load(Ordering::SeqCst), 3);
+    for (token, why) in [
+        ("opaque-inactive", "token not active"),
+        ("opaque-unknown", "token not active"),
+        ("opaque-elsewhere", "token for another audience"),
+        ("opaque-noaud", "token for another audience"),
+        ("opaque-expired", "token expired"),
+    ] {
+        assert_invalid(&d, token, why);
+    }
+    let r = d.initialize("opaque-down");
+    assert_eq!(r.status, 503, "{}", r.body);
+    // A JWT is still checked locally.
+    let before = ks.introspections.load(Ordering::SeqCst);
+    let jwt = sign("rsa-1", Some("rsa-1"), &d.claims(&iss, "memory:read"));
+    assert_eq!(d.initialize(&jwt).status, 200);
+    assert_eq!(ks.introspections.load(Ordering::SeqCst), before);
+    drop(d);
+
+    // erlmcp's own credential refused at the endpoint: 503, not 401.
+    let d = Daemon::start(&iss, &section(&wrong));
+    *RESOURCE_FOR_INTROSPECTION.lock().unwrap() = Some(d.resource());
+    let r = d.initialize("opaque-good");
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    // The secret file: named in $CREDENTIALS_DIRECTORY, or absolute.
+    let file = dir.path().join("c.toml");
+    let config = |secret: &str| {
+        format!(
+            "[auth]\nmode = \"oauth\"\n[auth.oauth]\nissuer = \"{iss}\"\nresource = \"https://m.example.com/mcp\"\n\
+             [auth.oauth.introspection]\nendpoint = \"{iss}/introspect\"\nclient_id = \"erlmcp\"\nclient_secret_file = \"{secret}\"\n"
+        )
+    };
+    let check = |text: String, creds: Option<&Path>| {
+        std::fs::write(&file, text).unwrap();
+        let mut c = std::process::Command::new(common::BIN);
+        c.arg("check-config")
+            .arg(&file)
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = creds {
+            c.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(
+        check(config("good"), Some(dir.path())).status.code(),
+        Some(0)
+    );
+    let out = check(config("good"), None);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CREDENTIALS_DIRECTORY"));
+    let out = check(config("/nonexistent/secret"), None);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read the introspection client secret")
     );
 }
 

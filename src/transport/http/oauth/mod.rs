@@ -10,9 +10,11 @@
 //! - its `sub` (else `client_id`) is the principal, its `scope` (or `scp`)
 //!   the scopes of the [`Grant`] the rest of the server already honours.
 //!
-//! Opaque tokens (RFC 7662 introspection) are not supported: a token that
-//! is not a JWT is refused as invalid.
+//! A token that is not a JWT is asked about at the authorization server's
+//! introspection endpoint ([`introspection`], RFC 7662) when one is
+//! configured, and refused as invalid otherwise.
 
+pub(crate) mod introspection;
 pub(crate) mod jwks;
 
 use base64::Engine;
@@ -54,6 +56,7 @@ pub(crate) struct Verifier {
     algorithms: Vec<Algorithm>,
     /// One key set per issuer, in the configuration's order.
     issuers: Vec<KeySet>,
+    introspector: Option<introspection::Introspector>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -90,7 +93,7 @@ struct Claims {
 /// `scp` as Entra and Okta write it: a list, or a space-separated string.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Scp {
+pub(crate) enum Scp {
     Many(Vec<String>),
     One(String),
 }
@@ -113,8 +116,44 @@ impl Verifier {
                 .iter()
                 .map(|i| KeySet::new(i, config.jwks_uri.as_deref(), timeout, refetch, max_age))
                 .collect(),
+            introspector: config
+                .introspection
+                .as_ref()
+                .map(|i| introspection::Introspector::new(i, timeout)),
             config: config.clone(),
         }
+    }
+
+    /// The `aud` values a token may name.
+    fn audiences(&self) -> Vec<String> {
+        if self.config.audience.is_empty() {
+            vec![self.config.resource.clone()]
+        } else {
+            self.config.audience.clone()
+        }
+    }
+
+    /// An opaque token, asked about at the introspection endpoint.
+    async fn introspect(
+        &self,
+        introspector: &introspection::Introspector,
+        token: &str,
+    ) -> Result<Verified, Rejection> {
+        let a = introspector.ask(token).await?;
+        introspection::check(
+            &a,
+            &self.config.issuer,
+            &self.audiences(),
+            crate::clock::now_secs().max(0) as u64,
+            self.config.leeway_secs,
+        )?;
+        grant_of(Claims {
+            iss: String::new(),
+            sub: a.sub,
+            client_id: a.client_id,
+            scope: a.scope,
+            scp: a.scp,
+        })
     }
 
     /// The URL of this resource's metadata (RFC 9728 §3.1: the well-known
@@ -159,6 +198,11 @@ impl Verifier {
         if token.len() > self.config.max_token_bytes {
             return Err(invalid("token too long"));
         }
+        if let Some(i) = &self.introspector
+            && token.split('.').count() != 3
+        {
+            return self.introspect(i, token).await;
+        }
         let alg = self.algorithm_of(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token header"))?;
@@ -183,11 +227,7 @@ impl Verifier {
         validation.leeway = self.config.leeway_secs;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.config.issuer[index]]);
-        if self.config.audience.is_empty() {
-            validation.set_audience(&[&self.config.resource]);
-        } else {
-            validation.set_audience(&self.config.audience);
-        }
+        validation.set_audience(&self.audiences());
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut last = invalid("bad signature");
         for jwk in &keys {
