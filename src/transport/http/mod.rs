@@ -373,7 +373,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             let what = format!("{} /mcp", req.method());
             match auth::authenticate(&state.server.store, req.headers(), &what).await {
                 auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return r,
+                auth::Checked::Refused(r) => return closing(r),
             }
         }
         Authentication::OAuth(verifier) => {
@@ -389,7 +389,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             .await
             {
                 auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return r,
+                auth::Checked::Refused(r) => return closing(r),
             }
         }
     };
@@ -416,6 +416,16 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             r
         }
     }
+}
+
+/// A refusal sent before the request body was read: `Connection: close`
+/// says so. Without it hyper closes the connection silently when the body
+/// is unread, and a client that reuses it for its retry with a fresh token
+/// (the Python SDK did, now and then) finds it gone.
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// DNS rebinding protection: the 403 for an Origin or Host not allowed.

@@ -7,7 +7,7 @@
 // user. Test-only secrets; the provider's development signing keys.
 //
 // Imported by typescript/oauth.mjs; run by python/test_oauth.py as
-//   node provider.mjs PORT RESOURCE      (prints "ready ISSUER", then serves)
+//   node provider.mjs PORT RESOURCE [jwt|opaque]   (prints "ready ISSUER", then serves)
 
 import { createServer } from 'node:http';
 import { once } from 'node:events';
@@ -26,10 +26,19 @@ export const CLIENTS = {
 };
 
 /// Serves on 127.0.0.1:port; returns { issuer, server, tokenRequests }.
-export async function startProvider(port, resource) {
+/// `format`: 'jwt' access tokens, or 'opaque' ones that erlmcp (client
+/// `erlmcp`, secret INTROSPECTION_SECRET) introspects.
+export const INTROSPECTION_SECRET = 'erlmcp-introspection-secret-for-tests-only';
+export async function startProvider(port, resource, format = 'jwt') {
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
-    clients: Object.entries(CLIENTS).map(([id, c]) => ({
+    clients: [{
+      client_id: 'erlmcp',
+      client_secret: INTROSPECTION_SECRET,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+    }].concat(Object.entries(CLIENTS).map(([id, c]) => ({
       client_id: id,
       client_secret: c.secret,
       grant_types: ['client_credentials'],
@@ -39,7 +48,7 @@ export async function startProvider(port, resource) {
       // then down-scoped to it (getResourceServerInfo below) rather than
       // refused, as Keycloak and others do. The Python SDK asks for the
       // scopes erlmcp's 401 hints at, whoever it is.
-    })),
+    }))),
     scopes: SCOPES,
     ttl: { ClientCredentials: 600, AccessToken: 600, Interaction: 600, Session: 600, Grant: 600 },
     features: {
@@ -48,6 +57,8 @@ export async function startProvider(port, resource) {
       // stand in for a user (typescript/oauth.mjs fills them in).
       devInteractions: { enabled: true },
       registration: { enabled: true },
+      // Only erlmcp may ask about tokens.
+      introspection: { enabled: true, allowedPolicy: (ctx, client) => client.clientId === 'erlmcp' },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -62,7 +73,7 @@ export async function startProvider(port, resource) {
             scope: CLIENTS[client.clientId]?.scope ?? SCOPES.join(' '),
             audience: resource,
             accessTokenTTL: 600,
-            accessTokenFormat: 'jwt',
+            accessTokenFormat: format,
             jwt: { sign: { alg: 'RS256' } },
           };
         },
@@ -78,7 +89,7 @@ export async function startProvider(port, resource) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [port, resource] = process.argv.slice(2);
-  const { issuer } = await startProvider(Number(port), resource);
+  const [port, resource, format] = process.argv.slice(2);
+  const { issuer } = await startProvider(Number(port), resource, format ?? 'jwt');
   console.log(`ready ${issuer}`);
 }

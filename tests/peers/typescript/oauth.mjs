@@ -31,7 +31,7 @@ const sdk = (p) => mod(join('@modelcontextprotocol/sdk/dist/esm', p));
 const { Client } = await sdk('client/index.js');
 const { StreamableHTTPClientTransport } = await sdk('client/streamableHttp.js');
 const { ClientCredentialsProvider } = await sdk('client/auth-extensions.js');
-const { startProvider } = await import('../oauth/provider.mjs');
+const { startProvider, INTROSPECTION_SECRET } = await import('../oauth/provider.mjs');
 
 const BIN = need('PEER_BIN');
 const DATA = need('PEER_DATA_DIR');
@@ -101,14 +101,23 @@ async function browse(start, redirect) {
 
 const AS_PORT = await freePort();
 const RESOURCE = `http://127.0.0.1:${PORT}/mcp`;
-const { issuer: ISSUER, server: as, tokenRequests } = await startProvider(AS_PORT, RESOURCE);
+// `node oauth.mjs opaque`: opaque access tokens, introspected by erlmcp.
+const FORMAT = process.argv[2] ?? 'jwt';
+const { issuer: ISSUER, server: as, tokenRequests } = await startProvider(AS_PORT, RESOURCE, FORMAT);
+const claimsOf = (t) => (FORMAT === 'jwt' ? JSON.parse(Buffer.from(t.split('.')[1], 'base64url').toString()) : null);
 
 // ------------------------------------------------------------- erlmcp
 
 const config = join(DATA, 'erlmcp.toml');
+let introspection = '';
+if (FORMAT === 'opaque') {
+  const secret = join(DATA, 'introspection-secret');
+  writeFileSync(secret, `${INTROSPECTION_SECRET}\n`);
+  introspection = `[auth.oauth.introspection]\nendpoint = "${ISSUER}/token/introspection"\nclient_id = "erlmcp"\nclient_secret_file = "${secret}"\n`;
+}
 writeFileSync(
   config,
-  `[auth]\nmode = "oauth"\n[auth.oauth]\nissuer = "${ISSUER}"\nresource = "${RESOURCE}"\n`,
+  `[auth]\nmode = "oauth"\n[auth.oauth]\nissuer = "${ISSUER}"\nresource = "${RESOURCE}"\n${introspection}`,
 );
 const log = openSync(join(LOGS, 'erlmcp.log'), 'a');
 const server = spawn(
@@ -140,9 +149,13 @@ try {
   await writer.connect(new StreamableHTTPClientTransport(new URL(RESOURCE), { authProvider: writerAuth }));
   const token = writerAuth.tokens()?.access_token;
   check(token, 'the SDK holds no access token after connecting');
-  const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
-  check(claims.aud === RESOURCE, `token audience ${JSON.stringify(claims.aud)}, expected ${RESOURCE}`);
-  check(claims.iss === ISSUER, `token issuer ${claims.iss}`);
+  const claims = claimsOf(token);
+  if (claims) {
+    check(claims.aud === RESOURCE, `token audience ${JSON.stringify(claims.aud)}, expected ${RESOURCE}`);
+    check(claims.iss === ISSUER, `token issuer ${claims.iss}`);
+  } else {
+    check(token.split('.').length !== 3, `an opaque token was asked for, got a JWT`);
+  }
   check(tokenRequests.includes(RESOURCE), `the token request named resource ${RESOURCE}: ${JSON.stringify(tokenRequests)}`);
 
   step = 'writer: tools/list and tools/call';
@@ -240,8 +253,8 @@ try {
   step = 'authorization code + PKCE: the tool call';
   const user = new Client({ name: 'oauth-user', version: '1' });
   await user.connect(new StreamableHTTPClientTransport(new URL(RESOURCE), { authProvider: codeAuth }));
-  const userClaims = JSON.parse(Buffer.from(codeAuth.tokens().access_token.split('.')[1], 'base64url').toString());
-  check(userClaims.sub === 'alice' && userClaims.aud === RESOURCE, `user token claims: ${JSON.stringify(userClaims)}`);
+  const userClaims = claimsOf(codeAuth.tokens().access_token);
+  check(!userClaims || (userClaims.sub === 'alice' && userClaims.aud === RESOURCE), `user token claims: ${JSON.stringify(userClaims)}`);
   const mine = await user.callTool({ name: 'read_graph', arguments: {} });
   check(JSON.stringify(mine).includes('oauth-proof'), 'alice reads the graph');
   await user.close();
@@ -267,7 +280,7 @@ try {
     'no audit row of mcp-reader\'s refused write');
   check(rows.some((r) => r.kind === 'tool' && r.subject === 'read_graph' && r.principal === 'alice'),
     'no audit row of alice\'s read_graph');
-  console.log('ok: client credentials and authorization code + PKCE via oidc-provider, tools called, scopes enforced');
+  console.log(`ok: ${FORMAT} tokens: client credentials and authorization code + PKCE via oidc-provider, tools called, scopes enforced`);
 } catch (e) {
   console.error(`FAILED at ${step}: ${e?.stack ?? e}`);
   process.exitCode = 1;
