@@ -373,7 +373,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             let what = format!("{} /mcp", req.method());
             match auth::authenticate(&state.server.store, req.headers(), &what).await {
                 auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return closing(r),
+                auth::Checked::Refused(r) => return drained(&state, req, r).await,
             }
         }
         Authentication::OAuth(verifier) => {
@@ -389,7 +389,7 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             .await
             {
                 auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return closing(r),
+                auth::Checked::Refused(r) => return drained(&state, req, r).await,
             }
         }
     };
@@ -418,14 +418,25 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
 }
 
-/// A refusal sent before the request body was read: `Connection: close`
-/// says so. Without it hyper closes the connection silently when the body
-/// is unread, and a client that reuses it for its retry with a fresh token
-/// (the Python SDK did, now and then) finds it gone.
-fn closing(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+/// An authentication refusal, sent once the request body is read (up to
+/// `http.max_body_bytes`, within `http.body_read_timeout_secs`). Answered
+/// with the body unread, hyper would close the connection as it pleases,
+/// and a client reusing it for its retry with a fresh token (the Python
+/// SDK did, now and then) would find it gone; a body too large or too slow
+/// gets `Connection: close` instead.
+async fn drained(state: &HttpState, req: Request, mut refusal: Response) -> Response {
+    let settings = state.settings();
+    let read = tokio::time::timeout(
+        settings.body_read_timeout,
+        axum::body::to_bytes(req.into_body(), settings.max_body_bytes),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) {
+        refusal
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    refusal
 }
 
 /// DNS rebinding protection: the 403 for an Origin or Host not allowed.
