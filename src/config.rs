@@ -222,6 +222,9 @@ pub struct OpsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
+    /// `auth.mode = "oauth"`: the authorization server(s) whose access
+    /// tokens are accepted.
+    pub oauth: OAuthConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,13 +237,265 @@ pub enum AuthMode {
     /// A static API token (`erlmcp token create`) in
     /// `Authorization: Bearer`, its scopes limiting the tools.
     Tokens,
+    /// An OAuth 2.1 access token (a JWT) from an authorization server in
+    /// `auth.oauth.issuer`, for this server's `auth.oauth.resource`.
+    Oauth,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             mode: AuthMode::Off,
+            oauth: OAuthConfig::default(),
         }
+    }
+}
+
+/// erlmcp as an OAuth 2.1 resource server (the MCP authorization spec):
+/// JWT access tokens checked against the issuer's JSON Web Key Set.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// The authorization server's issuer identifier(s), exactly as its
+    /// metadata and its tokens' `iss` spell them. A string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub issuer: Vec<String>,
+    /// This server's canonical URI (RFC 8707 / RFC 9728), e.g.
+    /// `https://mcp.example.com/mcp`: the audience every token must name.
+    pub resource: String,
+    /// The `aud` values accepted (a token must name one); empty: just
+    /// `resource`. For providers that put something else there (Microsoft
+    /// Entra: the application's client id).
+    pub audience: Vec<String>,
+    /// Where the signing keys are; unset: from the issuer's metadata
+    /// (RFC 8414, then OpenID Connect discovery).
+    pub jwks_uri: Option<String>,
+    /// Advertised in the protected resource metadata; empty:
+    /// `<toolset>:read` and `<toolset>:write` of every registered toolset.
+    pub scopes_supported: Vec<String>,
+    /// Signature algorithms accepted (never `none`, never `HS*`).
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// A key id not in the cached key set fetches it again at most once
+    /// per this many seconds (a flood of made-up `kid`s costs the
+    /// authorization server nothing).
+    pub jwks_refetch_secs: u64,
+    /// Cached keys older than this are fetched again (so a key the
+    /// issuer withdrew stops working); a failed fetch keeps them.
+    pub jwks_max_age_secs: u64,
+    /// A metadata or key set fetch must finish within this long.
+    pub fetch_timeout_secs: u64,
+    /// Longer bearer tokens are refused without being parsed.
+    pub max_token_bytes: usize,
+    /// Opaque (non-JWT) access tokens are checked at the authorization
+    /// server's RFC 7662 introspection endpoint; unset: refused.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// How erlmcp asks the authorization server about an opaque token.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    /// erlmcp's own client id at the authorization server.
+    pub client_id: String,
+    /// The file holding its client secret (never the secret itself): an
+    /// absolute path, or a name in `$CREDENTIALS_DIRECTORY` (systemd
+    /// `LoadCredential=`).
+    pub client_secret_file: String,
+}
+
+impl IntrospectionConfig {
+    /// Where the client secret is read from.
+    pub fn secret_path(&self) -> Result<PathBuf, String> {
+        let p = Path::new(&self.client_secret_file);
+        if p.is_absolute() {
+            return Ok(p.to_owned());
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => Ok(Path::new(&dir).join(p)),
+            None => Err(format!(
+                "auth.oauth.introspection.client_secret_file {:?} is relative and $CREDENTIALS_DIRECTORY is not set",
+                self.client_secret_file
+            )),
+        }
+    }
+
+    /// The secret, trimmed of a trailing newline.
+    pub fn read_secret(&self) -> Result<String, String> {
+        let path = self.secret_path()?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read the introspection client secret {}: {e}",
+                path.display()
+            )
+        })?;
+        let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+        if secret.is_empty() {
+            return Err(format!(
+                "the introspection client secret {} is empty",
+                path.display()
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            issuer: Vec::new(),
+            resource: String::new(),
+            audience: Vec::new(),
+            jwks_uri: None,
+            scopes_supported: Vec::new(),
+            algorithms: ["RS256", "PS256", "ES256", "EdDSA"]
+                .map(String::from)
+                .to_vec(),
+            leeway_secs: 60,
+            jwks_refetch_secs: 30,
+            jwks_max_age_secs: 3600,
+            fetch_timeout_secs: 5,
+            max_token_bytes: 8192,
+            introspection: None,
+        }
+    }
+}
+
+/// Signature algorithms `auth.oauth.algorithms` may name.
+pub const OAUTH_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl OAuthConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.issuer.is_empty() {
+            return Err("auth.mode = \"oauth\" needs auth.oauth.issuer (the authorization server's issuer URL)".into());
+        }
+        for (i, iss) in self.issuer.iter().enumerate() {
+            check_url("auth.oauth.issuer", iss)?;
+            if self.issuer[..i].contains(iss) {
+                return Err(format!("auth.oauth.issuer lists {iss:?} twice"));
+            }
+        }
+        if self.resource.is_empty() {
+            return Err("auth.mode = \"oauth\" needs auth.oauth.resource (this server's URL, e.g. https://mcp.example.com/mcp)".into());
+        }
+        check_url("auth.oauth.resource", &self.resource)?;
+        if self.resource.contains('#') {
+            return Err("auth.oauth.resource must not have a fragment (RFC 8707)".into());
+        }
+        if self.audience.iter().any(|a| a.trim().is_empty()) {
+            return Err("auth.oauth.audience holds an empty value".into());
+        }
+        if let Some(uri) = &self.jwks_uri {
+            check_url("auth.oauth.jwks_uri", uri)?;
+            if self.issuer.len() > 1 {
+                return Err("auth.oauth.jwks_uri needs exactly one issuer (each issuer has its own keys; leave jwks_uri unset to discover them)".into());
+            }
+        }
+        for s in &self.scopes_supported {
+            check_oauth_scope(s)?;
+        }
+        if self.algorithms.is_empty() {
+            return Err("auth.oauth.algorithms is empty".into());
+        }
+        for a in &self.algorithms {
+            if a.eq_ignore_ascii_case("none") || a.to_ascii_uppercase().starts_with("HS") {
+                return Err(format!(
+                    "auth.oauth.algorithms: {a:?} is never accepted (unsigned or shared-secret tokens); use {}",
+                    OAUTH_ALGORITHMS.join(", ")
+                ));
+            }
+            if !OAUTH_ALGORITHMS.contains(&a.as_str()) {
+                return Err(format!(
+                    "auth.oauth.algorithms: unknown algorithm {a:?}; use {}",
+                    OAUTH_ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        if self.leeway_secs > 600 {
+            return Err("auth.oauth.leeway_secs must be at most 600".into());
+        }
+        for (key, v) in [
+            ("auth.oauth.jwks_refetch_secs", self.jwks_refetch_secs),
+            ("auth.oauth.jwks_max_age_secs", self.jwks_max_age_secs),
+            ("auth.oauth.fetch_timeout_secs", self.fetch_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if !(512..=65536).contains(&self.max_token_bytes) {
+            return Err("auth.oauth.max_token_bytes must be between 512 and 65536".into());
+        }
+        if let Some(i) = &self.introspection {
+            check_url("auth.oauth.introspection.endpoint", &i.endpoint)?;
+            if i.client_id.is_empty() || i.client_id.contains(':') {
+                return Err(
+                    "auth.oauth.introspection.client_id must be set and hold no ':'".into(),
+                );
+            }
+            // Read now, so check-config and a start-up say what is wrong.
+            i.read_secret()?;
+        }
+        Ok(())
+    }
+}
+
+/// A scope's spelling in `auth.oauth.scopes_supported`: printable ASCII
+/// without spaces, quotes or backslashes (RFC 6749 §3.3), so it can go
+/// into a `WWW-Authenticate` header.
+fn check_oauth_scope(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("auth.oauth.scopes_supported: invalid scope {s:?}"))
+    }
+}
+
+/// An absolute `https` URL (plain `http` only on loopback, for tests and
+/// a provider on the same host), without user info.
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{key}: {url:?} is not a URL: {e}"))?;
+    let host = uri.host().unwrap_or("");
+    if host.is_empty() || url.contains('@') {
+        return Err(format!(
+            "{key}: {url:?} must be an absolute URL with a host and no user info"
+        ));
+    }
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        Some("http") => Err(format!(
+            "{key}: {url:?} must use https (http only on loopback)"
+        )),
+        _ => Err(format!("{key}: {url:?} must be an https URL")),
     }
 }
 
@@ -883,6 +1138,9 @@ impl Config {
         self.upgrade.validate()?;
         self.validate_limits()?;
         self.tracing.validate()?;
+        if self.auth.mode == AuthMode::Oauth {
+            self.auth.oauth.validate()?;
+        }
         for (i, p) in self.prompts.iter().enumerate() {
             if p.name.trim().is_empty() {
                 return Err(format!("prompts[{i}].name is empty"));

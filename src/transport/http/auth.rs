@@ -14,12 +14,20 @@
 //!
 //! Every refusal is audited (kind `auth`, or `tool` for a scope refusal),
 //! with the token's name when one was recognised.
+//!
+//! `auth.mode = "oauth"` ([`authenticate_oauth`]) answers the same way, and
+//! every challenge also carries `resource_metadata="<url>"` (RFC 9728 §5.1)
+//! so an MCP client can discover the authorization server; a request with
+//! no token also gets a `scope` hint. When the issuer's signing keys cannot
+//! be fetched and none are cached, the answer is 503 with `Retry-After`
+//! (the token may be good: the client should retry, not re-authorize).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use std::sync::Arc;
 
 use super::json_error;
+use super::oauth::{Rejection, Verifier};
 use crate::mcp::error::McpError;
 use crate::mcp::grant::Grant;
 use crate::mcp::jsonrpc::RequestId;
@@ -115,6 +123,78 @@ pub(crate) async fn authenticate(store: &Store, headers: &HeaderMap, what: &str)
     }
 }
 
+/// Authenticates one request against an OAuth authorization server's
+/// tokens; `toolsets` give the default scope hint.
+pub(crate) async fn authenticate_oauth(
+    store: &Store,
+    verifier: &Verifier,
+    toolsets: &[&str],
+    headers: &HeaderMap,
+    what: &str,
+) -> Checked {
+    let metadata = verifier.resource_metadata_url();
+    let token = match presented(headers) {
+        Presented::Token(t) => t,
+        Presented::Missing => {
+            audit(store, what, "unauthenticated", None, None);
+            let scopes = verifier.scopes_supported(toolsets).join(" ");
+            return Checked::Refused(challenge(
+                StatusCode::UNAUTHORIZED,
+                &format!(r#"Bearer resource_metadata="{metadata}", scope="{scopes}""#),
+                "authentication required: Authorization: Bearer <access token>",
+            ));
+        }
+        Presented::Malformed => {
+            audit(store, what, "invalid_request", None, None);
+            return Checked::Refused(challenge(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    r#"Bearer error="invalid_request", error_description="malformed Authorization header", resource_metadata="{metadata}""#
+                ),
+                "malformed Authorization header",
+            ));
+        }
+    };
+    match verifier.verify(token).await {
+        Ok(v) => Checked::Granted(Arc::new(v.into_grant())),
+        Err(Rejection::Invalid(why)) => {
+            audit(store, what, "invalid_token", None, Some(&why));
+            let shown = header_safe(&why);
+            Checked::Refused(challenge(
+                StatusCode::UNAUTHORIZED,
+                &format!(
+                    r#"Bearer error="invalid_token", error_description="{shown}", resource_metadata="{metadata}""#
+                ),
+                &why,
+            ))
+        }
+        Err(e @ Rejection::Unavailable(_)) => {
+            tracing::warn!(error = %e, "OAuth token refused: no signing keys");
+            audit(store, what, "unavailable", None, Some(&e.to_string()));
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &McpError::internal("cannot check the access token now; try again"),
+            );
+            let retry = verifier.config.jwks_refetch_secs.to_string();
+            if let Ok(v) = HeaderValue::from_str(&retry) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Checked::Refused(r)
+        }
+    }
+}
+
+/// `s` as an RFC 6750 `error_description` may hold it.
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// The name of the token a secret belongs to, whatever its state.
 async fn named(store: &Store, secret: &str) -> Option<String> {
     let secret = secret.to_owned();
@@ -137,8 +217,13 @@ fn invalid(store: &Store, what: &str, why: tokens::Refusal, name: Option<String>
     ))
 }
 
-/// The 403 of a request beyond the token's scopes.
-pub(crate) fn forbidden(id: &RequestId, needed: &Needed) -> Response {
+/// The 403 of a request beyond the token's scopes; in OAuth mode it
+/// points to the resource metadata too (the client may step up).
+pub(crate) fn forbidden(
+    id: &RequestId,
+    needed: &Needed,
+    resource_metadata: Option<&str>,
+) -> Response {
     let mut r = json_error(StatusCode::FORBIDDEN, Some(id), &needed.error());
     // A URI can hold what a quoted-string cannot: the description is
     // only a courtesy, the scope is what the client acts on.
@@ -153,8 +238,11 @@ pub(crate) fn forbidden(id: &RequestId, needed: &Needed) -> Response {
             }
         })
         .collect();
+    let metadata = resource_metadata
+        .map(|m| format!(r#", resource_metadata="{m}""#))
+        .unwrap_or_default();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        r#"Bearer error="insufficient_scope", scope="{}", error_description="{description}""#,
+        r#"Bearer error="insufficient_scope", scope="{}", error_description="{description}"{metadata}"#,
         needed.scope
     )) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

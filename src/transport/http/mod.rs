@@ -16,6 +16,7 @@ pub mod guard;
 pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod listener;
+pub(crate) mod oauth;
 mod post;
 mod principal;
 mod refusals;
@@ -58,7 +59,7 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub sse_retry_ms: u64,
     pub keepalive: Duration,
-    pub auth: AuthMode,
+    pub(crate) auth: Authentication,
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
     /// The `Retry-After` of a session refused by a cap: unfinished
@@ -68,12 +69,38 @@ pub struct HttpSettings {
     pub(crate) limits: LimitSettings,
 }
 
+/// How `/mcp` authenticates its callers (`auth.mode`).
+#[derive(Clone, Debug)]
+pub(crate) enum Authentication {
+    Off,
+    Tokens,
+    /// One verifier (and its cached keys) for as long as `[auth.oauth]`
+    /// stays the same across reloads.
+    OAuth(Arc<oauth::Verifier>),
+}
+
+impl Authentication {
+    /// The protected resource metadata URL a refusal points to.
+    pub(crate) fn resource_metadata(&self) -> Option<String> {
+        match self {
+            Authentication::OAuth(v) => Some(v.resource_metadata_url()),
+            _ => None,
+        }
+    }
+}
+
 impl HttpSettings {
     /// `fd_limit` is the process's open-file limit (the default connection
     /// cap is derived from it).
     pub fn from_config(c: &HttpConfig, l: &LimitsConfig, auth: &AuthConfig, fd_limit: u64) -> Self {
         HttpSettings {
-            auth: auth.mode,
+            auth: match auth.mode {
+                AuthMode::Off => Authentication::Off,
+                AuthMode::Tokens => Authentication::Tokens,
+                AuthMode::Oauth => {
+                    Authentication::OAuth(Arc::new(oauth::Verifier::new(&auth.oauth)))
+                }
+            },
             json_response: c.json_response,
             guard: guard::Guard::new(c.listen, &c.allowed_hosts, &c.allowed_origins),
             max_body_bytes: c.max_body_bytes,
@@ -155,7 +182,14 @@ impl HttpState {
         self.settings.load_full()
     }
 
-    pub fn reload(&self, settings: HttpSettings) {
+    pub fn reload(&self, mut settings: HttpSettings) {
+        // The same OAuth configuration keeps its verifier and cached keys.
+        if let (Authentication::OAuth(old), Authentication::OAuth(new)) =
+            (&self.settings().auth, &settings.auth)
+            && old.config == new.config
+        {
+            settings.auth = Authentication::OAuth(old.clone());
+        }
         self.limits.reload(settings.limits);
         self.settings.store(Arc::new(settings));
     }
@@ -286,8 +320,44 @@ pub fn router(state: Arc<HttpState>) -> Router {
     // layer boxed and moved every request's future once more, for one call.
     Router::new()
         .route("/mcp", any(endpoint))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            any(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            any(resource_metadata),
+        )
         .fallback(not_found)
         .with_state(state)
+}
+
+/// RFC 9728 protected resource metadata, in `auth.mode = "oauth"` only
+/// (at the root and with `/mcp` appended: clients try both).
+async fn resource_metadata(State(state): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
+        return refusal.response(None);
+    }
+    let Authentication::OAuth(verifier) = &state.settings().auth else {
+        return not_found(State(state), req).await;
+    };
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let doc = verifier.metadata(&state.server.catalog().toolset_names());
+    let mut r = json_body(StatusCode::OK, doc.to_string().into_bytes());
+    // Browser-based clients read it cross-origin; it holds nothing secret.
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
 }
 
 async fn not_found(State(state): State<Arc<HttpState>>, req: Request) -> Response {
@@ -354,13 +424,29 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
     // After the standby's refusal: a standby serves nobody, and audits
     // nothing (its store takes no local writes).
-    let grant = match state.settings().auth {
-        AuthMode::Off => None,
-        AuthMode::Tokens => {
+    let grant = match &state.settings().auth {
+        Authentication::Off => None,
+        Authentication::Tokens => {
             let what = format!("{} /mcp", req.method());
             match auth::authenticate(&state.server.store, req.headers(), &what).await {
                 auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return r,
+                auth::Checked::Refused(r) => return drained(&state, req, r).await,
+            }
+        }
+        Authentication::OAuth(verifier) => {
+            let what = format!("{} /mcp", req.method());
+            let toolsets = state.server.catalog().toolset_names();
+            match auth::authenticate_oauth(
+                &state.server.store,
+                verifier,
+                &toolsets,
+                req.headers(),
+                &what,
+            )
+            .await
+            {
+                auth::Checked::Granted(g) => Some(g),
+                auth::Checked::Refused(r) => return drained(&state, req, r).await,
             }
         }
     };
@@ -392,6 +478,27 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
             r
         }
     }
+}
+
+/// An authentication refusal, sent once the request body is read (up to
+/// `http.max_body_bytes`, within `http.body_read_timeout_secs`). Answered
+/// with the body unread, hyper would close the connection as it pleases,
+/// and a client reusing it for its retry with a fresh token (the Python
+/// SDK did, now and then) would find it gone; a body too large or too slow
+/// gets `Connection: close` instead.
+async fn drained(state: &HttpState, req: Request, mut refusal: Response) -> Response {
+    let settings = state.settings();
+    let read = tokio::time::timeout(
+        settings.body_read_timeout,
+        axum::body::to_bytes(req.into_body(), settings.max_body_bytes),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) {
+        refusal
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    refusal
 }
 
 /// DNS rebinding protection: the 403 for an Origin or Host not allowed.

@@ -91,7 +91,11 @@ fn beyond_scope(
     let needed = reach::beyond(&state.server.catalog(), grant, method, params)?;
     let session = headers::get(h, SESSION_HEADER).map(str::to_owned);
     needed.audit(&state.server.store, session, Some(grant.principal.clone()));
-    Some(super::auth::forbidden(id, &needed))
+    Some(super::auth::forbidden(
+        id,
+        &needed,
+        state.settings().auth.resource_metadata().as_deref(),
+    ))
 }
 
 fn is_json(h: &HeaderMap) -> bool {
