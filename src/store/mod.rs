@@ -266,16 +266,21 @@ impl Store {
         };
         let (mut job, rx) = writer::job(f);
         job.trace = writer::Trace::of(&span);
-        async {
-            self.inner
-                .writer
-                .send_async(writer::Command::Job(job))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        }
-        .instrument(span)
-        .await
+        self.submit(job, rx).instrument(span).await
+    }
+
+    /// Queues `job` on the writer and waits for its outcome.
+    async fn submit<T>(
+        &self,
+        job: writer::Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.inner
+            .writer
+            .send_async(writer::Command::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// [`Store::write`] that runs even while the store is read-only: for
@@ -287,12 +292,7 @@ impl Store {
     {
         let (mut job, rx) = writer::job(f);
         job.privileged = true;
-        self.inner
-            .writer
-            .send_async(writer::Command::Job(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(job, rx).await
     }
 
     /// Queues a write nobody waits for (event log, audit). It is committed
