@@ -335,8 +335,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
 /// RFC 9728 protected resource metadata, in `auth.mode = "oauth"` only
 /// (at the root and with `/mcp` appended: clients try both).
 async fn resource_metadata(State(state): State<Arc<HttpState>>, req: Request) -> Response {
-    if let Err(refusal) = state.limits.check_rate(&HttpState::client_of(&req, None)) {
-        return refusal.response(None);
+    let client = HttpState::client_of(&req, None);
+    if let Err(refusal) = state.limits.check_rate(&client) {
+        return state.refuse(&client, refusal, None);
     }
     let Authentication::OAuth(verifier) = &state.settings().auth else {
         return not_found(State(state), req).await;
@@ -400,6 +401,25 @@ async fn foreign_session(
     ))
 }
 
+/// Who is calling `/mcp`, as `auth.mode` says to find out; `None` when
+/// authentication is off.
+async fn authenticated(
+    state: &HttpState,
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+) -> Option<auth::Checked> {
+    let store = &state.server.store;
+    let what = || format!("{method} /mcp");
+    Some(match &state.settings().auth {
+        Authentication::Off => return None,
+        Authentication::Tokens => auth::authenticate(store, headers, &what()).await,
+        Authentication::OAuth(verifier) => {
+            let toolsets = state.server.catalog().toolset_names();
+            auth::authenticate_oauth(store, verifier, &toolsets, headers, &what()).await
+        }
+    })
+}
+
 async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     // The address's bucket first, before a token is looked up: a flood of
     // bad credentials is refused here.
@@ -424,31 +444,10 @@ async fn endpoint(State(state): State<Arc<HttpState>>, req: Request) -> Response
     }
     // After the standby's refusal: a standby serves nobody, and audits
     // nothing (its store takes no local writes).
-    let grant = match &state.settings().auth {
-        Authentication::Off => None,
-        Authentication::Tokens => {
-            let what = format!("{} /mcp", req.method());
-            match auth::authenticate(&state.server.store, req.headers(), &what).await {
-                auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return drained(&state, req, r).await,
-            }
-        }
-        Authentication::OAuth(verifier) => {
-            let what = format!("{} /mcp", req.method());
-            let toolsets = state.server.catalog().toolset_names();
-            match auth::authenticate_oauth(
-                &state.server.store,
-                verifier,
-                &toolsets,
-                req.headers(),
-                &what,
-            )
-            .await
-            {
-                auth::Checked::Granted(g) => Some(g),
-                auth::Checked::Refused(r) => return drained(&state, req, r).await,
-            }
-        }
+    let grant = match authenticated(&state, req.method(), req.headers()).await {
+        None => None,
+        Some(auth::Checked::Granted(g)) => Some(g),
+        Some(auth::Checked::Refused(r)) => return drained(&state, req, r).await,
     };
     // Authenticated, the principal's own bucket too: every per-client
     // limit from here on is the principal's.
